@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# No test may reach the W&B servers or wait on a terminal.
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tiny_argv(tmp_path):
+    """Overrides that shrink the main job to seconds, writing under tmp_path."""
+    return [
+        f"out_dir={tmp_path / 'outputs'}",
+        "name=tiny",
+        "data.train_size=64",
+        "data.val_size=32",
+        "data.test_size=0",
+        "data.batch_size=16",
+        "model.width=4",
+        "model.fc_hidden=8",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]

@@ -1,0 +1,158 @@
+import dataclasses
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from camlight.datamodules import SyntheticPets, SyntheticPetsDataset
+from camlight.datamodules.drawing import CAT, DOG, render, sample_scene
+from camlight.datamodules.synthetic import scene_rng
+
+from .conftest import REPO
+
+INDICES = range(0, 40)
+
+
+def _digest(dataset, indices) -> str:
+    h = hashlib.sha256()
+    for i in indices:
+        s = dataset[i]
+        for key in sorted(s):
+            h.update(key.encode())
+            h.update(s[key].numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_same_seed_split_index_gives_the_same_sample_in_another_process():
+    code = (
+        "from camlight.datamodules import SyntheticPetsDataset\n"
+        "from tests.test_synthetic import _digest\n"
+        "print(_digest(SyntheticPetsDataset('val', 40, 64, seed=3), range(40)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == _digest(SyntheticPetsDataset("val", 40, 64, seed=3), INDICES)
+
+
+def test_seed_split_and_index_each_change_the_sample():
+    base = SyntheticPetsDataset("val", 10, 64, seed=0)[5]["image"]
+    assert not torch.equal(base, SyntheticPetsDataset("val", 10, 64, seed=1)[5]["image"])
+    assert not torch.equal(base, SyntheticPetsDataset("train", 10, 64, seed=0)[5]["image"])
+    assert not torch.equal(base, SyntheticPetsDataset("val", 10, 64, seed=0)[6]["image"])
+    assert torch.equal(base, SyntheticPetsDataset("val", 10, 64, seed=0)[5]["image"])
+
+
+def test_dataloader_workers_give_the_same_batches_as_the_main_process():
+    dataset = SyntheticPetsDataset("train", 24, 48, seed=7)
+    main = list(DataLoader(dataset, batch_size=8, num_workers=0))
+    workers = list(DataLoader(dataset, batch_size=8, num_workers=2))
+    for a, b in zip(main, workers, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_cache_returns_the_drawn_samples():
+    plain = SyntheticPetsDataset("val", 6, 64, seed=2)
+    cached = SyntheticPetsDataset("val", 6, 64, seed=2, cache=True)
+    for i in range(6):
+        first, again = cached[i], cached[i]
+        for key in plain[i]:
+            assert torch.equal(plain[i][key], first[key]) and torch.equal(first[key], again[key])
+
+
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_mask_covers_exactly_the_pixels_the_animal_changes(size):
+    for index in range(30):
+        scene = sample_scene(scene_rng(0, "train", index), size)
+        with_animal = render(scene)
+        background = render(dataclasses.replace(scene, animals=())).image
+        changed = (with_animal.image != background).any(axis=0)
+        np.testing.assert_array_equal(changed, with_animal.masks[0])
+        assert with_animal.masks[0].sum() > 0.01 * size * size
+
+
+def test_cat_and_dog_differ_only_by_their_ears():
+    for index in range(30):
+        scene = sample_scene(scene_rng(0, "train", index), 64)
+        (animal,) = scene.animals
+        cat = render(dataclasses.replace(scene, animals=(dataclasses.replace(animal, label=CAT),)))
+        dog = render(dataclasses.replace(scene, animals=(dataclasses.replace(animal, label=DOG),)))
+        differ = (cat.image != dog.image).any(axis=0)
+        ears = cat.parts[0] | dog.parts[0]
+        assert differ.any()
+        assert not (differ & ~ears).any(), "pixels outside the ears differ between cat and dog"
+        # Same face in both: the masks agree everywhere outside the ears.
+        np.testing.assert_array_equal(cat.masks[0] & ~ears, dog.masks[0] & ~ears)
+        # Cat ears stand above the face, dog ears hang beside it.
+        ys = np.arange(64)[:, None].repeat(64, 1)
+        assert ys[cat.parts[0]].mean() < animal.face.cy - 0.5 * animal.face.r
+        assert ys[dog.parts[0]].mean() > animal.face.cy - 0.2 * animal.face.r
+
+
+def test_sample_follows_the_batch_format():
+    dataset = SyntheticPetsDataset("val", 50, 64, seed=0)
+    labels = []
+    for i in range(50):
+        s = dataset[i]
+        assert s["image"].dtype == torch.float32 and s["image"].shape == (3, 64, 64)
+        assert s["label"].dtype == torch.int64 and s["label"].shape == ()
+        assert s["mask"].dtype == torch.bool and s["mask"].shape == (64, 64)
+        assert s["parts"].dtype == torch.bool and not (s["parts"] & ~s["mask"]).any()
+        assert s["parts"].sum() >= 4, "the ears must be visible"
+        x0, y0, x1, y1 = s["box"].long().tolist()
+        rows, cols = s["mask"].any(1).nonzero()[:, 0], s["mask"].any(0).nonzero()[:, 0]
+        assert (x0, y0, x1, y1) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert s["mask"][y0:y1, x0:x1].sum() == s["mask"].sum()
+        labels.append(int(s["label"]))
+    assert 15 <= sum(labels) <= 35, "both classes appear"
+
+
+def test_normalisation_is_undone_by_the_datamodule_mean_and_std():
+    dm = SyntheticPets(train_size=8, val_size=8, test_size=0)
+    scene = dm.datasets["val"].scene(3)
+    image = dm.datasets["val"][3]["image"]
+    mean, std = torch.tensor(dm.mean)[:, None, None], torch.tensor(dm.std)[:, None, None]
+    torch.testing.assert_close(image * std + mean, torch.from_numpy(render(scene).image))
+
+
+def test_probe_batch_is_the_same_every_call():
+    dm = SyntheticPets(train_size=16, val_size=100, test_size=0)
+    a, b = dm.probe_batch(8), dm.probe_batch(8)
+    for key in a:
+        assert torch.equal(a[key], b[key])
+    assert a["image"].shape == (8, 3, 64, 64)
+    assert not torch.equal(a["image"], dm.probe_batch(8, seed=1)["image"])
+    with pytest.raises(ValueError, match="between 1 and the validation size"):
+        dm.probe_batch(101)
+
+
+def test_pair_probe_has_one_cat_and_one_dog_with_a_mask_each():
+    dm = SyntheticPets(train_size=16, val_size=16, test_size=0)
+    pair = dm.probe_batch(6, mode="pair")
+    masks = pair["class_masks"]
+    assert masks.shape == (6, 2, 64, 64) and "label" not in pair
+    assert (masks.flatten(2).sum(-1) > 20).all()
+    assert not (masks[:, 0] & masks[:, 1]).any()
+    assert torch.equal(masks[:, 0] | masks[:, 1], pair["mask"])
+    for i in range(6):
+        scene = SyntheticPetsDataset("pair", 6, 64).scene(i)
+        assert sorted(a.label for a in scene.animals) == [CAT, DOG]
+        for c in (CAT, DOG):
+            x0, y0, x1, y1 = pair["class_boxes"][i, c].long().tolist()
+            assert masks[i, c, y0:y1, x0:x1].sum() == masks[i, c].sum()
+    for key in pair:
+        assert torch.equal(pair[key], dm.probe_batch(6, mode="pair")[key])
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="image_size=31 is too small"):
+        SyntheticPetsDataset("train", 4, image_size=31)
+    with pytest.raises(ValueError, match="unknown split"):
+        SyntheticPetsDataset("validation", 4)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        SyntheticPets(batch_size=0)
+    with pytest.raises(ValueError, match="unknown probe mode"):
+        SyntheticPets().probe_batch(2, mode="pairs")
