@@ -1,0 +1,172 @@
+"""The camlight `Classifier`: a backbone and a GAP or FC head, trained with Lightning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from camlight import __version__
+from camlight.modules.backbones import BACKBONES, feature_size, load_pretrained
+from camlight.modules.heads import HEADS, FcHead, GapHead
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_architecture(backbone: str, head: str, image_size: int) -> None:
+    """Raise ValueError, in one line saying what to do, for an impossible architecture."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    spec = BACKBONES[backbone]
+    if image_size < spec.min_size:
+        h = feature_size(backbone, image_size)
+        raise ValueError(
+            f"image_size={image_size} is too small for backbone {backbone}: its feature map would be "
+            f"{h}×{h}; use image_size >= {spec.min_size}"
+        )
+
+
+class Classifier(pl.LightningModule):
+    """A CNN classifier split as `forward(x) == head(features(x))`.
+
+    `features(x)` is the unpooled feature map A (B,K,h,w) of the last conv block, named by
+    `target_layer`; `head(A)` gives logits (B,C). The `gap` head (global average pool → linear) is
+    CAM-compatible; the `fc` head (flatten → linear → ReLU → dropout → linear) is not.
+
+    Every constructor argument is saved in the checkpoint, so `load_classifier(path)` rebuilds the
+    model, its class names and its preprocessing (`image_size`, `mean`, `std`) from the file alone.
+
+    Args:
+        backbone: "simple_cnn", "resnet18" or "vgg16".
+        head: "gap" or "fc".
+        class_names: one name per class; their number is the number of outputs.
+        image_size: side of the square inputs the model is trained on.
+        mean, std: per-channel normalisation of the inputs (to undo it for display).
+        width: base channel count of `simple_cnn` (ignored by the torchvision backbones).
+        fc_hidden, dropout: size of the hidden layer and dropout rate of the `fc` head.
+        pretrained: load torchvision's ImageNet weights from the local hub cache.
+        lr, weight_decay: AdamW; the learning rate follows a one-cycle schedule when `schedule` is
+            "onecycle", and stays constant when it is "constant".
+
+    Example::
+
+        model = Classifier("simple_cnn", "gap", class_names=("cat", "dog"), image_size=64)
+        a = model.features(x)          # (B, 128, 8, 8)
+        logits = model.head(a)         # (B, 2)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "simple_cnn",
+        head: str = "gap",
+        class_names: Sequence[str] = ("cat", "dog"),
+        image_size: int = 64,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        width: int = 32,
+        fc_hidden: int = 256,
+        dropout: float = 0.5,
+        pretrained: bool = False,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        schedule: str = "onecycle",
+    ):
+        super().__init__()
+        check_architecture(backbone, head, image_size)
+        if len(class_names) < 2:
+            raise ValueError(f"a classifier needs at least two classes, got {list(class_names)}")
+        if schedule not in ("onecycle", "constant"):
+            raise ValueError(f"unknown schedule {schedule!r}; choose 'onecycle' or 'constant'")
+        self.save_hyperparameters()
+        self.class_names = tuple(class_names)
+        spec = BACKBONES[backbone]
+        self.backbone = spec.build(width)
+        if pretrained:
+            load_pretrained(backbone, self.backbone)
+        channels, num_classes = spec.channels(width), len(class_names)
+        if head == "gap":
+            self.head = GapHead(channels, num_classes)
+        else:
+            self.head = FcHead(channels, feature_size(backbone, image_size), num_classes, fc_hidden, dropout)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints when set
+
+    @property
+    def target_layer(self) -> str:
+        """Dotted name of the last conv block: the module whose output is `features(x)`."""
+        last = list(self.backbone.named_children())[-1][0]
+        return f"backbone.{last}"
+
+    @property
+    def preprocessing(self) -> dict:
+        """What an input needs before `forward`: resize to `image_size`, then normalise."""
+        h = self.hparams
+        return {"image_size": h.image_size, "mean": tuple(h.mean), "std": tuple(h.std)}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) normalised images → feature map A (B,K,h,w)."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) normalised images → logits (B,C)."""
+        return self.head(self.features(x))
+
+    def _step(self, batch: dict, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        accuracy(logits, batch["label"])
+        on_step = stage == "train"
+        n = batch["label"].shape[0]
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=not on_step
+        )
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        if h.schedule == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=h.lr, total_steps=max(total, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["camlight"] = {"version": __version__, "config": self.run_config}
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> Classifier:
+    """Rebuild a `Classifier` from a checkpoint file alone, in eval mode.
+
+    The weights come from the checkpoint, so `pretrained` weights are not looked up again.
+    """
+    model = Classifier.load_from_checkpoint(str(path), map_location=map_location, pretrained=False)
+    return model.eval()
+
+
+def checkpoint_config(path: str | Path) -> dict | None:
+    """The resolved run config stored in a camlight checkpoint (None when it holds none)."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    return (ckpt.get("camlight") or {}).get("config")
+
+
+__all__ = ["Classifier", "load_classifier", "checkpoint_config", "check_architecture"]
