@@ -1,0 +1,271 @@
+"""Run configuration: dataclass schemas merged with OmegaConf.
+
+Order of precedence, lowest first: the schema defaults here ← `configs/train.yaml` ←
+`configs/experiment/NAME.yaml` (from `experiment=NAME`) ← `key=value` overrides on the command
+line. Unknown keys, wrong types and impossible values fail in `load_config`, before anything runs,
+with a `ConfigError` naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A user's mistake in the configuration; the message is one line saying what to do."""
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None):
+    """A schema field with its help text and, optionally, its valid choices or lower bound."""
+    meta = {"help": help, "choices": choices, "minimum": minimum}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("synthetic", "dataset", choices=("synthetic",))
+    image_size: int = _f(64, "side of the square input images in pixels", minimum=32)
+    train_size: int = _f(4000, "training samples (synthetic)", minimum=1)
+    val_size: int = _f(1000, "validation samples (synthetic)", minimum=1)
+    test_size: int = _f(1000, "test samples (synthetic)", minimum=0)
+    batch_size: int = _f(64, "samples per batch", minimum=1)
+    num_workers: int = _f(0, "DataLoader worker processes (0 = load in the main process)", minimum=0)
+    seed: int = _f(0, "dataset seed: with split and index it fixes every synthetic image")
+    cache: bool = _f(True, "keep drawn synthetic images in memory after the first epoch")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f("simple_cnn", "feature extractor", choices=("simple_cnn", "resnet18", "vgg16"))
+    head: str = _f(
+        "both", "classifier head; 'both' trains a GAP and an FC model in one group", choices=("gap", "fc", "both")
+    )
+    width: int = _f(32, "base channel count of simple_cnn (blocks have w, 2w, 4w, 4w)", minimum=1)
+    fc_hidden: int = _f(256, "hidden units of the fc head", minimum=1)
+    dropout: float = _f(0.5, "dropout rate of the fc head", minimum=0.0)
+    pretrained: bool = _f(False, "load torchvision ImageNet weights from the local torch hub cache")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _f(3e-3, "peak learning rate (AdamW)", minimum=0.0)
+    weight_decay: float = _f(1e-4, "AdamW weight decay", minimum=0.0)
+    schedule: str = _f("onecycle", "learning-rate schedule", choices=("onecycle", "constant"))
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = _f(6, "training epochs", minimum=1)
+    accelerator: str = _f("auto", "Lightning accelerator: auto, cpu, gpu, mps, ...")
+    devices: Any = _f("auto", "Lightning devices: auto, a count, or a list of ids")
+    strategy: str = _f("auto", "Lightning strategy: auto, ddp, ...")
+    num_nodes: int = _f(1, "nodes for multi-node training", minimum=1)
+    precision: str = _f("32-true", "Lightning precision: 32-true, 16-mixed, bf16-mixed, ...")
+    deterministic: bool = _f(True, "deterministic algorithms (bit-for-bit repeatable runs)")
+    limit_train_batches: Any = _f(1.0, "training batches per epoch: a fraction (float <= 1.0) or a count (int)")
+    limit_val_batches: Any = _f(1.0, "validation batches per epoch: a fraction (float <= 1.0) or a count (int)")
+    log_every_n_steps: int = _f(10, "how often training steps are logged", minimum=1)
+    enable_progress_bar: bool = _f(True, "Lightning's progress bar")
+
+
+@dataclass
+class WandbConfig:
+    mode: str = _f(
+        "offline",
+        "offline writes runs to disk (upload later with `wandb sync`); online needs an account",
+        choices=("offline", "online", "disabled"),
+    )
+    project: str = _f("camlight", "W&B project")
+    entity: str | None = _f(None, "W&B entity (team or user); null = your default")
+    tags: list = _f([], "W&B tags")
+
+
+@dataclass
+class Config:
+    experiment: str | None = _f(None, "preset from configs/experiment/NAME.yaml, applied before overrides")
+    name: str | None = _f(None, "group name: runs go to out_dir/name/ (null = a timestamp)")
+    out_dir: str = _f("outputs", "where run groups are written")
+    seed: int = _f(0, "training seed (weights, shuffling)")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def _fields(schema: type, prefix: str = ""):
+    """(dotted key, dataclass field, default) for every leaf of the schema, in order."""
+    instance = schema()
+    for f in dataclasses.fields(schema):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _fields(type(value), f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, value
+
+
+def help_text() -> str:
+    """Every key with its default and meaning, as `train.py --help` prints it."""
+    entries = []
+    for key, f, default in _fields(Config):
+        choices = f.metadata.get("choices")
+        extra = f" [{'|'.join(choices)}]" if choices else ""
+        shown = OmegaConf.to_yaml({"v": default}).strip()[3:]
+        entries.append((f"{key}={shown}", f"{f.metadata['help']}{extra}"))
+    width = max(len(k) for k, _ in entries)
+    lines = ["usage: python train.py [experiment=NAME] [key=value ...]", "", "keys (key=default  meaning):"]
+    lines += [f"  {k.ljust(width)}  {h}" for k, h in entries]
+    names = ", ".join(experiments()) or "none"
+    lines += ["", f"experiments: {names}", "example: python train.py model.head=gap trainer.max_epochs=3"]
+    return "\n".join(lines)
+
+
+def experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+
+
+def _all_keys() -> list[str]:
+    return [key for key, _, _ in _fields(Config)]
+
+
+def _unknown_key_message(key: str) -> str:
+    keys = _all_keys()
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    siblings = (
+        [k for k in keys if k.startswith(parent) and "." not in k[len(parent) :]]
+        if parent
+        else [k for k in keys if "." not in k] + ["data.*", "model.*", "optim.*", "trainer.*", "wandb.*"]
+    )
+    close = difflib.get_close_matches(key, keys, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown config key {key!r}; {hint}valid keys here: {', '.join(siblings)} (see --help)"
+
+
+def _parse_overrides(argv: list[str]) -> tuple[str | None, list[str]]:
+    experiment, dotlist = None, []
+    for arg in argv:
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(f"cannot parse argument {arg!r}; write key=value, e.g. model.head=gap (see --help)")
+        key, value = arg.split("=", 1)
+        if key == "experiment":
+            experiment = value or None
+        else:
+            dotlist.append(arg)
+    return experiment, dotlist
+
+
+def _merge(*sources) -> DictConfig:
+    try:
+        return OmegaConf.merge(*sources)
+    except ConfigKeyError as e:
+        raise ConfigError(_unknown_key_message(e.full_key)) from None
+    except ValidationError as e:
+        raise ConfigError(_type_message(e)) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config: {str(e).splitlines()[0]}") from None
+
+
+def _type_message(e: ValidationError) -> str:
+    types = {key: f.type for key, f, _ in _fields(Config)}
+    expected = types.get(e.full_key, "another type")
+    expected = getattr(expected, "__name__", expected)
+    return f"invalid value {e.value!r} for {e.full_key}: expected {expected} (see --help)"
+
+
+def _yaml(path: Path, what: str) -> DictConfig:
+    try:
+        return OmegaConf.load(path)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+
+
+def load_config(argv: list[str] | tuple[str, ...] = (), config_dir: Path | str = CONFIG_DIR) -> DictConfig:
+    """Build and check the run config from command-line style `key=value` arguments.
+
+    Args:
+        argv: `key=value` strings; `experiment=NAME` picks a preset.
+        config_dir: folder holding `train.yaml` and `experiment/`.
+
+    Raises:
+        ConfigError: unknown key, wrong type, impossible value or missing experiment.
+    """
+    config_dir = Path(config_dir)
+    experiment, dotlist = _parse_overrides(list(argv))
+    sources = [OmegaConf.structured(Config)]
+    defaults = config_dir / "train.yaml"
+    if defaults.is_file():
+        sources.append(_yaml(defaults, "defaults"))
+    base = _merge(*sources)
+    experiment = experiment or base.experiment
+    if experiment:
+        path = config_dir / "experiment" / f"{experiment}.yaml"
+        if not path.is_file():
+            names = ", ".join(experiments(config_dir)) or "none"
+            raise ConfigError(f"experiment {experiment!r} not found in {path.parent}; available: {names}")
+        sources.append(_yaml(path, "experiment"))
+    try:
+        cli = OmegaConf.from_dotlist(dotlist)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot parse overrides: {str(e).splitlines()[0]}") from None
+    cfg = _merge(*sources, cli)
+    cfg.experiment = experiment
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check choices, bounds and combinations; raise ConfigError on the first problem."""
+    for key, f, _ in _fields(Config):
+        value = OmegaConf.select(cfg, key)
+        choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+        if choices and value not in choices:
+            raise ConfigError(f"invalid {key}={value!r}; choose one of {', '.join(choices)}")
+        if minimum is not None and value is not None and value < minimum:
+            bound = "positive" if minimum == 1 else f">= {minimum}"
+            raise ConfigError(f"invalid {key}={value}; it must be {bound}")
+    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
+        _check_limit(key, OmegaConf.select(cfg, key))
+    _check_writable(Path(cfg.out_dir))
+
+
+def _check_limit(key: str, value: Any) -> None:
+    ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
+        isinstance(value, float) and 0.0 <= value <= 1.0
+    )
+    if not ok:
+        raise ConfigError(f"invalid {key}={value!r}; use a fraction between 0.0 and 1.0 or a whole number of batches")
+
+
+def heads(cfg: DictConfig) -> list[str]:
+    """The heads a config trains, in order."""
+    return ["gap", "fc"] if cfg.model.head == "both" else [cfg.model.head]
+
+
+def _check_writable(out_dir: Path) -> None:
+    probe = out_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"out_dir={out_dir} is not a directory ({probe} is a file); choose another out_dir")
+    try:  # a real write: permission bits do not tell root, nor a read-only or virtual file system
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"out_dir={out_dir} is not writable ({probe}: {e.strerror}); choose another out_dir"
+        ) from None

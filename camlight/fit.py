@@ -1,0 +1,224 @@
+"""Build everything a training run needs from a config, fit, and summarise the group.
+
+`run(cfg)` trains one model per head in `heads(cfg)` ("both": GAP, then FC) in one W&B group and
+writes, under `out_dir/<group>/`:
+
+    summary.json                  per run: head, backbone, val accuracy, checkpoints, W&B run dir
+    <backbone>-<head>/config.yaml the resolved config of that run
+    <backbone>-<head>/checkpoints/ best (on val/acc) and last checkpoint
+    <backbone>-<head>/csv/metrics.csv
+    <backbone>-<head>/wandb/offline-run-*/   (W&B offline mode; `wandb sync` uploads it later)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from camlight.config import ConfigError, heads
+from camlight.datamodules import SyntheticPets
+from camlight.modules import BACKBONES, Classifier, check_architecture
+from camlight.modules.backbones import pretrained_path
+
+log = logging.getLogger(__name__)
+
+
+def check(cfg: DictConfig) -> None:
+    """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
+    for head in heads(cfg):
+        try:
+            check_architecture(cfg.model.backbone, head, cfg.data.image_size)
+        except ValueError as e:
+            raise ConfigError(str(e).replace("image_size", "data.image_size", 1)) from None
+    if cfg.model.pretrained:
+        if BACKBONES[cfg.model.backbone].pretrained is None:
+            raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
+        path = pretrained_path(cfg.model.backbone)
+        if not path.is_file():
+            url = BACKBONES[cfg.model.backbone].pretrained().url
+            raise ConfigError(
+                f"pretrained weights for {cfg.model.backbone} not found at {path}; download {url} "
+                f"to that path (or point TORCH_HOME at a cache holding it), or set model.pretrained=false"
+            )
+
+
+def build_datamodule(cfg: DictConfig) -> SyntheticPets:
+    d = cfg.data
+    return SyntheticPets(
+        image_size=d.image_size,
+        train_size=d.train_size,
+        val_size=d.val_size,
+        test_size=d.test_size,
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        seed=d.seed,
+        cache=d.cache,
+    )
+
+
+def build_model(cfg: DictConfig, head: str, datamodule) -> Classifier:
+    m, o = cfg.model, cfg.optim
+    return Classifier(
+        backbone=m.backbone,
+        head=head,
+        class_names=tuple(datamodule.class_names),
+        image_size=cfg.data.image_size,
+        mean=tuple(datamodule.mean),
+        std=tuple(datamodule.std),
+        width=m.width,
+        fc_hidden=m.fc_hidden,
+        dropout=m.dropout,
+        pretrained=m.pretrained,
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        schedule=o.schedule,
+    )
+
+
+def _loggers(cfg: DictConfig, run_cfg: dict, group: str, name: str, run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    if cfg.wandb.mode != "disabled":
+        loggers.append(
+            WandbLogger(
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity,
+                group=group,
+                name=name,
+                job_type="train",
+                tags=list(cfg.wandb.tags),
+                save_dir=str(run_dir),
+                mode=cfg.wandb.mode,
+                config=run_cfg,
+            )
+        )
+    return loggers
+
+
+def _trainer(cfg: DictConfig, loggers: list[Logger], callbacks: list[pl.Callback], run_dir: Path) -> pl.Trainer:
+    t = cfg.trainer
+    return pl.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+    )
+
+
+def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path) -> dict:
+    """Train one model; return its row of the summary."""
+    name = f"{cfg.model.backbone}-{head}"
+    run_dir = group_dir / name
+    run_cfg = OmegaConf.to_container(cfg, resolve=True)
+    run_cfg["model"]["head"] = head
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg, head, datamodule)
+    model.run_config = run_cfg
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="epoch{epoch:03d}-acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+    )
+    loggers = _loggers(cfg, run_cfg, group, name, run_dir)
+    trainer = _trainer(cfg, loggers, [checkpoint], run_dir)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(run_cfg), run_dir / "config.yaml")
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    row = {
+        "name": name,
+        "backbone": cfg.model.backbone,
+        "head": head,
+        "val_acc": _float(checkpoint.best_model_score),
+        "last_val_acc": _float(trainer.callback_metrics.get("val/acc")),
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(seconds, 1),
+        "best_checkpoint": checkpoint.best_model_path or None,
+        "last_checkpoint": checkpoint.last_model_path or None,
+        "config": str(run_dir / "config.yaml"),
+        "csv_metrics": str(Path(loggers[0].log_dir) / "metrics.csv"),
+        "wandb_run_dir": None,
+        "wandb_sync": None,
+    }
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            wandb_dir = Path(logger.experiment.dir).parent  # .../wandb/offline-run-*/files → run dir
+            row["wandb_run_dir"] = str(wandb_dir)
+            row["wandb_sync"] = f"wandb sync {wandb_dir}"
+            logger.experiment.finish()
+    return row
+
+
+def _float(value) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train every head of `cfg` in one group; write and return the group's summary.
+
+    Raises:
+        ConfigError: a problem found before anything was written (nothing is left behind).
+    """
+    check(cfg)
+    group = cfg.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    group_dir = Path(cfg.out_dir).resolve() / group
+    if group_dir.exists() and any(group_dir.iterdir()):
+        raise ConfigError(f"{group_dir} already holds a run group; choose another name= or out_dir=")
+    datamodule = build_datamodule(cfg)
+    runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
+    summary = {"group": group, "group_dir": str(group_dir), "experiment": cfg.experiment, "runs": runs}
+    if rank_zero_only.rank == 0:
+        _write_json(group_dir / "summary.json", summary)
+    return summary
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a table, followed by where it was written."""
+    header = ("head", "backbone", "val acc", "best checkpoint", "W&B run dir")
+    rows = [
+        (
+            r["head"],
+            r["backbone"],
+            "n/a" if r["val_acc"] is None else f"{100 * r['val_acc']:.2f}%",
+            r["best_checkpoint"] or "-",
+            r["wandb_run_dir"] or "-",
+        )
+        for r in summary["runs"]
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    syncs = [r["wandb_sync"] for r in summary["runs"] if r["wandb_sync"]]
+    if syncs:
+        lines += ["", "upload to W&B later with:", *(f"  {s}" for s in syncs)]
+    lines += ["", f"summary: {Path(summary['group_dir']) / 'summary.json'}"]
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from camlight import fit
+from camlight.config import Config, ConfigError, heads, help_text, load_config
+
+from .conftest import REPO
+
+
+def _leaf_keys(node, prefix=""):
+    for key, value in node.items():
+        if OmegaConf.is_dict(value):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_defaults_are_the_main_job():
+    cfg = load_config([])
+    assert (cfg.data.name, cfg.data.image_size, cfg.model.backbone) == ("synthetic", 64, "simple_cnn")
+    assert heads(cfg) == ["gap", "fc"]
+    assert cfg.wandb.mode == "offline"
+    assert cfg.trainer.deterministic is True
+
+
+def test_overrides_apply_in_order(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "train.yaml").write_text("seed: 1\ndata:\n  batch_size: 8\n")
+    (tmp_path / "experiment" / "e.yaml").write_text("seed: 2\nmodel:\n  head: gap\n")
+    assert load_config([], config_dir=tmp_path).seed == 1
+    cfg = load_config(["experiment=e"], config_dir=tmp_path)
+    assert (cfg.seed, cfg.data.batch_size, cfg.model.head, cfg.experiment) == (2, 8, "gap", "e")
+    cfg = load_config(["seed=3", "experiment=e"], config_dir=tmp_path)  # the dotlist wins, wherever it stands
+    assert cfg.seed == 3
+    assert heads(load_config(["model.head=fc"])) == ["fc"]
+
+
+def test_every_experiment_preset_loads():
+    for name in ("smoke", "resnet18_synthetic"):
+        cfg = load_config([f"experiment={name}"])
+        fit.check(cfg)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["model.hed=gap"], "unknown config key 'model.hed'; did you mean model.head?"),
+        (["bogus=1"], "unknown config key 'bogus'"),
+        (["data.batch_size=abc"], "invalid value 'abc' for data.batch_size: expected int"),
+        (["trainer.deterministic=maybe"], "invalid value 'maybe' for trainer.deterministic: expected bool"),
+        (["model.backbone=resnet50"], "invalid model.backbone='resnet50'; choose one of simple_cnn, resnet18, vgg16"),
+        (["model.head=linear"], "invalid model.head='linear'; choose one of gap, fc, both"),
+        (["data.name=cifar"], "invalid data.name='cifar'; choose one of synthetic"),
+        (["data.batch_size=0"], "invalid data.batch_size=0; it must be positive"),
+        (["data.batch_size=-4"], "invalid data.batch_size=-4; it must be positive"),
+        (["trainer.max_epochs=0"], "invalid trainer.max_epochs=0; it must be positive"),
+        (["data.image_size=16"], "invalid data.image_size=16; it must be >= 32"),
+        (["trainer.limit_train_batches=2.5"], "use a fraction between 0.0 and 1.0 or a whole number"),
+        (["experiment=nope"], "experiment 'nope' not found in .*; available: resnet18_synthetic, smoke"),
+        (["model.head"], "cannot parse argument 'model.head'; write key=value"),
+        (["out_dir=/proc/camlight-out"], "out_dir=/proc/camlight-out is not writable"),
+    ],
+)
+def test_config_mistakes_name_the_key_and_the_fix(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(argv)
+
+
+def test_out_dir_below_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        load_config([f"out_dir={tmp_path / 'f' / 'runs'}"])
+
+
+def test_architecture_and_weights_are_checked_before_anything_is_written(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    out = tmp_path / "outputs"
+    cfg = load_config([f"out_dir={out}", "model.backbone=resnet18", "data.image_size=32"])
+    with pytest.raises(
+        ConfigError, match="data.image_size=32 is too small for backbone resnet18; ?|too small for backbone resnet18"
+    ):
+        fit.run(cfg)
+    cfg = load_config([f"out_dir={out}", "model.backbone=vgg16", "model.pretrained=true"])
+    with pytest.raises(ConfigError, match="pretrained weights for vgg16 not found at .*vgg16-397923af.pth"):
+        fit.run(cfg)
+    cfg = load_config([f"out_dir={out}", "model.pretrained=true"])
+    with pytest.raises(ConfigError, match="simple_cnn has no pretrained weights"):
+        fit.run(cfg)
+    assert not out.exists()
+
+
+def test_help_lists_every_key_with_its_default():
+    text = help_text()
+    for key in _leaf_keys(OmegaConf.structured(Config)):
+        assert f"  {key}=" in text, key
+    assert "model.head=both" in text and "[gap|fc|both]" in text
+    assert "experiments: resnet18_synthetic, smoke" in text
+
+
+def _train(args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["model.backbone=resnet50"],
+        ["data.image_size=ten"],
+        ["experiment=missing"],
+        ["trainer.max_epochs=-1"],
+        ["model.backbone=resnet18", "data.image_size=32"],
+    ],
+)
+def test_train_py_answers_a_mistake_with_one_line_and_exit_code_2(tmp_path, args):
+    out = _train(args, tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_train_py_help_exits_0(tmp_path):
+    out = _train(["--help"], tmp_path)
+    assert out.returncode == 0 and "trainer.max_epochs=6" in out.stdout

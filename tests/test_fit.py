@@ -1,0 +1,76 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from camlight import fit
+from camlight.config import ConfigError, load_config
+from camlight.modules import checkpoint_config, load_classifier
+
+
+def _wandb_summary(run_dir: Path) -> dict:
+    """What reached W&B, read back from the offline run itself by W&B's own tool."""
+    wandb = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb), "leet", "inspect", str(run_dir), "--summary", "--json"], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_a_short_run_writes_checkpoints_metrics_summary_and_wandb_runs(tmp_path, tiny_argv):
+    cfg = load_config(tiny_argv)
+    summary = fit.run(cfg)
+    group_dir = tmp_path / "outputs" / "tiny"
+    assert json.loads((group_dir / "summary.json").read_text()) == summary
+    assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
+    for row in summary["runs"]:
+        run_dir = group_dir / f"simple_cnn-{row['head']}"
+        # Checkpoint: the best on val/acc, rebuilt from the file alone, with the resolved config inside.
+        best = Path(row["best_checkpoint"])
+        assert best.is_file() and best.parent == run_dir / "checkpoints"
+        model = load_classifier(best)
+        assert model.hparams.head == row["head"] and model.class_names == ("cat", "dog")
+        assert checkpoint_config(best)["model"]["head"] == row["head"]
+        assert (run_dir / "config.yaml").is_file()
+        assert 0.0 <= row["val_acc"] <= 1.0
+        # CSV metrics: one validation row per epoch.
+        with open(row["csv_metrics"]) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
+        assert len(rows) == 1 and abs(float(rows[0]["val/acc"]) - row["last_val_acc"]) < 1e-6
+        # W&B offline run: a directory of its own, holding what was logged.
+        wandb_dir = Path(row["wandb_run_dir"])
+        assert wandb_dir.parent == run_dir / "wandb" and wandb_dir.name.startswith("offline-run-")
+        assert list(wandb_dir.glob("*.wandb"))
+        assert row["wandb_sync"] == f"wandb sync {wandb_dir}"
+        logged = _wandb_summary(wandb_dir)
+        assert logged["state"] == "finished" and logged["name"] == f"simple_cnn-{row['head']}"
+        assert logged["project"] == "camlight"
+        assert abs(logged["summary"]["val/acc"] - row["last_val_acc"]) < 1e-6
+        assert "train/loss_epoch" in logged["summary"] and "val/loss" in logged["summary"]
+        assert logged["config"]["model"]["head"] == row["head"] and logged["config"]["name"] == "tiny"
+    table = fit.format_summary(summary)
+    assert "gap" in table and "fc" in table and "wandb sync" in table
+
+
+def test_a_group_directory_is_never_overwritten(tmp_path, tiny_argv):
+    cfg = load_config([*tiny_argv, "model.head=gap", "wandb.mode=disabled"])
+    first = fit.run(cfg)
+    assert first["runs"][0]["wandb_run_dir"] is None
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="already holds a run group"):
+        fit.run(cfg)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_the_same_seed_trains_the_same_weights(tmp_path, tiny_argv):
+    weights = []
+    for name in ("a", "b"):
+        cfg = load_config([*tiny_argv, f"name={name}", "model.head=gap", "wandb.mode=disabled"])
+        best = fit.run(cfg)["runs"][0]["last_checkpoint"]
+        weights.append(torch.load(best, weights_only=False)["state_dict"])
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

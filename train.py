@@ -1,0 +1,34 @@
+"""Train camlight classifiers: parse the config, then `camlight.fit.run(cfg)`.
+
+    python train.py                               # the main job: simple_cnn, GAP and FC heads
+    python train.py model.head=gap                # one model
+    python train.py experiment=smoke              # a preset from configs/experiment/
+    python train.py trainer.max_epochs=3 wandb.mode=disabled
+    python train.py --help                        # every key, its default and its meaning
+
+Exit codes: 0 done, 2 a mistake in the command or config (one line on stderr says what to do).
+"""
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from camlight.config import ConfigError, help_text, load_config
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    try:
+        cfg = load_config(argv)
+        from camlight import fit
+
+        summary = fit.run(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(fit.format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
