@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,parity]'
 	touch $@
 
 train: $(VENV)/.installed
@@ -31,8 +31,9 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/synthetic_draw.py
+	$(PY) benchmarks/explainers.py
 
 clean:
 	rm -rf outputs .pytest_cache

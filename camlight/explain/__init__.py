@@ -1,0 +1,77 @@
+"""Explanation maps for image classifiers: `explain(model, images, methods)` and one class per method.
+
+No Lightning, no logging, no files: tensors in, tensors out, the model left as it was.
+
+Example::
+
+    from camlight.explain import explain, GradCAM
+    maps = explain(model, images, ["saliency", "cam", "gradcam"])   # shared passes
+    heat = GradCAM(model)(images, targets=1)                        # (B,H,W) in [0,1]
+    heat = GradCAM(torchvision_model, layer="layer4")(images)        # any classifier, hooked
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
+from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
+from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score)
+from camlight.explain.engine import REGISTRY, explain
+from camlight.explain.engine import _method_options as _check_options
+
+METHODS = tuple(REGISTRY)
+
+
+class Explainer:
+    """One method bound to a model, a layer and options: `Explainer(model, layer, **options)(images, targets)`."""
+
+    method: str = ""
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module | None = None, **options):
+        _check_options([self.method], {self.method: options})
+        self.model, self.layer, self.options = model, layer, options
+
+    def __call__(self, images: torch.Tensor, targets=None, raw: bool = False) -> torch.Tensor:
+        """(B,H,W) map in [0,1] (or the raw map with `raw=True`); see `explain`."""
+        out = explain(self.model, images, [self.method], targets, self.layer, raw=raw, **{self.method: self.options})
+        return out[self.method]
+
+
+def _explainer(name: str, key: str) -> type[Explainer]:
+    doc = REGISTRY[key].compute.__doc__
+    return type(name, (Explainer,), {"method": key, "__doc__": doc, "__module__": __name__})
+
+
+Saliency = _explainer("Saliency", "saliency")
+Deconvnet = _explainer("Deconvnet", "deconvnet")
+GuidedBackprop = _explainer("GuidedBackprop", "guided_backprop")
+Occlusion = _explainer("Occlusion", "occlusion")
+CAM = _explainer("CAM", "cam")
+GradCAM = _explainer("GradCAM", "gradcam")
+GuidedGradCAM = _explainer("GuidedGradCAM", "guided_gradcam")
+GradCAMPlusPlus = _explainer("GradCAMPlusPlus", "gradcam_pp")
+AblationCAM = _explainer("AblationCAM", "ablation_cam")
+ScoreCAM = _explainer("ScoreCAM", "score_cam")
+SmoothGrad = _explainer("SmoothGrad", "smoothgrad")
+IntegratedGradients = _explainer("IntegratedGradients", "integrated_gradients")
+
+__all__ = [
+    "METHODS",
+    "REGISTRY",
+    "AblationCAM",
+    "CAM",
+    "Deconvnet",
+    "Explainer",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "IntegratedGradients",
+    "Occlusion",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
+    "explain",
+]

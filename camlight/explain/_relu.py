@@ -1,0 +1,61 @@
+"""Modified ReLU backward rules for guided backprop and deconvnet, for modules and functions alike.
+
+A `TorchFunctionMode` sees every ReLU the forward pass runs — `nn.ReLU` (inplace or not),
+`F.relu`, `torch.relu`, `Tensor.relu` and their in-place forms — and replaces it with an autograd
+function whose forward is the usual ReLU and whose backward follows the rule:
+
+- "guided" (Springenberg et al. 2015): pass gradient where the forward input was positive *and*
+  the incoming gradient is positive;
+- "deconv" (Zeiler & Fergus 2014): pass the positive part of the incoming gradient, whatever the
+  forward sign.
+
+No module is touched and no hook registered. In-place ReLUs return a new tensor instead of writing
+into their input; every model that uses the returned value (as `nn.ReLU(inplace=True)` callers do)
+computes the same forward values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+RULES = ("guided", "deconv")
+
+
+class _RuleReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, guided: bool) -> torch.Tensor:
+        out = x.clamp(min=0)
+        ctx.guided = guided
+        if guided:
+            ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clamp(min=0)
+        if ctx.guided:
+            (out,) = ctx.saved_tensors
+            grad = grad * (out > 0)
+        return grad, None
+
+
+_OUT_OF_PLACE = {F.relu, torch.relu, torch.Tensor.relu}
+_IN_PLACE = {torch.relu_, torch.Tensor.relu_, getattr(F, "relu_", torch.relu_)}
+
+
+class ReluRule(TorchFunctionMode):
+    """Within this mode, every ReLU backpropagates by `rule` ("guided" or "deconv")."""
+
+    def __init__(self, rule: str):
+        super().__init__()
+        if rule not in RULES:
+            raise ValueError(f"unknown ReLU rule {rule!r}; choose one of {', '.join(RULES)}")
+        self.guided = rule == "guided"
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _OUT_OF_PLACE or func in _IN_PLACE:
+            return _RuleReLU.apply(args[0], self.guided)
+        return func(*args, **kwargs)

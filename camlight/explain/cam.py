@@ -1,0 +1,84 @@
+"""The CAM family from gradients or weights: CAM, Grad-CAM, Grad-CAM++, Guided Grad-CAM.
+
+Raw maps are (B,h,w) at the target layer's resolution; normalised maps are ReLU → bilinear
+upsample → per-image min-max, for every member (positive evidence for the class, as
+pytorch-grad-cam shows them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camlight.explain._normalize import upsample
+from camlight.explain.engine import Context, register
+from camlight.explain.gradient import guided_backprop
+
+
+def _weighted(weights: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k A^k: (B,K) weights, (B,K,h,w) activations → (B,h,w)."""
+    return torch.einsum("bk,bkhw->bhw", weights, a)
+
+
+def gap_linear(ctx: Context) -> nn.Linear | None:
+    """The linear layer of a global-average-pooling head, or None when the head is not one.
+
+    The candidate is the head's only `nn.Linear` (with the split) or the model's last `nn.Linear`
+    taking K inputs (with a hook); it counts only if the logits of this very batch equal
+    linear(mean_ij A) — so the check holds for any model, whatever its head is called.
+    """
+    p = ctx.plain()
+    k = p.a.shape[1]
+    scope = ctx.access.head_module() or ctx.model
+    linears = [m for m in scope.modules() if isinstance(m, nn.Linear) and m.in_features == k]
+    if not linears or (ctx.access.split and len(linears) != 1):
+        return None
+    fc = linears[-1]
+    with torch.no_grad():
+        expected = nn.functional.linear(p.a.mean(dim=(2, 3)), fc.weight, fc.bias)
+    tol = 1e-4 * float(p.logits.abs().max().clamp(min=1))
+    if expected.shape != p.logits.shape or not torch.allclose(expected, p.logits, rtol=1e-4, atol=tol):
+        return None
+    return fc
+
+
+@register("cam", "cam", needs=("layer",))
+def cam(ctx: Context) -> torch.Tensor:
+    """Zhou et al. 2016: Σ_k w^c_k A^k with w the GAP head's linear weights (bias ignored); signed."""
+    fc = gap_linear(ctx)
+    if fc is None:
+        raise ValueError(
+            "cam needs a global-average-pooling head (features → mean → linear), such as a camlight "
+            "Classifier with head='gap'; use gradcam for this model"
+        )
+    p = ctx.plain()
+    return _weighted(fc.weight[ctx.targets].to(p.a.dtype), p.a)
+
+
+@register("gradcam", "cam", needs=("layer", "layer_grad"))
+def gradcam(ctx: Context) -> torch.Tensor:
+    """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_c/∂A^k_ij."""
+    p = ctx.plain()
+    return _weighted(p.grad_a.mean(dim=(2, 3)), p.a).clamp(min=0)
+
+
+@register("gradcam_pp", "cam", needs=("layer", "layer_grad"))
+def gradcam_pp(ctx: Context) -> torch.Tensor:
+    """Chattopadhyay et al. 2018, closed form for an exponential score, from first-order gradients.
+
+    α^kc_ij = g² / (2g² + Σ_ab A^k_ab · g³) (0 where g = 0), w_k = Σ_ij α^kc_ij ReLU(g_ij),
+    map = ReLU(Σ_k w_k A^k) — as pytorch-grad-cam computes it (with its ε = 1e-6).
+    """
+    p = ctx.plain()
+    g, a = p.grad_a, p.a
+    g2 = g * g
+    alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + 1e-6)
+    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+    weights = (alpha * g.clamp(min=0)).sum(dim=(2, 3))
+    return _weighted(weights, a).clamp(min=0)
+
+
+@register("guided_gradcam", "pixel", needs=("layer", "layer_grad"))
+def guided_gradcam(ctx: Context) -> torch.Tensor:
+    """Selvaraju et al. 2017: guided backprop (B,3,H,W) ⊙ Grad-CAM bilinearly upsampled to the input."""
+    return guided_backprop(ctx) * upsample(gradcam(ctx), ctx.size)[:, None]

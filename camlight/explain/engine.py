@@ -1,0 +1,289 @@
+"""The explain engine: one call computes every requested map, sharing passes between methods.
+
+Passes, each run at most once per call:
+
+- the *plain* pass: one forward (and at most one backward) serving `saliency` (∂y/∂x), every
+  CAM-family method (the activations A) and the gradient ones among them (∂y/∂A). Without
+  `saliency`, the backward stops at A: the layers before it run without autograd.
+- the *guided* and *deconv* passes: a forward under the modified ReLU rule, a backward to x.
+- the methods' own passes (SmoothGrad, Integrated Gradients, occlusion, Ablation-CAM, Score-CAM),
+  batched, without autograd where none is needed.
+
+Targets default to the predicted class of the first forward pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from camlight.explain._model import ModelAccess
+from camlight.explain._normalize import channel_max_abs, finish, min_max
+from camlight.explain._relu import ReluRule
+from camlight.explain._state import as_input, untouched
+
+# Normalisation kinds: "pixel" (B,3,H,W) signed → max |.| over channels → min-max;
+# "cam" (B,h,w) → ReLU → upsample → min-max; "signed" (B,H,W) → min-max.
+KINDS = ("pixel", "cam", "signed")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered explanation method.
+
+    Attributes:
+        key: registry name.
+        kind: how its raw map is normalised (see KINDS).
+        compute: (Context, **options) → raw map.
+        defaults: option names and default values.
+        needs: what it takes from the plain pass: "x_grad", "layer", "layer_grad".
+    """
+
+    key: str
+    kind: str
+    compute: Callable[..., torch.Tensor]
+    defaults: dict = field(default_factory=dict)
+    needs: frozenset = frozenset()
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(key: str, kind: str, needs: Sequence[str] = (), **defaults):
+    """Decorator adding `compute` to the registry under `key`."""
+
+    def wrap(compute):
+        REGISTRY[key] = Method(key, kind, compute, dict(defaults), frozenset(needs))
+        return compute
+
+    return wrap
+
+
+@dataclass
+class Pass:
+    logits: torch.Tensor
+    a: torch.Tensor | None = None  # (B,K,h,w), detached
+    grad_x: torch.Tensor | None = None
+    grad_a: torch.Tensor | None = None
+
+
+class Context:
+    """What the methods of one `explain` call share: input, targets and computed passes."""
+
+    def __init__(self, access: ModelAccess, x: torch.Tensor, targets, needs: set[str]):
+        self.access, self.x, self._target_spec, self.needs = access, x, targets, needs
+        self.targets: torch.Tensor | None = None
+        self._passes: dict[str, Pass] = {}
+
+    @property
+    def model(self) -> nn.Module:
+        return self.access.model
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.x.shape[-2:])
+
+    def resolve_targets(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.targets is None:
+            self.targets = _targets(self._target_spec, logits)
+        return self.targets
+
+    def score(self, logits: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) logit of each row's target; `targets` defaults to the call's targets."""
+        t = self.targets if targets is None else targets
+        return logits.gather(1, t[:, None])[:, 0]
+
+    def plain(self) -> Pass:
+        if "plain" not in self._passes:
+            self._passes["plain"] = self._plain()
+        return self._passes["plain"]
+
+    def _plain(self) -> Pass:
+        x_grad = "x_grad" in self.needs
+        layer = bool(self.needs & {"layer", "layer_grad"})
+        layer_grad = "layer_grad" in self.needs
+        x = self.x.clone().requires_grad_(True) if x_grad else self.x
+        with torch.set_grad_enabled(x_grad or layer_grad):
+            logits, a = self.access.forward(x, layer=layer, layer_grad=layer_grad)
+        targets = self.resolve_targets(logits.detach())
+        wanted = ([x] if x_grad else []) + ([a] if layer_grad else [])
+        grads = torch.autograd.grad(self.score(logits, targets).sum(), wanted) if wanted else []
+        grads = list(grads)
+        return Pass(
+            logits.detach(),
+            None if a is None else a.detach(),
+            grads.pop(0) if x_grad else None,
+            grads.pop(0) if layer_grad else None,
+        )
+
+    def logits(self) -> torch.Tensor:
+        """Logits of the clean input, from whichever pass ran (a no-grad forward if none did)."""
+        for p in self._passes.values():
+            return p.logits
+        with torch.no_grad():
+            logits = self.model(self.x)
+        self._passes["forward"] = Pass(logits)
+        self.resolve_targets(logits)
+        return logits
+
+    def input_gradient(
+        self, x: torch.Tensor, rule: str | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """∂y_t/∂x for a batch `x`, with ReLUs following `rule` (None, "guided", "deconv")."""
+        x = x.detach().clone().requires_grad_(True)
+        if rule is None:
+            logits = self.model(x)
+        else:
+            with ReluRule(rule):
+                logits = self.model(x)
+        if targets is None:
+            targets = self.resolve_targets(logits.detach())
+        return torch.autograd.grad(self.score(logits, targets).sum(), x)[0]
+
+    def rule_gradient(self, rule: str) -> torch.Tensor:
+        """∂y/∂x of the clean input under a ReLU rule, computed once per call."""
+        if rule not in self._passes:
+            self._passes[rule] = Pass(torch.empty(0), grad_x=self.input_gradient(self.x, rule))
+        return self._passes[rule].grad_x
+
+
+def _targets(spec, logits: torch.Tensor) -> torch.Tensor:
+    batch, classes = logits.shape
+    if spec is None:
+        return logits.argmax(dim=1)
+    if isinstance(spec, bool):
+        raise TypeError("targets must be None, an int or a LongTensor (B,), not a bool")
+    if isinstance(spec, int):
+        t = torch.full((batch,), spec, dtype=torch.long, device=logits.device)
+    else:
+        t = torch.as_tensor(spec, device=logits.device)
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"targets must hold class indices (integers), got dtype {t.dtype}")
+        t = t.long().reshape(-1)
+        if t.numel() == 1 and batch != 1 and torch.as_tensor(spec).dim() == 0:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(f"got {t.numel()} targets for {batch} images; give one per image, one int, or None")
+    bad = (t < 0) | (t >= classes)
+    if bad.any():
+        raise ValueError(
+            f"target class {int(t[bad][0])} out of range: the model has {classes} classes (0..{classes - 1})"
+        )
+    return t
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B,3,H,W), got {type(images).__name__}")
+    if images.dim() != 4:
+        hint = "; add a batch dimension with images[None]" if images.dim() == 3 else ""
+        raise ValueError(f"images must be (B,3,H,W), got shape {tuple(images.shape)}{hint}")
+    if images.shape[1] != 3:
+        raise ValueError(f"images must have 3 colour channels, got {images.shape[1]} in shape {tuple(images.shape)}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(f"images must be float (normalised), got {images.dtype}")
+
+
+def _check_methods(methods) -> list[str]:
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        if m not in REGISTRY:
+            close = difflib.get_close_matches(str(m), REGISTRY, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown method {m!r}; {hint}choose from {', '.join(REGISTRY)}")
+    if not methods:
+        raise ValueError(f"no method asked for; choose from {', '.join(REGISTRY)}")
+    return methods
+
+
+def _method_options(methods: list[str], options: dict) -> dict[str, dict]:
+    out = {}
+    for key, value in options.items():
+        if key not in REGISTRY:
+            raise TypeError(
+                f"unexpected keyword {key!r}; per-method options are named after a method: {', '.join(REGISTRY)}"
+            )
+        if not isinstance(value, dict):
+            raise TypeError(f"options for {key} must be a dict, e.g. {key}=dict(...)")
+    for m in methods:
+        given = dict(options.get(m) or {})
+        unknown = set(given) - set(REGISTRY[m].defaults)
+        if unknown:
+            valid = ", ".join(REGISTRY[m].defaults) or "none"
+            raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))} for {m}; valid: {valid}")
+        out[m] = {**REGISTRY[m].defaults, **given}
+    return out
+
+
+def needs_of(methods: list[str], options: dict[str, dict]) -> set[str]:
+    needs = set()
+    for m in methods:
+        needs |= REGISTRY[m].needs
+    return needs
+
+
+def normalise(kind: str, raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if kind == "pixel":
+        return min_max(channel_max_abs(raw))
+    if kind == "cam":
+        return finish(raw.clamp(min=0), size)
+    return min_max(raw)
+
+
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    methods: str | Sequence[str],
+    targets=None,
+    layer: str | nn.Module | None = None,
+    raw: bool = False,
+    **options,
+) -> dict[str, torch.Tensor]:
+    """Explanation maps for every method in `methods`, computed together.
+
+    Args:
+        model: a camlight `Classifier` (its `features`/`head` split is used, no hooks) or any
+            classifier returning logits (B,C) (then `layer=` names the target layer, hooked).
+        images: (B,3,H,W) float, normalised as the model expects.
+        methods: registry keys, e.g. ["saliency", "gradcam"]; see `REGISTRY`.
+        targets: None (predicted class), an int (every image), or a LongTensor (B,).
+        layer: target layer for the CAM family: dotted module name or the module.
+        raw: return each map as its paper defines it: signed (B,3,H,W) for pixel-space methods,
+            (B,h,w) at the layer's resolution for the CAM family, (B,H,W) for occlusion.
+        **options: per-method options, named after the method: `occlusion=dict(window=16)`.
+
+    Returns:
+        {method: (B,H,W) float32 in [0, 1]} on the input's device (or raw maps, see `raw`).
+
+    The model is left exactly as it was: mode, hooks, `requires_grad`, `.grad`, buffers and the
+    global RNG state are restored, also when the call raises.
+
+    Example::
+
+        maps = explain(model, batch["image"], ["saliency", "cam", "gradcam"])
+        maps["gradcam"].shape   # (B, H, W)
+    """
+    _check_images(images)
+    methods = _check_methods(methods)
+    opts = _method_options(methods, options)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    access = ModelAccess(model, layer)
+    for m in methods:
+        if REGISTRY[m].needs & {"layer", "layer_grad"}:
+            access.require_layer(m)
+    out = {}
+    with untouched(model):
+        x = as_input(images)
+        ctx = Context(access, x, targets, needs_of(methods, opts))
+        for m in methods:
+            method = REGISTRY[m]
+            result = method.compute(ctx, **opts[m])
+            out[m] = result.detach().float() if raw else normalise(method.kind, result.detach(), ctx.size)
+    return out

@@ -1,0 +1,114 @@
+"""Perturbation methods: occlusion, Ablation-CAM, Score-CAM. No autograd; perturbations batched."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from camlight.explain.engine import Context, register
+
+
+def _check_batch_size(method: str, batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"{method} batch_size must be >= 1, got {batch_size}")
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    return list(range(0, length - window + 1, stride))
+
+
+@register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=64)
+def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.Tensor:
+    """Zeiler & Fergus 2014: drop of y_c when a window × window patch (all channels) is set to `baseline`.
+
+    A pixel's value is the drop averaged over the windows covering it (captum's convention);
+    pixels no window covers get 0. Defaults: window = H/8, stride = window/2. `batch_size` bounds
+    the occluded images per forward pass. Raw map: (B,H,W), signed.
+    """
+    _check_batch_size("occlusion", batch_size)
+    x = ctx.x
+    b, _, h, w = x.shape
+    window = window or max(1, min(h, w) // 8)
+    stride = stride or max(1, window // 2)
+    if not 1 <= window <= min(h, w) or stride < 1:
+        raise ValueError(
+            f"occlusion needs 1 <= window <= {min(h, w)} and stride >= 1, got window={window}, stride={stride}"
+        )
+    clean = ctx.score(ctx.logits())
+    positions = [(y, x0) for y in _starts(h, window, stride) for x0 in _starts(w, window, stride)]
+    total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
+    count = torch.zeros(h, w, dtype=x.dtype, device=x.device)
+    per_pass = max(1, batch_size // b)
+    with torch.no_grad():
+        for start in range(0, len(positions), per_pass):
+            chunk = positions[start : start + per_pass]
+            occluded = x.repeat(len(chunk), 1, 1, 1)
+            for i, (y, x0) in enumerate(chunk):
+                occluded[i * b : (i + 1) * b, :, y : y + window, x0 : x0 + window] = baseline
+            drops = clean.repeat(len(chunk)) - ctx.score(ctx.model(occluded), ctx.targets.repeat(len(chunk)))
+            for i, (y, x0) in enumerate(chunk):
+                total[:, y : y + window, x0 : x0 + window] += drops[i * b : (i + 1) * b, None, None]
+                count[y : y + window, x0 : x0 + window] += 1
+    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+
+
+@register("ablation_cam", "cam", needs=("layer",), batch_size=256)
+def ablation_cam(ctx: Context, batch_size: int) -> torch.Tensor:
+    """Desai & Ramaswamy 2020: w_k = (y_c − y_c with channel k of A zeroed) / y_c; ReLU(Σ_k w_k A^k).
+
+    With a features/head split only the head is re-run for the K ablations, `batch_size` at a
+    time; with a hooked layer each chunk costs one pass of the layers before it on one image.
+    """
+    _check_batch_size("ablation_cam", batch_size)
+    p = ctx.plain()
+    a, targets = p.a, ctx.targets
+    clean = ctx.score(p.logits)
+    n_img, k = a.shape[:2]
+    weights = torch.empty(n_img, k, dtype=a.dtype, device=a.device)
+    with torch.no_grad():
+        for i in range(n_img):
+            head = ctx.access.head_fn(ctx.x[i : i + 1])
+            for start in range(0, k, batch_size):
+                channels = torch.arange(start, min(start + batch_size, k), device=a.device)
+                ablated = a[i].expand(len(channels), *a.shape[1:]).clone()
+                ablated[torch.arange(len(channels)), channels] = 0
+                scores = head(ablated)[:, targets[i]]
+                weights[i, start : start + len(channels)] = (clean[i] - scores) / clean[i]
+    return torch.einsum("bk,bkhw->bhw", weights, a).clamp(min=0)
+
+
+@register("score_cam", "cam", needs=("layer",), batch_size=64, score="probability")
+def score_cam(ctx: Context, batch_size: int, score: str) -> torch.Tensor:
+    """Wang et al. 2020: each channel of A, upsampled and min-max normalised, masks the input;
+    its weight is the target's softmax probability for the masked input (the authors' code);
+    ReLU(Σ_k w_k A^k).
+
+    Channels that are constant carry no mask and get weight 0. `score="logit_softmax"` weighs by
+    the softmax over channels of the target's logit instead (pytorch-grad-cam's convention).
+    `batch_size` bounds the masked images per forward pass.
+    """
+    _check_batch_size("score_cam", batch_size)
+    if score not in ("probability", "logit_softmax"):
+        raise ValueError(f"score_cam score must be 'probability' or 'logit_softmax', got {score!r}")
+    p = ctx.plain()
+    a, x, targets = p.a, ctx.x, ctx.targets
+    n_img, k = a.shape[:2]
+    flat = a.flatten(2)
+    varying = flat.amax(2) > flat.amin(2)
+    if score == "logit_softmax":
+        varying = torch.ones_like(varying)
+    pairs = varying.nonzero()  # (N,2): image, channel
+    scores = torch.zeros(n_img, k, dtype=a.dtype, device=a.device)
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            img, ch = pairs[start : start + batch_size].unbind(1)
+            masks = F.interpolate(a[img, ch][:, None], size=ctx.size, mode="bilinear", align_corners=False)
+            lo = masks.flatten(1).amin(1)[:, None, None, None]
+            span = masks.flatten(1).amax(1)[:, None, None, None] - lo
+            masks = torch.where(span > 0, (masks - lo) / span.clamp(min=1e-12), torch.zeros_like(masks))
+            logits = ctx.model(x[img] * masks)
+            if score == "probability":
+                logits = logits.softmax(dim=1)
+            scores[img, ch] = logits.gather(1, targets[img][:, None])[:, 0]
+    weights = scores.softmax(dim=1) if score == "logit_softmax" else scores
+    return torch.einsum("bk,bkhw->bhw", weights, a).clamp(min=0)

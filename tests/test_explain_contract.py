@@ -1,0 +1,242 @@
+"""The explain contract: no side effects (also on error), grad-free contexts, and clear errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from camlight.explain import METHODS, GradCAM, Occlusion, explain
+from camlight.modules import Classifier
+
+FAST = {
+    "smoothgrad": dict(n_samples=2),
+    "integrated_gradients": dict(steps=4),
+    "occlusion": dict(window=16, stride=16),
+    "score_cam": dict(batch_size=64),
+}
+
+
+def _model(head="gap"):
+    torch.manual_seed(0)
+    model = Classifier("simple_cnn", head, width=4, image_size=32)
+    model.train()  # explaining must not leave it in eval mode
+    model.backbone.block1[0].weight.requires_grad_(False)  # a frozen layer stays frozen
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.full_like(p, 0.5)
+    model.head.register_forward_hook(lambda m, i, o: None)  # a user's hook stays, ours go
+    return model
+
+
+def _state(model):
+    return {
+        "modes": [m.training for m in model.modules()],
+        "flags": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else (id(p.grad), p.grad.clone()) for p in model.parameters()],
+        "buffers": [b.clone() for b in model.buffers()],
+        "params": [p.detach().clone() for p in model.parameters()],
+        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _assert_same(before, after):
+    for key in before:
+        a, b = before[key], after[key]
+        if key == "grads":
+            assert [x if x is None else x[0] for x in a] == [x if x is None else x[0] for x in b]
+            assert all(x is None or torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+        elif isinstance(a, list) and a and isinstance(a[0], torch.Tensor):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), key
+        elif isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), key
+        else:
+            assert a == b, key
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_side_effects(method):
+    model, x = _model(), torch.randn(2, 3, 32, 32)
+    before = _state(model)
+    explain(model, x, [method], **{k: v for k, v in FAST.items() if k == method})
+    _assert_same(before, _state(model))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_side_effects_on_a_hooked_torchvision_model(method):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3)
+    model.train()
+    x = torch.randn(1, 3, 64, 64)
+    before = _state(model)
+    explain(model, x, [method], layer="layer4", **{k: v for k, v in FAST.items() if k == method})
+    _assert_same(before, _state(model))
+
+
+def test_no_side_effects_when_a_method_raises_midway():
+    model, x = _model("fc"), torch.randn(2, 3, 32, 32)
+    before = _state(model)
+    with pytest.raises(ValueError, match="cam needs a global-average-pooling head"):
+        explain(model, x, ["saliency", "gradcam", "cam"])  # after the shared pass
+    _assert_same(before, _state(model))
+    with pytest.raises(ValueError, match="target class 5 out of range"):
+        explain(model, x, ["gradcam"], targets=5)  # after the forward
+    _assert_same(before, _state(model))
+
+
+def test_no_side_effects_when_the_model_raises_in_a_hooked_pass():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            self.conv(x)  # the hook on conv has run; then the model fails
+            raise RuntimeError("boom")
+
+    model, x = Boom().train(), torch.randn(1, 3, 8, 8)
+    before = _state(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        explain(model, x, ["gradcam"], layer="conv")
+    _assert_same(before, _state(model))
+    assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_works_under_no_grad_and_inference_mode(context):
+    model = _model().eval()
+    x = torch.randn(2, 3, 32, 32)
+    methods = ["saliency", "guided_backprop", "cam", "gradcam", "gradcam_pp", "integrated_gradients"]
+    expected = explain(model, x, methods, integrated_gradients=dict(steps=4))
+    with context():
+        x_inner = x.clone()  # created inside: an inference tensor under inference_mode
+        maps = explain(model, x_inner, methods, integrated_gradients=dict(steps=4))
+        assert not torch.is_grad_enabled()
+    for key in methods:
+        torch.testing.assert_close(maps[key], expected[key], msg=key)
+
+
+def test_maps_come_back_on_the_input_device_as_float32():
+    model = _model().eval()
+    maps = explain(model, torch.randn(1, 3, 32, 32, dtype=torch.float64).float(), ["gradcam", "saliency"])
+    assert all(m.device.type == "cpu" and m.dtype == torch.float32 for m in maps.values())
+
+
+class FunctionalReLU(nn.Module):
+    """Same weights as ModuleReLU, but ReLU called as F.relu / torch.relu_ / Tensor.relu."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = torch.relu_(self.c2(x))
+        return self.fc(x.mean(dim=(2, 3)).relu())
+
+
+class ModuleReLU(FunctionalReLU):
+    def __init__(self, inplace):
+        super().__init__()
+        self.r1, self.r2, self.r3 = nn.ReLU(inplace), nn.ReLU(inplace), nn.ReLU(inplace)
+
+    def forward(self, x):
+        x = self.r1(self.c1(x))
+        x = self.r2(self.c2(x))
+        return self.fc(self.r3(x.mean(dim=(2, 3))))
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "deconvnet", "guided_gradcam"])
+def test_modified_relu_rules_see_functional_and_inplace_relu(method):
+    x = torch.randn(2, 3, 12, 12)
+    reference = explain(ModuleReLU(inplace=False), x, [method], targets=1, layer="c2", raw=True)[method]
+    for model in (ModuleReLU(inplace=True), FunctionalReLU()):
+        torch.testing.assert_close(explain(model, x, [method], targets=1, layer="c2", raw=True)[method], reference)
+    # The rule really changes the gradient: plain saliency differs.
+    assert not torch.allclose(reference, explain(FunctionalReLU(), x, ["saliency"], targets=1, raw=True)["saliency"])
+
+
+def test_captum_misses_functional_relu_where_we_do_not():
+    captum = pytest.importorskip("captum.attr")
+    x = torch.randn(2, 3, 12, 12)
+    ours = explain(FunctionalReLU(), x, ["guided_backprop"], targets=1, raw=True)["guided_backprop"]
+    theirs_module = captum.GuidedBackprop(ModuleReLU(inplace=False)).attribute(x, target=1)
+    theirs_functional = captum.GuidedBackprop(FunctionalReLU()).attribute(x, target=1)
+    torch.testing.assert_close(ours, theirs_module)  # same numbers where captum sees the ReLUs
+    assert not torch.allclose(theirs_functional, theirs_module)  # captum's functional case is plain gradient
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "error", "message"),
+    [
+        (
+            torch.randn(3, 32, 32),
+            {},
+            ValueError,
+            r"must be \(B,3,H,W\), got shape \(3, 32, 32\); add a batch dimension",
+        ),
+        (torch.randn(1, 1, 32, 32), {}, ValueError, "must have 3 colour channels, got 1"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), {}, TypeError, "must be float"),
+        ("image.png", {}, TypeError, "images must be a torch.Tensor"),
+        (torch.randn(2, 3, 32, 32), {"targets": torch.tensor([0, 1, 1])}, ValueError, "got 3 targets for 2 images"),
+        (
+            torch.randn(2, 3, 32, 32),
+            {"targets": 2},
+            ValueError,
+            r"target class 2 out of range: the model has 2 classes \(0..1\)",
+        ),
+        (torch.randn(2, 3, 32, 32), {"targets": -1}, ValueError, "target class -1 out of range"),
+        (torch.randn(2, 3, 32, 32), {"targets": torch.tensor([0.0, 1.0])}, TypeError, "class indices"),
+        (
+            torch.randn(2, 3, 32, 32),
+            {"methods": ["grad_cam"]},
+            ValueError,
+            "unknown method 'grad_cam'; did you mean 'gradcam'.*choose from saliency, deconvnet",
+        ),
+        (
+            torch.randn(2, 3, 32, 32),
+            {"occlusion": dict(size=3), "methods": ["occlusion"]},
+            TypeError,
+            "unknown option.*size for occlusion; valid: window, stride, baseline",
+        ),
+        (torch.randn(2, 3, 32, 32), {"gradcm": dict()}, TypeError, "unexpected keyword 'gradcm'"),
+        (
+            torch.randn(2, 3, 32, 32),
+            {"layer": "backbone.blok4"},
+            ValueError,
+            "layer 'backbone.blok4' not found in Classifier; closest: backbone.block4",
+        ),
+    ],
+)
+def test_bad_input_gets_a_helpful_error(images, kwargs, error, message):
+    kwargs = dict(kwargs)
+    methods = kwargs.pop("methods", ["gradcam"])
+    with pytest.raises(error, match=message):
+        explain(_model().eval(), images, methods, **kwargs)
+
+
+def test_cam_on_an_fc_head_says_use_gradcam():
+    with pytest.raises(ValueError, match="cam needs a global-average-pooling head.*use gradcam"):
+        explain(_model("fc"), torch.randn(1, 3, 32, 32), ["cam"])
+
+
+def test_cam_family_on_a_plain_model_needs_a_layer():
+    with pytest.raises(ValueError, match="gradcam needs a target layer: pass layer="):
+        explain(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), ["gradcam"])
+
+
+def test_classes_check_options_when_built():
+    with pytest.raises(TypeError, match="unknown option.*windw for occlusion"):
+        Occlusion(_model(), windw=8)
+    model = _model().eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(GradCAM(model)(x, targets=1), explain(model, x, ["gradcam"], targets=1)["gradcam"])
+    torch.testing.assert_close(
+        GradCAM(model, "backbone.block4")(x, 1), explain(model, x, ["gradcam"], targets=1)["gradcam"]
+    )

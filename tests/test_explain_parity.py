@@ -1,0 +1,130 @@
+"""Same numbers as captum and pytorch-grad-cam, on torchvision's ResNet-18 (random init, fixed seed).
+
+Both sides go through the same normalisation before comparing (DESIGN.md): pixel-space maps take
+max |.| over channels, CAM maps ReLU → bilinear upsample; then per-image min-max. Each convention
+difference is stated where the test compensates for it. The peers run on deep copies: both change
+the model they are given (pytorch-grad-cam calls eval() and fills .grad).
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from camlight.explain import explain
+from camlight.explain.engine import normalise
+
+captum = pytest.importorskip("captum.attr", reason="parity tests need the 'parity' extra (make test installs it)")
+gradcam_lib = pytest.importorskip("pytorch_grad_cam", reason="parity tests need the 'parity' extra")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+
+
+TARGETS = torch.tensor([3, 7])
+
+
+def _close(ours, theirs, kind, size):
+    a = normalise(kind, ours, size)
+    b = normalise(kind, theirs.detach(), size)
+    diff = (a - b).abs().max().item()
+    assert diff <= TOL, diff
+    assert a.max() == 1  # a real map, not an empty one
+
+
+@pytest.mark.parametrize(
+    ("method", "peer", "kwargs"),
+    [
+        ("saliency", "Saliency", dict(abs=False)),
+        ("deconvnet", "Deconvolution", {}),
+        ("guided_backprop", "GuidedBackprop", {}),
+    ],
+)
+def test_gradient_methods_match_captum(model, x, method, peer, kwargs):
+    ours = explain(model, x, [method], targets=TARGETS, raw=True)[method]
+    theirs = getattr(captum, peer)(copy.deepcopy(model)).attribute(x, target=TARGETS, **kwargs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    _close(ours, theirs, "pixel", x.shape[-2:])
+
+
+def test_integrated_gradients_matches_captum(model, x):
+    steps = 16
+    ours = explain(
+        model, x, ["integrated_gradients"], targets=TARGETS, raw=True, integrated_gradients=dict(steps=steps)
+    )
+    theirs = captum.IntegratedGradients(copy.deepcopy(model)).attribute(
+        x, target=TARGETS, n_steps=steps, method="riemann_trapezoid"
+    )
+    # captum's trapezoid rule uses step 1/n instead of 1/(n-1): its weights sum to (n-1)/n, not 1,
+    # so its attributions are ours times (n-1)/n (and miss completeness by 1/n).
+    scaled = ours["integrated_gradients"] * (steps - 1) / steps
+    torch.testing.assert_close(scaled, theirs, rtol=1e-4, atol=1e-7)
+    _close(ours["integrated_gradients"], theirs, "pixel", x.shape[-2:])
+
+
+def test_occlusion_matches_captum(model, x):
+    ours = explain(
+        model, x, ["occlusion"], targets=TARGETS, raw=True, occlusion=dict(window=24, stride=12, baseline=0.0)
+    )
+    theirs = captum.Occlusion(copy.deepcopy(model)).attribute(
+        x, target=TARGETS, sliding_window_shapes=(3, 24, 24), strides=12, baselines=0.0
+    )
+    torch.testing.assert_close(ours["occlusion"], theirs[:, 0], rtol=1e-4, atol=1e-6)
+    assert torch.equal(theirs[:, 0], theirs[:, 2])  # captum repeats the map over channels
+    _close(ours["occlusion"], theirs[:, 0], "signed", x.shape[-2:])
+
+
+def test_gradcam_matches_captum_layer_gradcam(model, x):
+    ours = explain(model, x, ["gradcam"], targets=TARGETS, layer="layer4", raw=True)["gradcam"]
+    m = copy.deepcopy(model)
+    theirs = captum.LayerGradCam(m, m.layer4).attribute(x, target=TARGETS, relu_attributions=True)[:, 0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
+    _close(ours, theirs, "cam", x.shape[-2:])
+
+
+def _grad_cam_lib(cls_name, model, x, **kwargs):
+    m = copy.deepcopy(model)
+    cls = getattr(gradcam_lib, cls_name)
+    with cls(model=m, target_layers=[m.layer4], **kwargs) as cam:
+        out = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS]))
+    # pytorch-grad-cam divides by (max + 1e-7) where we divide by max: undo the epsilon.
+    return out / out.flatten(1).amax(1)[:, None, None]
+
+
+@pytest.mark.parametrize(
+    ("method", "peer"),
+    [("gradcam", "GradCAM"), ("gradcam_pp", "GradCAMPlusPlus"), ("ablation_cam", "AblationCAM")],
+)
+def test_cam_family_matches_pytorch_grad_cam(model, x, method, peer):
+    ours = explain(model, x, [method], targets=TARGETS, layer="layer4")[method]
+    theirs = _grad_cam_lib(peer, model, x)
+    assert (ours - theirs).abs().max() <= TOL
+
+
+def test_score_cam_matches_pytorch_grad_cam(model, monkeypatch):
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    # Two conventions differ. pytorch-grad-cam weighs channels by the softmax over channels of the
+    # target's logit, where the Score-CAM authors use the target's class probability: our
+    # score="logit_softmax" is theirs. And it upsamples masks with align_corners=True
+    # (nn.UpsamplingBilinear2d) where every camlight upsampling uses align_corners=False: patched here.
+    monkeypatch.setattr(
+        torch.nn,
+        "UpsamplingBilinear2d",
+        lambda size: lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False),
+    )
+    ours = explain(model, x, ["score_cam"], targets=TARGETS, layer="layer4", score_cam=dict(score="logit_softmax"))
+    theirs = _grad_cam_lib("ScoreCAM", model, x)
+    assert (ours["score_cam"] - theirs).abs().max() <= TOL
