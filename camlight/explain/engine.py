@@ -87,9 +87,16 @@ class Context:
     def size(self) -> tuple[int, int]:
         return tuple(self.x.shape[-2:])
 
+    @property
+    def predicts(self) -> bool:
+        """True while targets are still to come from the clean input's predicted class."""
+        return self.targets is None and self._target_spec is None
+
     def resolve_targets(self, logits: torch.Tensor) -> torch.Tensor:
+        """The call's targets, (B,). `logits` (N >= B rows) fix their range; with no targets given
+        they must be the clean input's, whose argmax becomes the targets."""
         if self.targets is None:
-            self.targets = _targets(self._target_spec, logits)
+            self.targets = _targets(self._target_spec, logits[: self.x.shape[0]])
         return self.targets
 
     def score(self, logits: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,7 +113,7 @@ class Context:
         x_grad = "x_grad" in self.needs
         layer = bool(self.needs & {"layer", "layer_grad"})
         layer_grad = "layer_grad" in self.needs
-        x = self.x.clone().requires_grad_(True) if x_grad else self.x
+        x = self.x.detach().requires_grad_(True) if x_grad else self.x  # a new leaf, no copy
         with torch.set_grad_enabled(x_grad or layer_grad):
             logits, a = self.access.forward(x, layer=layer, layer_grad=layer_grad)
         targets = self.resolve_targets(logits.detach())
@@ -130,18 +137,17 @@ class Context:
         self.resolve_targets(logits)
         return logits
 
-    def input_gradient(
-        self, x: torch.Tensor, rule: str | None = None, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """∂y_t/∂x for a batch `x`, with ReLUs following `rule` (None, "guided", "deconv")."""
-        x = x.detach().clone().requires_grad_(True)
+    def input_gradient(self, x: torch.Tensor, rule: str | None = None) -> torch.Tensor:
+        """∂y_t/∂x for `x`, (B,3,H,W) or several such batches stacked, with ReLUs following `rule`
+        (None, "guided", "deconv"); row i is scored for target i mod B."""
+        x = x.detach().requires_grad_(True)  # a new leaf over the same storage, no copy
         if rule is None:
             logits = self.model(x)
         else:
             with ReluRule(rule):
                 logits = self.model(x)
-        if targets is None:
-            targets = self.resolve_targets(logits.detach())
+        targets = self.resolve_targets(logits.detach())
+        targets = targets.repeat(x.shape[0] // targets.shape[0])
         return torch.autograd.grad(self.score(logits, targets).sum(), x)[0]
 
     def rule_gradient(self, rule: str) -> torch.Tensor:
@@ -149,6 +155,16 @@ class Context:
         if rule not in self._passes:
             self._passes[rule] = Pass(torch.empty(0), grad_x=self.input_gradient(self.x, rule))
         return self._passes[rule].grad_x
+
+
+def batch_limit(method: str, batch_size: int | None, images: int) -> int:
+    """Rows per forward pass: `batch_size`, or by default as many as the caller's batch, so that a
+    method never holds more than one extra batch of activations."""
+    if batch_size is None:
+        return images
+    if batch_size < 1:
+        raise ValueError(f"{method} batch_size must be >= 1, got {batch_size}")
+    return batch_size
 
 
 def _targets(spec, logits: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from camlight.explain.engine import Context, register
+from camlight.explain.engine import Context, batch_limit, register
 
 _BASES = {"saliency": None, "guided_backprop": "guided", "deconvnet": "deconv"}
 
@@ -42,38 +42,41 @@ def smoothgrad(ctx: Context, n_samples: int, noise: float, base: str, seed: int)
     if n_samples < 1:
         raise ValueError(f"smoothgrad n_samples must be >= 1, got {n_samples}")
     x = ctx.x
-    ctx.resolve_targets(ctx.logits())
+    if ctx.predicts:
+        ctx.logits()  # the targets are the clean image's prediction, not a noisy copy's
     sigma = noise * (x.flatten(1).amax(1) - x.flatten(1).amin(1))[:, None, None, None]
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros_like(x)
     for _ in range(n_samples):
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        total += ctx.input_gradient(x + sigma * eps, _BASES[base], ctx.targets)
+        total += ctx.input_gradient(x + sigma * eps, _BASES[base])
     return total / n_samples
 
 
-@register("integrated_gradients", "pixel", steps=50, baseline=0.0, batch_size=64)
-def integrated_gradients(ctx: Context, steps: int, baseline, batch_size: int) -> torch.Tensor:
+@register("integrated_gradients", "pixel", steps=50, baseline=0.0, batch_size=None)
+def integrated_gradients(ctx: Context, steps: int, baseline, batch_size: int | None) -> torch.Tensor:
     """Sundararajan et al. 2017: (x − x') ⊙ ∫₀¹ ∂y_c/∂x(x' + α(x − x')) dα, trapezoid rule over `steps` points.
 
     `baseline` x' is a number (in the model's normalised input space) or a tensor broadcastable
-    to the images. `batch_size` bounds the images per forward pass.
+    to the images. `batch_size` bounds the images per forward pass (default: B, one point of the
+    path per pass).
     """
     if steps < 2:
         raise ValueError(f"integrated_gradients steps must be >= 2, got {steps}")
     x = ctx.x
     base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
-    targets = ctx.resolve_targets(ctx.logits())
+    if ctx.predicts:
+        ctx.logits()  # the targets are the clean image's prediction, not a path point's
     alphas = torch.linspace(0, 1, steps, device=x.device, dtype=x.dtype)
     weights = torch.full((steps,), 1.0 / (steps - 1), device=x.device, dtype=x.dtype)
     weights[0] = weights[-1] = 0.5 / (steps - 1)
     total = torch.zeros_like(x)
     n = x.shape[0]
-    per_pass = max(1, batch_size // n)
+    per_pass = max(1, batch_limit("integrated_gradients", batch_size, n) // n)
     for start in range(0, steps, per_pass):
         a = alphas[start : start + per_pass]
         w = weights[start : start + per_pass]
         points = (base[None] + a[:, None, None, None, None] * (x - base)[None]).flatten(0, 1)
-        grads = ctx.input_gradient(points, None, targets.repeat(len(a)))
+        grads = ctx.input_gradient(points)
         total += (grads.view(len(a), *x.shape) * w[:, None, None, None, None]).sum(0)
     return (x - base) * total

@@ -5,29 +5,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from camlight.explain.engine import Context, register
-
-
-def _check_batch_size(method: str, batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"{method} batch_size must be >= 1, got {batch_size}")
+from camlight.explain.engine import Context, batch_limit, register
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
     return list(range(0, length - window + 1, stride))
 
 
-@register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=64)
+@register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=None)
 def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.Tensor:
     """Zeiler & Fergus 2014: drop of y_c when a window × window patch (all channels) is set to `baseline`.
 
     A pixel's value is the drop averaged over the windows covering it (captum's convention);
     pixels no window covers get 0. Defaults: window = H/8, stride = window/2. `batch_size` bounds
-    the occluded images per forward pass. Raw map: (B,H,W), signed.
+    the occluded images per forward pass (default: B). Raw map: (B,H,W), signed.
     """
-    _check_batch_size("occlusion", batch_size)
     x = ctx.x
     b, _, h, w = x.shape
+    batch_size = batch_limit("occlusion", batch_size, b)
     window = window or max(1, min(h, w) // 8)
     stride = stride or max(1, window // 2)
     if not 1 <= window <= min(h, w) or stride < 1:
@@ -52,47 +47,58 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
     return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
 
 
-@register("ablation_cam", "cam", needs=("layer",), batch_size=256)
-def ablation_cam(ctx: Context, batch_size: int) -> torch.Tensor:
+@register("ablation_cam", "cam", needs=("layer",), batch_size=None)
+def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
     """Desai & Ramaswamy 2020: w_k = (y_c − y_c with channel k of A zeroed) / y_c; ReLU(Σ_k w_k A^k).
 
-    With a features/head split only the head is re-run for the K ablations, `batch_size` at a
-    time; with a hooked layer each chunk costs one pass of the layers before it on one image.
+    With a features/head split only the head is re-run: each call ablates one or more channels in
+    every image at once. With a hooked layer each image is re-run with a batch of its ablated
+    activations swapped in, which costs one pass of the layers before the target on that image.
+    `batch_size` bounds the ablated activation tensors per evaluation (default: B, one batch).
     """
-    _check_batch_size("ablation_cam", batch_size)
     p = ctx.plain()
     a, targets = p.a, ctx.targets
     clean = ctx.score(p.logits)
     n_img, k = a.shape[:2]
+    batch_size = batch_limit("ablation_cam", batch_size, n_img)
     weights = torch.empty(n_img, k, dtype=a.dtype, device=a.device)
     with torch.no_grad():
-        for i in range(n_img):
-            head = ctx.access.head_fn(ctx.x[i : i + 1])
-            for start in range(0, k, batch_size):
-                channels = torch.arange(start, min(start + batch_size, k), device=a.device)
-                ablated = a[i].expand(len(channels), *a.shape[1:]).clone()
-                ablated[torch.arange(len(channels)), channels] = 0
-                scores = head(ablated)[:, targets[i]]
-                weights[i, start : start + len(channels)] = (clean[i] - scores) / clean[i]
+        if ctx.access.split:
+            per_call = max(1, batch_size // n_img)
+            for start in range(0, k, per_call):
+                channels = torch.arange(start, min(start + per_call, k), device=a.device)
+                ablated = a.repeat(len(channels), 1, 1, 1)
+                ablated[torch.arange(len(ablated), device=a.device), channels.repeat_interleave(n_img)] = 0
+                scores = ctx.score(ctx.access.head_module()(ablated), targets.repeat(len(channels)))
+                weights[:, channels] = (clean.repeat(len(channels)) - scores).view(len(channels), n_img).T
+        else:
+            for i in range(n_img):
+                head = ctx.access.head_fn(ctx.x[i : i + 1])
+                for start in range(0, k, batch_size):
+                    channels = torch.arange(start, min(start + batch_size, k), device=a.device)
+                    ablated = a[i].expand(len(channels), *a.shape[1:]).clone()
+                    ablated[torch.arange(len(channels), device=a.device), channels] = 0
+                    weights[i, channels] = clean[i] - head(ablated)[:, targets[i]]
+    weights = weights / clean[:, None]
     return torch.einsum("bk,bkhw->bhw", weights, a).clamp(min=0)
 
 
-@register("score_cam", "cam", needs=("layer",), batch_size=64, score="probability")
-def score_cam(ctx: Context, batch_size: int, score: str) -> torch.Tensor:
+@register("score_cam", "cam", needs=("layer",), batch_size=None, score="probability")
+def score_cam(ctx: Context, batch_size: int | None, score: str) -> torch.Tensor:
     """Wang et al. 2020: each channel of A, upsampled and min-max normalised, masks the input;
     its weight is the target's softmax probability for the masked input (the authors' code);
     ReLU(Σ_k w_k A^k).
 
     Channels that are constant carry no mask and get weight 0. `score="logit_softmax"` weighs by
     the softmax over channels of the target's logit instead (pytorch-grad-cam's convention).
-    `batch_size` bounds the masked images per forward pass.
+    `batch_size` bounds the masked images per forward pass (default: B).
     """
-    _check_batch_size("score_cam", batch_size)
     if score not in ("probability", "logit_softmax"):
         raise ValueError(f"score_cam score must be 'probability' or 'logit_softmax', got {score!r}")
     p = ctx.plain()
     a, x, targets = p.a, ctx.x, ctx.targets
     n_img, k = a.shape[:2]
+    batch_size = batch_limit("score_cam", batch_size, n_img)
     flat = a.flatten(2)
     varying = flat.amax(2) > flat.amin(2)
     if score == "logit_softmax":
