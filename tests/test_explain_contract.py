@@ -1,12 +1,14 @@
 """The explain contract: no side effects (also on error), grad-free contexts, and clear errors."""
 
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from camlight.explain import METHODS, GradCAM, Occlusion, explain
+from camlight.explain import METHODS, Explainer, GradCAM, Occlusion, explain
 from camlight.modules import Classifier
 
 FAST = {
@@ -79,7 +81,7 @@ def test_no_side_effects_on_a_hooked_torchvision_model(method):
 def test_no_side_effects_when_a_method_raises_midway():
     model, x = _model("fc"), torch.randn(2, 3, 32, 32)
     before = _state(model)
-    with pytest.raises(ValueError, match="cam needs a global-average-pooling head"):
+    with pytest.raises(ValueError, match="cam needs the target layer to feed a global-average-pooling head"):
         explain(model, x, ["saliency", "gradcam", "cam"])  # after the shared pass
     _assert_same(before, _state(model))
     with pytest.raises(ValueError, match="target class 5 out of range"):
@@ -223,7 +225,9 @@ def test_bad_input_gets_a_helpful_error(images, kwargs, error, message):
 
 
 def test_cam_on_an_fc_head_says_use_gradcam():
-    with pytest.raises(ValueError, match="cam needs a global-average-pooling head.*use gradcam"):
+    with pytest.raises(
+        ValueError, match="cam needs the target layer to feed a global-average-pooling head.*use gradcam"
+    ):
         explain(_model("fc"), torch.randn(1, 3, 32, 32), ["cam"])
 
 
@@ -241,3 +245,227 @@ def test_classes_check_options_when_built():
     torch.testing.assert_close(
         GradCAM(model, "backbone.block4")(x, 1), explain(model, x, ["gradcam"], targets=1)["gradcam"]
     )
+
+
+# -- review findings: each pins a behaviour that once was wrong or untested --------------------
+
+
+def test_explicit_targets_made_in_inference_mode_work_split_and_hooked():
+    model = _model().eval()
+    x = torch.randn(2, 3, 32, 32)
+    methods = ["saliency", "cam", "gradcam", "guided_backprop", "integrated_gradients"]
+    expected = explain(model, x, methods, targets=torch.tensor([1, 0]), integrated_gradients=dict(steps=4))
+    hooked_expected = explain(model, x, ["gradcam"], targets=torch.tensor([1, 0]), layer="backbone.block4")
+    with torch.inference_mode():
+        labels = torch.tensor([1, 0])  # like batch["label"] in Lightning's validation loop
+        maps = explain(model, x.clone(), methods, targets=labels, integrated_gradients=dict(steps=4))
+        hooked = explain(model, x.clone(), ["gradcam"], targets=labels, layer="backbone.block4")
+    for key in methods:
+        torch.testing.assert_close(maps[key], expected[key], msg=key)
+    torch.testing.assert_close(hooked["gradcam"], hooked_expected["gradcam"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_order_of_methods_gives_the_same_maps(seed):
+    model = _model().eval()
+    x = torch.randn(2, 3, 32, 32)
+    order = list(METHODS)
+    reference = explain(model, x, order, **FAST)
+    random.Random(seed).shuffle(order)
+    maps = explain(model, x, order, **FAST)
+    for key in METHODS:
+        torch.testing.assert_close(maps[key], reference[key], msg=key)
+    alone = explain(model, x, ["guided_backprop", "occlusion"], occlusion=FAST["occlusion"])  # no plain pass
+    torch.testing.assert_close(alone["occlusion"], reference["occlusion"])
+
+
+def test_occlusion_covers_every_pixel_when_the_stride_does_not_divide():
+    model = _model().eval()
+    raw = explain(model, torch.randn(1, 3, 32, 32), ["occlusion"], raw=True, occlusion=dict(window=7, stride=5))
+    assert torch.isfinite(raw["occlusion"]).all() and (raw["occlusion"][0, -1] != 0).all()
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("occlusion", dict(window=8, stride=4)),
+        ("ablation_cam", {}),
+        ("score_cam", {}),
+        ("integrated_gradients", dict(steps=5)),
+    ],
+)
+def test_batch_size_changes_speed_not_maps(method, options):
+    model = _model().eval()
+    x = torch.randn(3, 3, 32, 32)
+    reference = explain(model, x, [method], raw=True, **{method: dict(options, batch_size=1)})[method]
+    for batch_size in (2, 7, 1000):
+        maps = explain(model, x, [method], raw=True, **{method: dict(options, batch_size=batch_size)})[method]
+        torch.testing.assert_close(maps, reference, msg=f"batch_size={batch_size}")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam_pp", "cam", "ablation_cam", "score_cam"])
+def test_split_and_hooked_access_give_the_same_maps(method):
+    model = _model().eval()
+    x = torch.randn(2, 3, 32, 32)
+    split = explain(model, x, [method], raw=True)[method]
+    hooked = explain(model, x, [method], layer=model.target_layer, raw=True)[method]
+    torch.testing.assert_close(split, hooked)
+
+
+def test_float64_models_are_explained_in_float64():
+    model = _model().eval().double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    maps = explain(model, x, ["saliency", "gradcam", "occlusion", "score_cam"], occlusion=FAST["occlusion"])
+    assert all(m.dtype == torch.float32 and m.max() == 1 for m in maps.values())
+    raw = explain(model, x, ["saliency"], raw=True)["saliency"]
+    expected = explain(model.float(), x.float(), ["saliency"], raw=True)["saliency"]
+    torch.testing.assert_close(raw, expected, rtol=1e-4, atol=1e-6)
+
+
+class InplaceHead(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.fc = nn.Linear(channels, 2)
+
+    def forward(self, a):
+        return self.fc(F.relu(a.sub_(0.1), inplace=False).mean(dim=(2, 3)))  # writes into its input
+
+
+def test_an_in_place_head_cannot_change_the_activations():
+    model = _model().eval()
+    model.head = InplaceHead(16)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a = model.features(x)
+    raw = explain(model, x, ["gradcam", "saliency"], targets=0, raw=True)
+    # The map is built from the features as computed, not from what the head wrote into them.
+    a_req = a.clone().requires_grad_(True)
+    score = model.head.fc(F.relu(a_req - 0.1).mean(dim=(2, 3)))[:, 0].sum()
+    (g,) = torch.autograd.grad(score, a_req)
+    expected = (g.mean(dim=(2, 3))[:, :, None, None] * a).sum(1).clamp(min=0)
+    torch.testing.assert_close(raw["gradcam"], expected)
+
+
+class Noisy(nn.Module):
+    """A model whose forward draws from the global RNG and bumps a buffer, even in eval mode."""
+
+    target_layer = "conv"
+
+    def __init__(self, fail=False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(2))
+        self.register_buffer("calls", torch.zeros(()))
+        self.fail = fail
+
+    def features(self, x):
+        self.calls += 1
+        a = self.conv(x) + 0.01 * torch.rand_like(x[:, :1])
+        if self.fail:
+            raise RuntimeError("failed midway")
+        return a
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_global_rng_and_buffers_are_restored_even_when_the_model_draws_and_fails(fail):
+    model = Noisy()
+    model(torch.randn(1, 3, 8, 8))  # materialise the lazy layer
+    model.fail = fail
+    x = torch.randn(2, 3, 8, 8)
+    before = _state(model)
+    if fail:
+        with pytest.raises(RuntimeError, match="failed midway"):
+            explain(model, x, ["gradcam", "saliency"])
+    else:
+        explain(model, x, ["gradcam", "saliency", "smoothgrad"], smoothgrad=dict(n_samples=2))
+    _assert_same(before, _state(model))
+
+
+def test_grad_mode_stays_off_after_a_failing_call_under_no_grad():
+    model = Noisy()
+    model(torch.randn(1, 3, 8, 8))
+    model.fail = True
+    with torch.no_grad():
+        with pytest.raises(RuntimeError):
+            explain(model, torch.randn(1, 3, 8, 8), ["gradcam"], layer="conv")
+        assert not torch.is_grad_enabled()
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError):
+            explain(model, torch.randn(1, 3, 8, 8), ["gradcam"])
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+
+
+class Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.unused = nn.Conv2d(3, 3, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_hooked_layer_errors_say_what_is_wrong():
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="layer 'conv' ran twice in one forward pass"):
+        explain(Twice(), x, ["gradcam"], layer="conv")
+    with pytest.raises(ValueError, match="layer 'unused' did not run in the forward pass"):
+        explain(Twice(), x, ["gradcam"], layer="unused")
+    with pytest.raises(ValueError, match=r"layer 'fc' must output a \(B,K,h,w\) tensor, got \(1, 2\)"):
+        explain(Twice(), x, ["gradcam"], layer="fc")
+
+
+def test_a_model_with_features_and_head_but_more_between_is_not_taken_for_the_split():
+    class SwinLike(nn.Module):  # torchvision's Swin: features → norm → permute → pool → head
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Conv2d(3, 4, 3, padding=1)
+            self.norm = nn.BatchNorm2d(4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.norm(self.features(x)).mean(dim=(2, 3)))
+
+    model = SwinLike().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="gradcam needs a target layer"):
+        explain(model, x, ["gradcam"])
+    hooked = explain(model, x, ["gradcam"], layer="norm", targets=1, raw=True)["gradcam"]
+    a = model.norm(model.features(x)).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(model.head(a.mean(dim=(2, 3)))[:, 1].sum(), a)
+    torch.testing.assert_close(hooked, (g.mean(dim=(2, 3))[:, :, None, None] * a).sum(1).clamp(min=0))
+
+
+def test_an_in_place_relu_whose_result_is_ignored_still_applies():
+    class IgnoresResult(FunctionalReLU):
+        def forward(self, x):
+            x = self.c1(x)
+            x.relu_()  # the return value is dropped: the in-place write must happen
+            x = torch.relu_(self.c2(x))
+            return self.fc(x.mean(dim=(2, 3)).relu())
+
+    x = torch.randn(2, 3, 12, 12)
+    reference = explain(ModuleReLU(inplace=False), x, ["guided_backprop"], targets=1, raw=True)["guided_backprop"]
+    torch.testing.assert_close(
+        explain(IgnoresResult(), x, ["guided_backprop"], targets=1, raw=True)["guided_backprop"], reference
+    )
+
+
+def test_a_relu_rule_that_sees_no_relu_warns():
+    scripted = torch.jit.script(ModuleReLU(inplace=False))
+    with pytest.warns(UserWarning, match="guided ReLU rule saw no ReLU"):
+        explain(scripted, torch.randn(1, 3, 12, 12), ["guided_backprop"])
+
+
+def test_keyword_mistakes_are_named():
+    model, x = _model().eval(), torch.randn(1, 3, 32, 32)
+    with pytest.raises(TypeError, match="unexpected keyword 'target'; did you mean 'targets'"):
+        explain(model, x, ["gradcam"], target=1)
+    with pytest.raises(TypeError, match="options given for occlusion, which is not among the methods asked for"):
+        explain(model, x, ["gradcam"], occlusion=dict(window=4))
+    with pytest.raises(TypeError, match="Explainer is a base class"):
+        Explainer(model)

@@ -30,6 +30,8 @@ class GapHead(nn.Module):
 
 
 class Tiny(nn.Module):
+    target_layer = "relu"  # with features() and head: the camlight split
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 2, 1, bias=False)
@@ -121,12 +123,16 @@ def test_cam_gradcam_and_gradcam_pp(x):
 
 def test_ablation_cam(x):
     a = pre_relu(x).clamp(min=0)
-    y = logit(x, TARGET)
-    # Zeroing channel k removes FC_W[c,k]·mean(A_k) from the logit.
-    w = [(FC_W[TARGET, k] * a[:, k].mean(dim=(1, 2))) / y for k in range(2)]
-    expected = (w[0][:, None, None] * a[:, 0] + w[1][:, None, None] * a[:, 1]).clamp(min=0)
-    raw = explain(Tiny(), x, "ablation_cam", targets=TARGET, raw=True, ablation_cam=dict(batch_size=1))
-    torch.testing.assert_close(raw["ablation_cam"], expected)
+    signs = set()
+    for target in (0, 1):
+        y = logit(x, target)
+        signs |= {bool(v) for v in y > 0}
+        # Zeroing channel k removes FC_W[c,k]·mean(A_k) from the logit; we divide by |y_c| (docs/explain.md).
+        w = [(FC_W[target, k] * a[:, k].mean(dim=(1, 2))) / y.abs() for k in range(2)]
+        expected = (w[0][:, None, None] * a[:, 0] + w[1][:, None, None] * a[:, 1]).clamp(min=0)
+        raw = explain(Tiny(), x, "ablation_cam", targets=target, raw=True, ablation_cam=dict(batch_size=4))
+        torch.testing.assert_close(raw["ablation_cam"], expected)
+    assert signs == {True, False}  # positive and negative scores both exercised
 
 
 def test_score_cam(x):

@@ -95,11 +95,11 @@ def test_gradcam_matches_captum_layer_gradcam(model, x):
     _close(ours, theirs, "cam", x.shape[-2:])
 
 
-def _grad_cam_lib(cls_name, model, x, **kwargs):
+def _grad_cam_lib(cls_name, model, x, targets=TARGETS, **kwargs):
     m = copy.deepcopy(model)
     cls = getattr(gradcam_lib, cls_name)
     with cls(model=m, target_layers=[m.layer4], **kwargs) as cam:
-        out = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS]))
+        out = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
     # pytorch-grad-cam divides by (max + 1e-7) where we divide by max: undo the epsilon.
     return out / out.flatten(1).amax(1)[:, None, None]
 
@@ -109,8 +109,16 @@ def _grad_cam_lib(cls_name, model, x, **kwargs):
     [("gradcam", "GradCAM"), ("gradcam_pp", "GradCAMPlusPlus"), ("ablation_cam", "AblationCAM")],
 )
 def test_cam_family_matches_pytorch_grad_cam(model, x, method, peer):
-    ours = explain(model, x, [method], targets=TARGETS, layer="layer4")[method]
-    theirs = _grad_cam_lib(peer, model, x)
+    targets = TARGETS
+    if method == "ablation_cam":
+        # Ablation-CAM divides by the target's score: pytorch-grad-cam by y_c, we by |y_c|. The two
+        # agree for positive scores, such as the predicted class's here.
+        with torch.no_grad():
+            logits = model(x)
+        targets = logits.argmax(1)
+        assert (logits.gather(1, targets[:, None]) > 0).all()
+    ours = explain(model, x, [method], targets=targets, layer="layer4")[method]
+    theirs = _grad_cam_lib(peer, model, x, targets)
     assert (ours - theirs).abs().max() <= TOL
 
 

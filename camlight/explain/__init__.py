@@ -30,6 +30,8 @@ class Explainer:
     method: str = ""
 
     def __init__(self, model: nn.Module, layer: str | nn.Module | None = None, **options):
+        if self.method not in REGISTRY:
+            raise TypeError("Explainer is a base class; use a method class such as GradCAM, or explain()")
         _check_options([self.method], {self.method: options})
         self.model, self.layer, self.options = model, layer, options
 

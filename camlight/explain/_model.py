@@ -17,7 +17,16 @@ from torch import nn
 
 
 def _has_split(model: nn.Module) -> bool:
-    return callable(getattr(model, "features", None)) and isinstance(getattr(model, "head", None), nn.Module)
+    """The camlight model split: `features(x)`, a `head` module and a `target_layer` name.
+
+    All three are required: some models (torchvision's Swin) have `features` and `head` with other
+    layers between them, and must be explained through `layer=` instead.
+    """
+    return (
+        callable(getattr(model, "features", None))
+        and isinstance(getattr(model, "head", None), nn.Module)
+        and isinstance(getattr(model, "target_layer", None), str)
+    )
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -41,8 +50,8 @@ class ModelAccess:
     """How the engine reaches logits and the activations A of the target layer.
 
     Args:
-        model: a camlight `Classifier` (or any module with `features(x)` and a `head` module), or
-            any classifier returning logits (B,C).
+        model: a camlight `Classifier` (or any module with `features(x)`, a `head` module and a
+            `target_layer` name), or any classifier returning logits (B,C).
         layer: None to use the split; otherwise the target layer (dotted name or module), hooked.
     """
 
@@ -63,7 +72,7 @@ class ModelAccess:
         if not self.has_layer:
             raise ValueError(
                 f"{method} needs a target layer: pass layer= (a dotted module name such as 'layer4', "
-                f"or the module), or use a model with features()/head()"
+                f"or the module), or use a camlight Classifier (features(), head, target_layer)"
             )
 
     def head_module(self) -> nn.Module | None:
@@ -91,7 +100,8 @@ class ModelAccess:
                 a = a.detach().requires_grad_(True)
             else:
                 a = self.model.features(x)
-            return self.model.head(a), a
+            # The head gets a copy: an in-place op in it must not change the A we return.
+            return self.model.head(a.clone()), a
         return self._hooked(x, layer_grad and not x.requires_grad)
 
     def _hooked(self, x: torch.Tensor, leaf: bool):
@@ -100,7 +110,10 @@ class ModelAccess:
 
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                raise ValueError(f"layer {self.layer_name!r} must output a (B,K,h,w) tensor")
+                got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise ValueError(
+                    f"layer {self.layer_name!r} must output a (B,K,h,w) tensor, got {got}; choose a conv layer or block"
+                )
             if seen:
                 raise ValueError(
                     f"layer {self.layer_name!r} ran twice in one forward pass; choose a layer that runs once"
@@ -121,7 +134,7 @@ class ModelAccess:
                 logits = self.model(x)
         finally:
             handle.remove()
-            torch.set_grad_enabled(grad_mode)
+            torch.set_grad_enabled(grad_mode)  # the hook may have switched it on mid-forward
         if not seen:
             raise ValueError(f"layer {self.layer_name!r} did not run in the forward pass; choose a layer on the path")
         return logits, seen[0]
@@ -129,30 +142,40 @@ class ModelAccess:
     def head_fn(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """A function mapping a batch of (modified) activations of image `x` (1,3,H,W) to logits.
 
-        With the split it is the head alone. With a hook, the model runs on `x` once per call and the
-        hook swaps in the given batch of activations, so the layers before the target run on one
-        image, not on every modified copy; where the model's tail cannot take a batch larger than its
-        input, each copy gets its own pass.
+        With the split it is the head alone. With a hook, every call is one full forward pass of
+        `x` with the hook swapping in the given batch of activations, so the layers after the target
+        see the whole batch while those before it run on one image. Where the model's tail cannot
+        take a batch larger than its input (found on the first call, then remembered), each call
+        runs the model on as many copies of `x` instead.
         """
         if self.split:
             return self.model.head
 
         def run(a: torch.Tensor) -> torch.Tensor:
-            with self._swap(a):
+            if self._tail_batches is not False:
                 try:
-                    out = self.model(x)
+                    with self._swap(a):
+                        out = self.model(x)
                     if out.shape[0] == a.shape[0]:
+                        self._tail_batches = True
                         return out
+                except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since 2.5
+                    raise
                 except RuntimeError:
-                    pass
+                    if self._tail_batches:
+                        raise
+                self._tail_batches = False
             with self._swap(a):
                 return self.model(x.expand(a.shape[0], *x.shape[1:]))
 
         return run
 
+    _tail_batches: bool | None = None  # can the layers after the target take a larger batch?
+
     @contextmanager
     def _swap(self, a: torch.Tensor):
-        handle = self.layer.register_forward_hook(lambda m, i, o: a)
+        # A copy, so that an in-place op after the layer cannot change `a` for a retry.
+        handle = self.layer.register_forward_hook(lambda m, i, o: a.clone())
         try:
             yield
         finally:

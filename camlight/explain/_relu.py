@@ -9,9 +9,10 @@ function whose forward is the usual ReLU and whose backward follows the rule:
 - "deconv" (Zeiler & Fergus 2014): pass the positive part of the incoming gradient, whatever the
   forward sign.
 
-No module is touched and no hook registered. In-place ReLUs return a new tensor instead of writing
-into their input; every model that uses the returned value (as `nn.ReLU(inplace=True)` callers do)
-computes the same forward values.
+No module is touched and no hook registered. In-place ReLUs still write their result into their
+input (through `copy_`, so autograd routes the gradient through the rule) and return it.
+`seen` counts the ReLUs replaced: zero means the model's ReLUs were out of reach (TorchScript,
+`torch.compile`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ RULES = ("guided", "deconv")
 class _RuleReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, guided: bool) -> torch.Tensor:
-        out = x.clamp(min=0)
+        out = torch.relu(x)
         ctx.guided = guided
         if guided:
             ctx.save_for_backward(out)
@@ -37,7 +38,7 @@ class _RuleReLU(torch.autograd.Function):
         grad = grad.clamp(min=0)
         if ctx.guided:
             (out,) = ctx.saved_tensors
-            grad = grad * (out > 0)
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)  # grad where out > 0, else 0: ReLU's own kernel
         return grad, None
 
 
@@ -53,9 +54,14 @@ class ReluRule(TorchFunctionMode):
         if rule not in RULES:
             raise ValueError(f"unknown ReLU rule {rule!r}; choose one of {', '.join(RULES)}")
         self.guided = rule == "guided"
+        self.seen = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _OUT_OF_PLACE or func in _IN_PLACE:
-            return _RuleReLU.apply(args[0], self.guided)
+            self.seen += 1
+            x = args[0]
+            out = _RuleReLU.apply(x, self.guided)
+            inplace = func in _IN_PLACE or kwargs.get("inplace", len(args) > 1 and args[1])
+            return x.copy_(out) if inplace else out
         return func(*args, **kwargs)

@@ -44,6 +44,6 @@ def untouched(model: nn.Module):
 
 
 def as_input(images: torch.Tensor) -> torch.Tensor:
-    """A normal (not inference-mode) float copy of `images`, safe to differentiate."""
+    """`images` detached, as a normal tensor (a copy only when it is an inference tensor), dtype kept."""
     with torch.inference_mode(False):
-        return images.detach().clone().float() if images.is_inference() else images.detach().float()
+        return images.detach().clone() if images.is_inference() else images.detach()

@@ -11,35 +11,29 @@ import torch
 from torch import nn
 
 from camlight.explain._normalize import upsample
-from camlight.explain.engine import Context, register
+from camlight.explain.engine import Context, register, weighted_sum
 from camlight.explain.gradient import guided_backprop
 
 
-def _weighted(weights: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Σ_k w_k A^k: (B,K) weights, (B,K,h,w) activations → (B,h,w)."""
-    return torch.einsum("bk,bkhw->bhw", weights, a)
-
-
 def gap_linear(ctx: Context) -> nn.Linear | None:
-    """The linear layer of a global-average-pooling head, or None when the head is not one.
+    """The linear layer of a global-average-pooling head on A, or None when there is none.
 
-    The candidate is the head's only `nn.Linear` (with the split) or the model's last `nn.Linear`
-    taking K inputs (with a hook); it counts only if the logits of this very batch equal
-    linear(mean_ij A) — so the check holds for any model, whatever its head is called.
+    Candidates are the `nn.Linear` layers taking K inputs, in the head (with the split) or anywhere
+    in the model (with a hook); one counts only if the logits of this very batch equal
+    linear(mean_ij A), so the check holds for any model, whatever its head is called.
     """
     p = ctx.plain()
     k = p.a.shape[1]
-    scope = ctx.access.head_module() or ctx.model
-    linears = [m for m in scope.modules() if isinstance(m, nn.Linear) and m.in_features == k]
-    if not linears or (ctx.access.split and len(linears) != 1):
-        return None
-    fc = linears[-1]
-    with torch.no_grad():
-        expected = nn.functional.linear(p.a.mean(dim=(2, 3)), fc.weight, fc.bias)
+    head = ctx.access.head_module()
+    scope = ctx.model if head is None else head
     tol = 1e-4 * float(p.logits.abs().max().clamp(min=1))
-    if expected.shape != p.logits.shape or not torch.allclose(expected, p.logits, rtol=1e-4, atol=tol):
-        return None
-    return fc
+    with torch.no_grad():
+        pooled = p.a.mean(dim=(2, 3))
+        for fc in (m for m in scope.modules() if isinstance(m, nn.Linear) and m.in_features == k):
+            expected = nn.functional.linear(pooled, fc.weight, fc.bias)
+            if expected.shape == p.logits.shape and torch.allclose(expected, p.logits, rtol=1e-4, atol=tol):
+                return fc
+    return None
 
 
 @register("cam", "cam", needs=("layer",))
@@ -48,18 +42,18 @@ def cam(ctx: Context) -> torch.Tensor:
     fc = gap_linear(ctx)
     if fc is None:
         raise ValueError(
-            "cam needs a global-average-pooling head (features → mean → linear), such as a camlight "
-            "Classifier with head='gap'; use gradcam for this model"
+            "cam needs the target layer to feed a global-average-pooling head (mean → linear), such as a "
+            "camlight Classifier with head='gap'; use gradcam for this model or layer"
         )
     p = ctx.plain()
-    return _weighted(fc.weight[ctx.targets].to(p.a.dtype), p.a)
+    return weighted_sum(fc.weight[ctx.targets].to(p.a.dtype), p.a)
 
 
 @register("gradcam", "cam", needs=("layer", "layer_grad"))
 def gradcam(ctx: Context) -> torch.Tensor:
     """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_c/∂A^k_ij."""
     p = ctx.plain()
-    return _weighted(p.grad_a.mean(dim=(2, 3)), p.a).clamp(min=0)
+    return weighted_sum(p.grad_a.mean(dim=(2, 3)), p.a).clamp(min=0)
 
 
 @register("gradcam_pp", "cam", needs=("layer", "layer_grad"))
@@ -75,7 +69,7 @@ def gradcam_pp(ctx: Context) -> torch.Tensor:
     alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + 1e-6)
     alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
     weights = (alpha * g.clamp(min=0)).sum(dim=(2, 3))
-    return _weighted(weights, a).clamp(min=0)
+    return weighted_sum(weights, a).clamp(min=0)
 
 
 @register("guided_gradcam", "pixel", needs=("layer", "layer_grad"))

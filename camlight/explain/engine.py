@@ -15,6 +15,7 @@ Targets default to the predicted class of the first forward pass.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -128,38 +129,51 @@ class Context:
         )
 
     def logits(self) -> torch.Tensor:
-        """Logits of the clean input, from whichever pass ran (a no-grad forward if none did)."""
-        for p in self._passes.values():
-            return p.logits
+        """Logits of the clean input: the plain pass's when the call has one, else any pass's
+        that ran (forward values are the same under every ReLU rule), else a no-grad forward."""
+        if self.needs:
+            return self.plain().logits
+        for key in ("forward", "guided", "deconv"):
+            if key in self._passes:
+                return self._passes[key].logits
         with torch.no_grad():
             logits = self.model(self.x)
-        self._passes["forward"] = Pass(logits)
         self.resolve_targets(logits)
+        self._passes["forward"] = Pass(logits)
         return logits
 
-    def input_gradient(self, x: torch.Tensor, rule: str | None = None) -> torch.Tensor:
-        """∂y_t/∂x for `x`, (B,3,H,W) or several such batches stacked, with ReLUs following `rule`
-        (None, "guided", "deconv"); row i is scored for target i mod B."""
+    def input_gradient(self, x: torch.Tensor, rule: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∂y_t/∂x, logits) for `x`, (B,3,H,W) or several such batches stacked, with ReLUs following
+        `rule` (None, "guided", "deconv"); row i is scored for target i mod B."""
         x = x.detach().requires_grad_(True)  # a new leaf over the same storage, no copy
         if rule is None:
             logits = self.model(x)
         else:
-            with ReluRule(rule):
+            with ReluRule(rule) as mode:
                 logits = self.model(x)
+            if mode.seen == 0:
+                warnings.warn(
+                    f"the {rule} ReLU rule saw no ReLU in the forward pass (a scripted or compiled model?); "
+                    "the map is the plain gradient",
+                    stacklevel=4,
+                )
         targets = self.resolve_targets(logits.detach())
         targets = targets.repeat(x.shape[0] // targets.shape[0])
-        return torch.autograd.grad(self.score(logits, targets).sum(), x)[0]
+        return torch.autograd.grad(self.score(logits, targets).sum(), x)[0], logits.detach()
 
     def rule_gradient(self, rule: str) -> torch.Tensor:
         """∂y/∂x of the clean input under a ReLU rule, computed once per call."""
         if rule not in self._passes:
-            self._passes[rule] = Pass(torch.empty(0), grad_x=self.input_gradient(self.x, rule))
+            grad, logits = self.input_gradient(self.x, rule)
+            self._passes[rule] = Pass(logits, grad_x=grad)
         return self._passes[rule].grad_x
 
 
 def batch_limit(method: str, batch_size: int | None, images: int) -> int:
-    """Rows per forward pass: `batch_size`, or by default as many as the caller's batch, so that a
-    method never holds more than one extra batch of activations."""
+    """Rows per evaluation: `batch_size`, or by default as many as the caller's batch B, so that a
+    method never holds more than one extra batch of activations. Methods that perturb every image
+    alike (occlusion, integrated gradients, split Ablation-CAM) evaluate whole batches, so for
+    them a `batch_size` below B counts as B."""
     if batch_size is None:
         return images
     if batch_size < 1:
@@ -168,6 +182,8 @@ def batch_limit(method: str, batch_size: int | None, images: int) -> int:
 
 
 def _targets(spec, logits: torch.Tensor) -> torch.Tensor:
+    if logits.dim() != 2:
+        raise ValueError(f"the model must return logits (B,C); it returned shape {tuple(logits.shape)}")
     batch, classes = logits.shape
     if spec is None:
         return logits.argmax(dim=1)
@@ -179,9 +195,11 @@ def _targets(spec, logits: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(spec, device=logits.device)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"targets must hold class indices (integers), got dtype {t.dtype}")
-        t = t.long().reshape(-1)
-        if t.numel() == 1 and batch != 1 and torch.as_tensor(spec).dim() == 0:
-            t = t.expand(batch)
+        scalar = t.dim() == 0
+        # A copy: the caller's tensor may be an inference tensor, which autograd cannot save.
+        t = t.long().reshape(-1).clone()
+        if scalar:
+            t = t.expand(batch).clone()
         if t.numel() != batch:
             raise ValueError(f"got {t.numel()} targets for {batch} images; give one per image, one int, or None")
     bad = (t < 0) | (t >= classes)
@@ -222,9 +240,13 @@ def _method_options(methods: list[str], options: dict) -> dict[str, dict]:
     out = {}
     for key, value in options.items():
         if key not in REGISTRY:
+            close = difflib.get_close_matches(key, [*REGISTRY, "targets", "layer", "raw"], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise TypeError(
-                f"unexpected keyword {key!r}; per-method options are named after a method: {', '.join(REGISTRY)}"
+                f"unexpected keyword {key!r}; {hint}per-method options are named after a method: {', '.join(REGISTRY)}"
             )
+        if key not in methods:
+            raise TypeError(f"options given for {key}, which is not among the methods asked for ({', '.join(methods)})")
         if not isinstance(value, dict):
             raise TypeError(f"options for {key} must be a dict, e.g. {key}=dict(...)")
     for m in methods:
@@ -237,11 +259,16 @@ def _method_options(methods: list[str], options: dict) -> dict[str, dict]:
     return out
 
 
-def needs_of(methods: list[str], options: dict[str, dict]) -> set[str]:
+def needs_of(methods: list[str]) -> set[str]:
     needs = set()
     for m in methods:
         needs |= REGISTRY[m].needs
     return needs
+
+
+def weighted_sum(weights: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k A^k: (B,K) weights, (B,K,h,w) activations → (B,h,w)."""
+    return torch.einsum("bk,bkhw->bhw", weights, a)
 
 
 def normalise(kind: str, raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -297,7 +324,7 @@ def explain(
     out = {}
     with untouched(model):
         x = as_input(images)
-        ctx = Context(access, x, targets, needs_of(methods, opts))
+        ctx = Context(access, x, targets, needs_of(methods))
         for m in methods:
             method = REGISTRY[m]
             result = method.compute(ctx, **opts[m])

@@ -49,7 +49,7 @@ def smoothgrad(ctx: Context, n_samples: int, noise: float, base: str, seed: int)
     total = torch.zeros_like(x)
     for _ in range(n_samples):
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        total += ctx.input_gradient(x + sigma * eps, _BASES[base])
+        total += ctx.input_gradient(x + sigma * eps, _BASES[base])[0]
     return total / n_samples
 
 
@@ -77,6 +77,6 @@ def integrated_gradients(ctx: Context, steps: int, baseline, batch_size: int | N
         a = alphas[start : start + per_pass]
         w = weights[start : start + per_pass]
         points = (base[None] + a[:, None, None, None, None] * (x - base)[None]).flatten(0, 1)
-        grads = ctx.input_gradient(points)
+        grads = ctx.input_gradient(points)[0]
         total += (grads.view(len(a), *x.shape) * w[:, None, None, None, None]).sum(0)
     return (x - base) * total

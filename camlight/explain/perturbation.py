@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from camlight.explain.engine import Context, batch_limit, register
+from camlight.explain._normalize import min_max, upsample
+from camlight.explain.engine import Context, batch_limit, register, weighted_sum
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
-    return list(range(0, length - window + 1, stride))
+    """Window starts along one side, as captum places them: ceil((L − w) / s) + 1 windows, the last
+    one cut at the border, so that every pixel is covered."""
+    return [i * stride for i in range(-(-(length - window) // stride) + 1)]
 
 
 @register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=None)
 def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.Tensor:
     """Zeiler & Fergus 2014: drop of y_c when a window × window patch (all channels) is set to `baseline`.
 
-    A pixel's value is the drop averaged over the windows covering it (captum's convention);
-    pixels no window covers get 0. Defaults: window = H/8, stride = window/2. `batch_size` bounds
-    the occluded images per forward pass (default: B). Raw map: (B,H,W), signed.
+    A pixel's value is the drop averaged over the windows covering it, windows placed as captum
+    places them (the last one in a row or column cut at the border, so every pixel is covered).
+    Defaults: window = H/8, stride = window/2. `batch_size` bounds the occluded images per forward
+    pass (default: B). Raw map: (B,H,W), signed.
     """
     x = ctx.x
     b, _, h, w = x.shape
     batch_size = batch_limit("occlusion", batch_size, b)
-    window = window or max(1, min(h, w) // 8)
-    stride = stride or max(1, window // 2)
+    window = max(1, min(h, w) // 8) if window is None else window
+    stride = max(1, window // 2) if stride is None else stride
     if not 1 <= window <= min(h, w) or stride < 1:
         raise ValueError(
             f"occlusion needs 1 <= window <= {min(h, w)} and stride >= 1, got window={window}, stride={stride}"
@@ -44,16 +47,20 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
             for i, (y, x0) in enumerate(chunk):
                 total[:, y : y + window, x0 : x0 + window] += drops[i * b : (i + 1) * b, None, None]
                 count[y : y + window, x0 : x0 + window] += 1
-    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+    return total / count
 
 
 @register("ablation_cam", "cam", needs=("layer",), batch_size=None)
 def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
-    """Desai & Ramaswamy 2020: w_k = (y_c − y_c with channel k of A zeroed) / y_c; ReLU(Σ_k w_k A^k).
+    """Desai & Ramaswamy 2020: w_k = (y_c − y_c with channel k of A zeroed) / |y_c|; ReLU(Σ_k w_k A^k).
+
+    The paper (and pytorch-grad-cam) divide by y_c; we divide by |y_c| (at least 1e-12), which is
+    the same for the positive scores the paper has in mind and keeps the sign of the evidence (and
+    finite maps) when a target's score is negative or zero.
 
     With a features/head split only the head is re-run: each call ablates one or more channels in
-    every image at once. With a hooked layer each image is re-run with a batch of its ablated
-    activations swapped in, which costs one pass of the layers before the target on that image.
+    every image at once. With a hooked layer each call is one forward pass of one image with a
+    batch of its ablated activations swapped in at the layer: ⌈K / batch_size⌉ passes per image.
     `batch_size` bounds the ablated activation tensors per evaluation (default: B, one batch).
     """
     p = ctx.plain()
@@ -79,8 +86,8 @@ def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
                     ablated = a[i].expand(len(channels), *a.shape[1:]).clone()
                     ablated[torch.arange(len(channels), device=a.device), channels] = 0
                     weights[i, channels] = clean[i] - head(ablated)[:, targets[i]]
-    weights = weights / clean[:, None]
-    return torch.einsum("bk,bkhw->bhw", weights, a).clamp(min=0)
+    weights = weights / clean.abs().clamp(min=1e-12)[:, None]
+    return weighted_sum(weights, a).clamp(min=0)
 
 
 @register("score_cam", "cam", needs=("layer",), batch_size=None, score="probability")
@@ -108,13 +115,10 @@ def score_cam(ctx: Context, batch_size: int | None, score: str) -> torch.Tensor:
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             img, ch = pairs[start : start + batch_size].unbind(1)
-            masks = F.interpolate(a[img, ch][:, None], size=ctx.size, mode="bilinear", align_corners=False)
-            lo = masks.flatten(1).amin(1)[:, None, None, None]
-            span = masks.flatten(1).amax(1)[:, None, None, None] - lo
-            masks = torch.where(span > 0, (masks - lo) / span.clamp(min=1e-12), torch.zeros_like(masks))
-            logits = ctx.model(x[img] * masks)
+            masks = min_max(upsample(a[img, ch], ctx.size))
+            logits = ctx.model(x[img] * masks[:, None].to(x.dtype))
             if score == "probability":
                 logits = logits.softmax(dim=1)
             scores[img, ch] = logits.gather(1, targets[img][:, None])[:, 0]
     weights = scores.softmax(dim=1) if score == "logit_softmax" else scores
-    return torch.einsum("bk,bkhw->bhw", weights, a).clamp(min=0)
+    return weighted_sum(weights, a).clamp(min=0)
