@@ -9,8 +9,8 @@ function whose forward is the usual ReLU and whose backward follows the rule:
 - "deconv" (Zeiler & Fergus 2014): pass the positive part of the incoming gradient, whatever the
   forward sign.
 
-No module is touched and no hook registered. In-place ReLUs still write their result into their
-input (through `copy_`, so autograd routes the gradient through the rule) and return it.
+No module is touched and no hook registered. In-place ReLUs stay in place (an autograd function
+that marks its input dirty), so models that ignore the returned value still work.
 `seen` counts the ReLUs replaced: zero means the model's ReLUs were out of reach (TorchScript,
 `torch.compile`).
 """
@@ -42,6 +42,21 @@ class _RuleReLU(torch.autograd.Function):
         return grad, None
 
 
+class _RuleReLUInplace(torch.autograd.Function):
+    """The same rule for in-place ReLUs: writes into its input, as the replaced call would."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, guided: bool) -> torch.Tensor:
+        torch.relu_(x)
+        ctx.mark_dirty(x)
+        ctx.guided = guided
+        if guided:
+            ctx.save_for_backward(x)
+        return x
+
+    backward = staticmethod(_RuleReLU.backward)
+
+
 _OUT_OF_PLACE = {F.relu, torch.relu, torch.Tensor.relu}
 _IN_PLACE = {torch.relu_, torch.Tensor.relu_, getattr(F, "relu_", torch.relu_)}
 
@@ -60,8 +75,6 @@ class ReluRule(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _OUT_OF_PLACE or func in _IN_PLACE:
             self.seen += 1
-            x = args[0]
-            out = _RuleReLU.apply(x, self.guided)
             inplace = func in _IN_PLACE or kwargs.get("inplace", len(args) > 1 and args[1])
-            return x.copy_(out) if inplace else out
+            return (_RuleReLUInplace if inplace else _RuleReLU).apply(args[0], self.guided)
         return func(*args, **kwargs)

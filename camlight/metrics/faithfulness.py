@@ -1,0 +1,119 @@
+"""Faithfulness metrics: does the model's confidence follow the map when the image is changed?
+
+All evaluate the model in eval mode under `camlight.explain`'s guard (mode, buffers, RNG restored)
+and score the target's softmax probability. Images are normalised (B,3,H,W); maps (B,H,W) at the
+same resolution; targets (B,) class indices.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camlight.explain._state import untouched
+
+
+def _probabilities(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) softmax probability of targets[i % B] for each of the N images, `batch_size` per pass."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            t = targets.repeat(-(-len(images) // len(targets)))[start : start + len(chunk)]
+            out.append(model(chunk).softmax(dim=1).gather(1, t[:, None])[:, 0])
+    return torch.cat(out)
+
+
+def _order(maps: torch.Tensor) -> torch.Tensor:
+    """(B,H·W) pixel indices, most salient first (ties in row-major order)."""
+    return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
+
+
+def _blur(images: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Gaussian blur, as Petsiuk et al.'s insertion start (kernel 11, σ = 5). Borders repeat the edge
+    pixels (their code pads with zeros, which darkens the border towards the dataset mean)."""
+    x = torch.arange(size, dtype=images.dtype, device=images.device) - size // 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    pad = size // 2
+    out = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+    return F.conv2d(out, k.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+
+
+def _causal_auc(
+    model, images, maps, targets, steps: int, start: torch.Tensor, finish: torch.Tensor, batch_size
+) -> torch.Tensor:
+    """Probability curve as pixels switch from `start` to `finish`, most salient first; trapezoid AUC.
+
+    Step k (k = 0..steps) has the first round(k·HW/steps) pixels of the order switched.
+    """
+    b, c, h, w = images.shape
+    order = _order(maps)
+    n_pix = h * w
+    counts = [round(k * n_pix / steps) for k in range(steps + 1)]
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_pix, device=order.device).expand(b, n_pix))
+    rank = rank.view(b, 1, h, w)
+    per_pass = max(1, (batch_size or b) // b)  # frames per forward pass
+    probs = []
+    for first in range(0, steps + 1, per_pass):
+        frames = torch.cat([torch.where(rank < n, finish, start) for n in counts[first : first + per_pass]])
+        probs.append(_probabilities(model, frames, targets, len(frames)))
+    return torch.trapezoid(torch.cat(probs).view(steps + 1, b), dx=1.0 / steps, dim=0)
+
+
+def _checked(images, maps, targets):
+    if images.dim() != 4 or maps.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(
+            f"images (B,3,H,W) and maps (B,H,W) must match, got {tuple(images.shape)} and {tuple(maps.shape)}"
+        )
+    targets = torch.as_tensor(targets, device=images.device).long().reshape(-1)
+    if targets.numel() == 1:
+        targets = targets.expand(images.shape[0])
+    return targets
+
+
+def deletion_auc(model, images, maps, targets, steps: int = 32, batch_size: int | None = None) -> torch.Tensor:
+    """Petsiuk et al. 2018: (B,) area under the target's probability as pixels are deleted (set to
+    0 in normalised space, the dataset mean), most salient first, over `steps` steps. Lower is better.
+    """
+    targets = _checked(images, maps, targets)
+    with untouched(model):
+        images = images.detach()
+        return _causal_auc(model, images, maps, targets, steps, images, torch.zeros_like(images), batch_size)
+
+
+def insertion_auc(model, images, maps, targets, steps: int = 32, batch_size: int | None = None) -> torch.Tensor:
+    """Petsiuk et al. 2018: (B,) area under the target's probability as pixels are restored onto a
+    blurred copy of the image (Gaussian, kernel 11, σ 5), most salient first. Higher is better."""
+    targets = _checked(images, maps, targets)
+    with untouched(model):
+        images = images.detach()
+        return _causal_auc(model, images, maps, targets, steps, _blur(images), images, batch_size)
+
+
+def _drop_update(model, images, maps, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Y, O): target probability of the image and of the image masked by its map (B,) each."""
+    targets = _checked(images, maps, targets)
+    with untouched(model):
+        images = images.detach()
+        masked = images * maps[:, None].clamp(0, 1).to(images.dtype)
+        probs = _probabilities(model, torch.cat([images, masked]), targets, len(images))
+    return probs[: len(images)], probs[len(images) :]
+
+
+def average_drop(model, images, maps, targets) -> torch.Tensor:
+    """Chattopadhyay et al. 2018: (B,) relative drop max(0, Y − O) / Y of the target's softmax
+    probability when the image is multiplied by its map (O) instead of shown whole (Y); the paper's
+    "Average Drop %" is 100 × the mean. Lower is better."""
+    y, o = _drop_update(model, images, maps, targets)
+    return (y - o).clamp(min=0) / y.clamp(min=1e-12)
+
+
+def increase_in_confidence(model, images, maps, targets) -> torch.Tensor:
+    """Chattopadhyay et al. 2018: (B,) bool, the masked image (O) is more confident than the whole (Y)."""
+    y, o = _drop_update(model, images, maps, targets)
+    return o > y

@@ -1,0 +1,272 @@
+"""Each metric against hand-made cases, and the Metric classes reduced over two processes."""
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from camlight import metrics as M
+
+
+def _square_mask(h, w, y0, y1, x0, x1):
+    m = torch.zeros(1, h, w, dtype=torch.bool)
+    m[0, y0:y1, x0:x1] = True
+    return m
+
+
+def _peak(h, w, y, x):
+    m = torch.zeros(1, h, w)
+    m[0, y, x] = 1.0
+    return m
+
+
+# -- pointing game -------------------------------------------------------------------------------
+
+
+def test_pointing_game_tolerance_is_15px_at_224_and_strict():
+    mask = _square_mask(224, 224, 100, 120, 100, 120)  # last mask column: 119
+    for dx, hit in [(14, True), (15, False), (16, False)]:
+        assert M.pointing_game(_peak(224, 224, 110, 119 + dx), mask).item() is hit, dx
+    assert M.pointing_game(_peak(224, 224, 110, 119 + 16), mask, tolerance=17).item()
+    # Scaled with the image: 15 · 112 / 224 = 7.5 px at 112 px.
+    small = _square_mask(112, 112, 50, 60, 50, 60)
+    assert M.pointing_game(_peak(112, 112, 55, 59 + 7), small).item()
+    assert not M.pointing_game(_peak(112, 112, 55, 59 + 8), small).item()
+
+
+def test_pointing_game_metric_reports_overall_and_mean_per_class():
+    h = w = 32
+    masks = torch.cat([_square_mask(h, w, 0, 4, 0, 4)] * 4 + [torch.zeros(1, h, w, dtype=torch.bool)])
+    maps = torch.cat([_peak(h, w, 1, 1), _peak(h, w, 30, 30), _peak(h, w, 2, 2), _peak(h, w, 2, 2), _peak(h, w, 1, 1)])
+    labels = torch.tensor([0, 0, 1, 1, 1])  # class 0: 1 of 2 hits; class 1: 2 of 2; the last has no mask
+    pg = M.PointingGame(num_classes=2, tolerance=1)
+    pg.update(maps, masks, labels)
+    assert pg.compute() == {"accuracy": 0.75, "mean_class_accuracy": 0.75}
+    pg = M.PointingGame(num_classes=3, tolerance=1)
+    pg.update(maps[:3], masks[:3], torch.tensor([0, 0, 2]))
+    out = pg.compute()
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["mean_class_accuracy"] == pytest.approx((0.5 + 1) / 2)
+
+
+# -- energy pointing game --------------------------------------------------------------------
+
+
+def test_energy_pointing_game_uses_x_for_columns():
+    maps = torch.zeros(1, 20, 40)
+    maps[0, 0:5, 0:30] = 1.0  # 150 inside a box 30 wide and 5 high
+    maps[0, 10:20, 0:5] = 1.0  # 50 elsewhere
+    maps[0, 15, 15] = -7.0  # clipped at 0
+    box = torch.tensor([[0.0, 0.0, 30.0, 5.0]])  # x0, y0, x1, y1
+    assert M.energy_pointing_game(maps, box).item() == pytest.approx(0.75)
+    transposed = torch.tensor([[0.0, 0.0, 5.0, 30.0]])
+    assert M.energy_pointing_game(maps, transposed).item() == pytest.approx((25 + 50) / 200)  # 5 cols × 5 rows + the 50
+    assert M.energy_pointing_game(torch.zeros(1, 4, 4), box).item() == 0.0
+
+
+# -- boxes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "hit"), [(49, False), (51, True)])
+def test_box_accuracy_at_iou_049_and_051(width, hit):
+    gt = torch.tensor([[0.0, 0.0, 100.0, 10.0]])  # area 1000
+    maps = torch.zeros(1, 16, 128)
+    maps[0, 0:10, 0:width] = 1.0  # IoU = 10·width / 1000
+    assert M.box_iou(M.box_from_map(maps[0])[None], gt).item() == pytest.approx(width / 100)
+    assert M.box_accuracy(maps, gt).item() is hit
+
+
+def test_only_the_largest_component_counts_for_box_accuracy():
+    maps = torch.zeros(1, 40, 40)
+    maps[0, 2:30, 2:30] = 0.5  # large blob, the ground truth
+    maps[0, 35:38, 35:38] = 1.0  # small blob holding the maximum
+    assert M.box_from_map(maps[0]).tolist() == [2, 2, 30, 30]
+    assert M.box_accuracy(maps, torch.tensor([[2.0, 2.0, 30.0, 30.0]])).item()
+    # Above 0.5·max only the small blob remains.
+    assert M.box_from_map(maps[0], threshold=0.6).tolist() == [35, 35, 38, 38]
+
+
+def test_components_are_8_connected():
+    maps = torch.zeros(1, 10, 10)
+    for i in range(6):  # a diagonal line: one component only with 8-connectivity
+        maps[0, i, i] = 1.0
+    maps[0, 8, 0] = 1.0
+    assert M.box_from_map(maps[0]).tolist() == [0, 0, 6, 6]
+
+
+def test_max_box_acc_v2_takes_the_best_component_and_threshold():
+    maps = torch.zeros(2, 40, 40)
+    maps[:, 2:30, 2:30] = 0.5  # large blob
+    maps[:, 33:39, 33:39] = 1.0  # small blob, the ground truth of image 0
+    boxes = torch.tensor([[33.0, 33.0, 39.0, 39.0], [0.0, 0.0, 40.0, 40.0]])
+    assert M.box_accuracy(maps[:1], boxes[:1]).tolist() == [False]  # the largest is the wrong one
+    # Image 0: its component exists at every τ → IoU 1. Image 1 (whole-image box, area 1600):
+    # best IoU 784/1600 = 0.49 with the large blob (τ <= 0.5) → counts for δ = 0.3 only.
+    expected = (1.0 + 0.5 + 0.5) / 3
+    assert M.max_box_acc_v2(maps, boxes) == pytest.approx(expected)
+    metric = M.MaxBoxAccV2()
+    metric.update(maps[:1], boxes[:1])
+    metric.update(maps[1:], boxes[1:])
+    assert metric.compute() == pytest.approx(expected)
+
+
+# -- masks -----------------------------------------------------------------------------------
+
+
+def test_mask_iou():
+    maps = torch.zeros(1, 10, 10)
+    maps[0, 0:4, 0:5] = 0.8  # 20 px above 0.5
+    mask = _square_mask(10, 10, 0, 4, 2, 7)  # 20 px, 12 shared
+    assert M.mask_iou(maps, mask).item() == pytest.approx(12 / 28)
+    assert M.mask_iou(maps, mask, threshold=0.9).item() == 0.0
+
+
+def test_pxap_hand_computed():
+    maps = torch.tensor([[[0.905, 0.805, 0.705, 0.105]]])
+    mask = torch.tensor([[[True, False, True, False]]])
+    # Thresholds falling: (P=1, R=.5), (P=.5, R=.5), (P=2/3, R=1), (P=.5, R=1): AP = .5·1 + .5·2/3.
+    assert M.pxap(maps, mask) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    perfect = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]])
+    assert M.pxap(perfect, mask) == pytest.approx(1.0)
+    metric = M.PxAP()
+    metric.update(maps[:, :, :2], mask[:, :, :2])
+    metric.update(maps[:, :, 2:], mask[:, :, 2:])
+    assert metric.compute() == pytest.approx(M.pxap(maps, mask))
+
+
+# -- faithfulness ----------------------------------------------------------------------------
+
+
+class SumModel(nn.Module):
+    """logit_1 = Σ of channel 0, logit_0 = 0: p_1 = sigmoid(Σ x_0)."""
+
+    def forward(self, x):
+        s = x[:, 0].flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def test_deletion_and_insertion_auc_by_hand():
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = torch.tensor([[2.0, 1.0], [0.5, -1.0]])
+    maps = torch.tensor([[[0.9, 0.1], [0.5, 0.3]]])  # order: (0,0)=2, (1,0)=0.5, (1,1)=-1, (0,1)=1
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    # Deletion, 4 steps: sums 2.5, 0.5, 0.0, 1.0, 0.0
+    sums = [2.5, 0.5, 0.0, 1.0, 0.0]
+    probs = [sig(s) for s in sums]
+    expected = sum((probs[i] + probs[i + 1]) / 2 * 0.25 for i in range(4))
+    got = M.deletion_auc(SumModel(), x, maps, torch.tensor([1]), steps=4)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # Insertion onto a constant image: blurring a constant changes nothing.
+    blurred_value = 0.25
+    x2 = torch.full((1, 3, 2, 2), blurred_value)
+    x2[0, 0] = torch.tensor([[2.0, 1.0], [0.5, -1.0]])
+    base = torch.full((1, 3, 2, 2), blurred_value)
+    # sums as pixels are restored onto the all-0.25 image, most salient first
+    values = {(0, 0): 2.0, (1, 0): 0.5, (1, 1): -1.0, (0, 1): 1.0}
+    current = base[0, 0].clone()
+    assert M.insertion_auc(SumModel(), base, maps, 1, steps=4).item() == pytest.approx(sig(1.0), rel=1e-6)
+    sums = [float(current.sum())]
+    for (r, c), v in values.items():
+        current[r, c] = v
+        sums.append(float(current.sum()))
+    probs = [sig(s) for s in sums]
+    expected = sum((probs[i] + probs[i + 1]) / 2 * 0.25 for i in range(4))
+    blur = M.faithfulness._blur(x2)
+    torch.testing.assert_close(blur[:, 1:], x2[:, 1:])  # constant channels stay constant
+    got = M.faithfulness._causal_auc(SumModel(), x2, maps, torch.tensor([1]), 4, base, x2, None)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_average_drop_and_increase_in_confidence_by_hand():
+    x = torch.zeros(2, 3, 2, 2)
+    x[:, 0] = 1.0  # Σ = 4 → p = sigmoid(4)
+    maps = torch.stack([torch.full((2, 2), 0.5), torch.ones(2, 2)])
+    maps[1, 0, 0] = 2.0  # clamped to 1
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    drop = M.average_drop(SumModel(), x, maps, torch.tensor([1, 1]))
+    assert drop[0].item() == pytest.approx((sig(4) - sig(2)) / sig(4))
+    assert drop[1].item() == pytest.approx(0.0, abs=1e-7)
+    x[:, 0] = -1.0  # class 1 is unlikely; masking towards 0 raises its probability
+    assert M.increase_in_confidence(SumModel(), x, maps, 1).tolist() == [True, False]
+    metric = M.AverageDrop()
+    metric.update(SumModel(), x, maps, torch.tensor([1, 1]))
+    assert metric.compute() == pytest.approx(float(M.average_drop(SumModel(), x, maps, torch.tensor([1, 1])).mean()))
+
+
+def test_faithfulness_leaves_the_model_as_it_was():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2)).train()
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    stats = [b.clone() for b in model.buffers()]
+    maps = torch.rand(2, 8, 8)
+    rng = torch.get_rng_state()
+    M.deletion_auc(model, x, maps, torch.tensor([0, 1]), steps=3)
+    assert model.training and all(torch.equal(a, b) for a, b in zip(stats, model.buffers(), strict=True))
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+# -- reduction across processes ------------------------------------------------------------------
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(8, 24, 24, generator=g)
+    masks = torch.rand(8, 24, 24, generator=g) > 0.7
+    boxes = torch.tensor([[2.0, 3.0, 12.0, 20.0]] * 4 + [[0.0, 0.0, 24.0, 10.0]] * 4)
+    labels = torch.tensor([0, 1, 1, 0, 1, 1, 0, 0])
+    return maps, masks, boxes, labels
+
+
+def _metrics():
+    return {
+        "pg": (M.PointingGame(num_classes=2), lambda m, d: m.update(d[0], d[1], d[3])),
+        "epg": (M.EnergyPointingGame(), lambda m, d: m.update(d[0], d[2])),
+        "box": (M.BoxAccuracy(), lambda m, d: m.update(d[0], d[2])),
+        "maxbox": (M.MaxBoxAccV2(thresholds=(0.1, 0.5, 0.9)), lambda m, d: m.update(d[0], d[2])),
+        "iou": (M.MaskIoU(), lambda m, d: m.update(d[0], d[1])),
+        "pxap": (M.PxAP(), lambda m, d: m.update(d[0], d[1])),
+    }
+
+
+def _rank(rank, port, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    data = tuple(t[rank::2] for t in _data())
+    out = {}
+    for name, (metric, update) in _metrics().items():
+        update(metric, data)
+        out[name] = metric.compute()
+    if rank == 0:
+        queue.put(out)
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_metrics_reduced_over_two_processes_equal_one_process():
+    single = {}
+    for name, (metric, update) in _metrics().items():
+        update(metric, _data())
+        single[name] = metric.compute()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_rank, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    reduced = queue.get(timeout=120)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert reduced.keys() == single.keys()
+    for name in single:
+        assert reduced[name] == pytest.approx(single[name]), name
