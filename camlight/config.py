@@ -93,6 +93,18 @@ class WandbConfig:
 
 
 @dataclass
+class ExplainConfig:
+    enabled: bool = _f(True, "explain the probe set during training (ExplanationCallback)")
+    methods: list = _f(["saliency", "guided_backprop", "cam", "gradcam"], "explanation methods (camlight.explain keys)")
+    metrics: list = _f(["pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou"], "scores of the maps")
+    every_n_epochs: int = _f(1, "explain after every n-th validation epoch (and the last)", minimum=1)
+    probe_size: int = _f(32, "validation images in the fixed probe set", minimum=1)
+    pair_probe: bool = _f(True, "score class discrimination on cat-and-dog images")
+    log_images: bool = _f(True, "log and write the probe grid every time")
+    max_images: int = _f(16, "rows of the probe grid", minimum=0)
+
+
+@dataclass
 class Config:
     experiment: str | None = _f(None, "preset from configs/experiment/NAME.yaml, applied before overrides")
     name: str | None = _f(None, "group name: runs go to out_dir/name/ (null = a timestamp)")
@@ -103,6 +115,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
 def _fields(schema: type, prefix: str = ""):
@@ -146,7 +159,7 @@ def _unknown_key_message(key: str) -> str:
     siblings = (
         [k for k in keys if k.startswith(parent) and "." not in k[len(parent) :]]
         if parent
-        else [k for k in keys if "." not in k] + ["data.*", "model.*", "optim.*", "trainer.*", "wandb.*"]
+        else [k for k in keys if "." not in k] + ["data.*", "model.*", "optim.*", "trainer.*", "wandb.*", "explain.*"]
     )
     close = difflib.get_close_matches(key, keys, n=1)
     hint = f"did you mean {close[0]}? " if close else ""

@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from camlight.callbacks import ExplanationCallback
 from camlight.config import ConfigError, heads
 from camlight.datamodules import SyntheticPets
 from camlight.modules import BACKBONES, Classifier, check_architecture
@@ -32,8 +33,32 @@ from camlight.modules.backbones import pretrained_path
 log = logging.getLogger(__name__)
 
 
+def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
+    e = cfg.explain
+    if not e.enabled:
+        return None
+    try:
+        return ExplanationCallback(
+            methods=list(e.methods),
+            every_n_epochs=e.every_n_epochs,
+            probe_size=e.probe_size,
+            metrics=list(e.metrics),
+            log_images=e.log_images,
+            max_images=e.max_images,
+            pair_probe=e.pair_probe,
+        )
+    except ValueError as err:
+        raise ConfigError(f"explain: {err}") from None
+
+
 def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
+    build_explanation_callback(cfg)
+    if cfg.explain.enabled and cfg.explain.probe_size > cfg.data.val_size:
+        raise ConfigError(
+            f"explain.probe_size={cfg.explain.probe_size} is larger than data.val_size={cfg.data.val_size}; "
+            "lower explain.probe_size"
+        )
     for head in heads(cfg):
         try:
             check_architecture(cfg.model.backbone, head, cfg.data.image_size)
@@ -141,7 +166,8 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
         save_last=True,
     )
     loggers = _loggers(cfg, run_cfg, group, name, run_dir)
-    trainer = _trainer(cfg, loggers, [checkpoint], run_dir)
+    explainer = build_explanation_callback(cfg)
+    trainer = _trainer(cfg, loggers, [checkpoint] + ([explainer] if explainer else []), run_dir)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(run_cfg), run_dir / "config.yaml")
@@ -162,6 +188,8 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
         "csv_metrics": str(Path(loggers[0].log_dir) / "metrics.csv"),
         "wandb_run_dir": None,
         "wandb_sync": None,
+        "explanations": str(run_dir / "explanations") if explainer else None,
+        "localization": explainer.last if explainer else {},
     }
     for logger in loggers:
         if isinstance(logger, WandbLogger):
@@ -201,6 +229,24 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def _localization_table(runs: list[dict]) -> list[str]:
+    """Last epoch's localization: a row per (head, method), a column per metric."""
+    rows = [(r["head"], method, scores) for r in runs for method, scores in (r.get("localization") or {}).items()]
+    if not rows:
+        return []
+    metrics = list(dict.fromkeys(k for _, _, scores in rows for k in scores))
+    header = ("head", "method", *metrics)
+    body = [(head, method, *(_fmt(scores.get(k)) for k in metrics)) for head, method, scores in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    table = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *body)]
+    table.insert(1, "  ".join("-" * w for w in widths))
+    return ["", "localization on the probe set, last epoch:", *table]
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
 def format_summary(summary: dict) -> str:
     """The summary as a table, followed by where it was written."""
     header = ("head", "backbone", "val acc", "best checkpoint", "W&B run dir")
@@ -217,6 +263,7 @@ def format_summary(summary: dict) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += _localization_table(summary["runs"])
     syncs = [r["wandb_sync"] for r in summary["runs"] if r["wandb_sync"]]
     if syncs:
         lines += ["", "upload to W&B later with:", *(f"  {s}" for s in syncs)]

@@ -35,11 +35,11 @@ class _RuleReLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        grad = grad.clamp(min=0)
         if ctx.guided:
             (out,) = ctx.saved_tensors
-            grad = torch.ops.aten.threshold_backward(grad, out, 0)  # grad where out > 0, else 0: ReLU's own kernel
-        return grad, None
+            # ReLU's own backward kernel (grad where out > 0, else 0), then the positive part in place.
+            return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0), None
+        return grad.clamp(min=0), None
 
 
 class _RuleReLUInplace(torch.autograd.Function):

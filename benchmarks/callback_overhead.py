@@ -1,0 +1,85 @@
+"""ExplanationCallback overhead on the default config, measured in one process.
+
+    python benchmarks/callback_overhead.py [--epochs 3] [--head gap]
+
+Trains the default model (simple_cnn, SyntheticPets 64 px, 4,000 training images, batch 64) with
+and without the callback (default explain config: 4 methods, 4 metrics, probe 32, pair probe,
+probe grid), in alternating order, and prints the median epoch time of each and the overhead.
+An epoch here is the time from one training epoch's start to the next's (training, validation
+and the callback's work).
+"""
+
+import argparse
+import statistics
+import time
+import warnings
+
+import pytorch_lightning as pl
+import torch
+
+from camlight import fit
+from camlight.config import load_config
+
+warnings.filterwarnings("ignore")
+
+
+class EpochTimer(pl.Callback):
+    def __init__(self):
+        self.starts = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.starts.append(time.perf_counter())
+
+    def on_fit_end(self, trainer, pl_module):
+        self.starts.append(time.perf_counter())
+
+    def epochs(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+
+def run(cfg, head: str, with_callback: bool, root: str) -> list[float]:
+    dm = fit.build_datamodule(cfg)
+    pl.seed_everything(0, verbose=False)
+    model = fit.build_model(cfg, head, dm)
+    timer = EpochTimer()
+    callbacks = [timer] + ([fit.build_explanation_callback(cfg)] if with_callback else [])
+    trainer = pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    return timer.epochs()[1:]  # the first epoch also draws and caches the data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--head", default="gap", choices=["gap", "fc"])
+    args = parser.parse_args()
+    import tempfile
+
+    cfg = load_config([f"trainer.max_epochs={args.epochs}"])
+    times = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory() as root:
+        for label in ("without", "with", "without", "with"):
+            times[label] += run(cfg, args.head, label == "with", root)
+    t_without, t_with = statistics.median(times["without"]), statistics.median(times["with"])
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; default config, head={args.head}, "
+        f"{len(times['with'])} epochs each way"
+    )
+    print(f"median epoch without callback: {t_without:.2f} s")
+    print(f"median epoch with callback:    {t_with:.2f} s")
+    print(f"overhead: {100 * (t_with - t_without) / t_without:+.1f} % of epoch time")
+
+
+if __name__ == "__main__":
+    main()

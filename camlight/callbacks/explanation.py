@@ -1,0 +1,289 @@
+"""ExplanationCallback: explain a fixed probe set after every validation epoch, score it, log it."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torchmetrics import MeanMetric, Metric
+
+from camlight import metrics as M
+from camlight.explain import METHODS, explain
+from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid
+
+log = logging.getLogger(__name__)
+
+# name → (build(num_classes), update(metric, maps, batch, model, targets)); the metric's compute()
+# gives a float, or a dict for the pointing game.
+_Update = Callable[[Metric, torch.Tensor, dict, torch.nn.Module, torch.Tensor], None]
+METRICS: dict[str, tuple[Callable[[int], Metric], _Update]] = {
+    "pointing_game": (lambda c: M.PointingGame(c), lambda m, maps, b, model, t: m.update(maps, b["mask"], b["label"])),
+    "energy_pointing_game": (lambda c: M.EnergyPointingGame(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
+    "box_accuracy": (lambda c: M.BoxAccuracy(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
+    "max_box_acc_v2": (lambda c: M.MaxBoxAccV2(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
+    "mask_iou": (lambda c: M.MaskIoU(), lambda m, maps, b, model, t: m.update(maps, b["mask"])),
+    "pxap": (lambda c: M.PxAP(), lambda m, maps, b, model, t: m.update(maps, b["mask"])),
+    "deletion_auc": (lambda c: M.DeletionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
+    "insertion_auc": (lambda c: M.InsertionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
+    "average_drop": (lambda c: M.AverageDrop(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
+    "increase_in_confidence": (
+        lambda c: M.IncreaseInConfidence(),
+        lambda m, maps, b, model, t: m.update(model, b["image"], maps, t),
+    ),
+}
+DEFAULT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam")
+DEFAULT_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou")
+
+
+def _check_names(kind: str, names: Sequence[str], valid: Sequence[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; choose from {', '.join(valid)}")
+    if not names:
+        raise ValueError(f"no {kind} given; choose from {', '.join(valid)}")
+    return list(dict.fromkeys(names))
+
+
+class ExplanationCallback(pl.Callback):
+    """Explain a fixed probe set after every `every_n_epochs` validation epochs, score and log it.
+
+    Logs scalars `explain/<method>/<metric>` through every logger, one image `explain/maps` (a row
+    per probe image: input with ground-truth outline, then an overlay per method titled with class,
+    prediction and hit/miss), a W&B table `explain/probe` when a `WandbLogger` is attached, and
+    writes `explanations/epoch_NNN.png`, `explanations/metrics.csv` and, at fit end,
+    `explanations/localization.png` under the trainer's `default_root_dir`. With `pair_probe`, the
+    datamodule's cat-and-dog images score `explain/<method>/class_discrimination`: how often the
+    map for each class is denser on that class's animal than on the other (0.5 is chance).
+
+    Maps explain the labelled class. Methods the model cannot support (CAM on an FC head) are
+    dropped with one warning at fit start. The callback never changes training: `explain` restores
+    the model and the RNG, and the probe set is drawn from the datamodule's own seeded generator.
+    Under DDP each rank explains its share of the probe set, metrics are reduced across ranks,
+    and only rank zero writes and logs images.
+
+    Args:
+        methods: `camlight.explain` registry keys.
+        every_n_epochs: explain after epochs n−1, 2n−1, ... (and always after the last).
+        probe_size: validation images in the probe set (`datamodule.probe_batch(n)`).
+        metrics: names from `METRICS`.
+        log_images: log and write the probe grid.
+        max_images: rows in the grid (and the table).
+        pair_probe: also score class discrimination on `datamodule.probe_batch(n, mode="pair")`.
+
+    Example::
+
+        trainer = pl.Trainer(callbacks=[ExplanationCallback(["gradcam", "cam"], probe_size=16)])
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str] = DEFAULT_METHODS,
+        every_n_epochs: int = 1,
+        probe_size: int = 32,
+        metrics: Sequence[str] = DEFAULT_METRICS,
+        log_images: bool = True,
+        max_images: int = 16,
+        pair_probe: bool = True,
+    ):
+        super().__init__()
+        self.methods = _check_names("method", methods, METHODS)
+        self.metric_names = _check_names("metric", metrics, list(METRICS))
+        for name, value, low in (
+            ("every_n_epochs", every_n_epochs, 1),
+            ("probe_size", probe_size, 1),
+            ("max_images", max_images, 0),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.every_n_epochs, self.probe_size, self.max_images = every_n_epochs, probe_size, max_images
+        self.log_images, self.pair_probe = log_images, pair_probe
+        self.probe: dict | None = None
+        self.pair: dict | None = None
+        self.history: list[dict] = []
+        self.last: dict[str, dict[str, float]] = {}
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.prepare(trainer.datamodule, pl_module, trainer.global_rank, trainer.world_size)
+        self.out_dir = Path(trainer.default_root_dir) / "explanations"
+
+    def prepare(self, datamodule, pl_module, rank: int = 0, world_size: int = 1) -> None:
+        """Fix the probe set (this rank's share of it) and find the methods the model supports."""
+        dm = datamodule
+        if dm is None or not callable(getattr(dm, "probe_batch", None)):
+            raise ValueError("ExplanationCallback needs a datamodule with probe_batch(n); pass datamodule= to fit")
+        probe = dm.probe_batch(self.probe_size)
+        probe["id"] = torch.arange(self.probe_size)
+        self.probe = {k: v[rank::world_size] for k, v in probe.items()}  # each rank its share
+        self.pair = None
+        if self.pair_probe:
+            try:
+                pair = dm.probe_batch(max(self.probe_size // 2, 1), mode="pair")
+                self.pair = {k: v[rank::world_size] for k, v in pair.items()}
+            except (TypeError, ValueError) as e:
+                warnings.warn(
+                    f"ExplanationCallback: no pair probe from this datamodule ({e}); class_discrimination is skipped",
+                    stacklevel=2,
+                )
+        self.mean, self.std = tuple(dm.mean), tuple(dm.std)
+        self.class_names = list(getattr(dm, "class_names", [])) or [str(i) for i in range(1000)]
+        self.active = self._supported(pl_module)
+        self.history, self.last = [], {}
+
+    def _supported(self, pl_module) -> list[str]:
+        """The methods this model supports; each other one is dropped with a warning."""
+        x = self.probe["image"][:1].to(pl_module.device)
+        active = []
+        for method in self.methods:
+            try:
+                explain(pl_module, x, [method], targets=0)
+                active.append(method)
+            except ValueError as e:
+                warnings.warn(f"ExplanationCallback: skipping {method}: {e}", stacklevel=3)
+        return active
+
+    # -- every epoch -----------------------------------------------------------------------
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        return (epoch + 1) % self.every_n_epochs == 0 or last
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.probe is None or not self.active or not self._due(trainer):
+            return
+        scores, batch, maps = self.evaluate(pl_module)
+        for key, value in scores.items():
+            pl_module.log(key, value, sync_dist=False)  # already reduced across ranks
+        self.history.append({"epoch": trainer.current_epoch, **scores})
+        self.last = _nest(scores)
+        if trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _write_csv(self.out_dir / "metrics.csv", self.history)
+            if self.log_images and maps:
+                self._log_images(trainer, pl_module, batch, maps)
+
+    def evaluate(self, pl_module) -> tuple[dict[str, float], dict, dict]:
+        """Explain and score the probe set: ({"explain/<method>/<metric>": value}, batch, maps).
+
+        Every rank must call it (the metrics reduce across ranks)."""
+        device = pl_module.device
+        batch = {k: v.to(device) for k, v in self.probe.items()}
+        maps = explain(pl_module, batch["image"], self.active, targets=batch["label"]) if len(batch["image"]) else {}
+        scores = self._score(pl_module, batch, maps)
+        if self.pair is not None:
+            scores.update(self._class_discrimination(pl_module))
+        return scores, batch, maps
+
+    def _score(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
+        scores = {}
+        num_classes = len(self.class_names)
+        for method in self.active:
+            for name in self.metric_names:
+                build, update = METRICS[name]
+                metric = build(num_classes).to(pl_module.device)
+                if method in maps:
+                    update(metric, maps[method], batch, pl_module, batch["label"])
+                value = metric.compute()  # every rank calls it: the reduction is collective
+                if isinstance(value, dict):
+                    scores[f"explain/{method}/{name}"] = value["accuracy"]
+                    scores[f"explain/{method}/{name}_class_mean"] = value["mean_class_accuracy"]
+                else:
+                    scores[f"explain/{method}/{name}"] = value
+        return scores
+
+    def _class_discrimination(self, pl_module) -> dict[str, float]:
+        """Share of (image, class) pairs whose map for that class is denser (mean value) on that
+        class's animal than on any other animal in the image; 0.5 is chance with two classes."""
+        pair = {k: v.to(pl_module.device) for k, v in self.pair.items()}
+        masks = pair["class_masks"].float()  # (N,C,H,W)
+        area = masks.flatten(2).sum(2).clamp(min=1)  # (N,C)
+        metrics = {m: MeanMetric().to(pl_module.device) for m in self.active}
+        if len(pair["image"]):
+            for c in range(masks.shape[1]):
+                maps = explain(pl_module, pair["image"], self.active, targets=c)
+                for m in self.active:
+                    density = (maps[m][:, None] * masks).flatten(2).sum(2) / area  # (N,C)
+                    others = torch.cat([density[:, :c], density[:, c + 1 :]], dim=1)
+                    metrics[m].update((density[:, c] > others.amax(1)).float())
+        return {f"explain/{m}/class_discrimination": float(metric.compute()) for m, metric in metrics.items()}
+
+    # -- images ----------------------------------------------------------------------------
+
+    def _log_images(self, trainer, pl_module, batch, maps) -> None:
+        n = min(self.max_images, len(batch["image"]))
+        if n == 0:
+            return
+        with torch.no_grad():
+            probs = pl_module(batch["image"][:n]).softmax(1)
+        conf, pred = probs.max(1)
+        images = denormalize(batch["image"][:n].float(), self.mean, self.std)
+        inputs = draw_contour(images, batch["mask"][:n])
+        overlays = {m: overlay(images, maps[m][:n]) for m in maps}
+        hits = {m: M.pointing_game(maps[m][:n], batch["mask"][:n]) for m in maps}
+        name = lambda i: self.class_names[int(i)]  # noqa: E731
+        row_titles = [f"{name(batch['label'][i])}, pred {name(pred[i])} {conf[i]:.2f}" for i in range(n)]
+        cell_titles = {m: [("hit" if h else "miss", bool(h)) for h in hits[m].tolist()] for m in maps}
+        grid = probe_grid(inputs, overlays, row_titles, cell_titles)
+        epoch = trainer.current_epoch
+        grid.save(self.out_dir / f"epoch_{epoch:03d}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("explain/maps", [grid], step=trainer.global_step, caption=[f"epoch {epoch}"])
+                self._log_table(logger, trainer, batch, n, pred, conf, overlays, hits, maps)
+
+    def _log_table(self, logger, trainer, batch, n, pred, conf, overlays, hits, maps) -> None:
+        import wandb
+
+        from camlight.viz.grid import to_pil
+
+        methods = list(overlays)
+        epg = {m: M.energy_pointing_game(maps[m][:n], batch["box"][:n]) for m in methods}
+        columns = ["epoch", "image_id", "label", "prediction", "probability"]
+        columns += [c for m in methods for c in (m, f"{m}/pointing_game", f"{m}/energy_pointing_game")]
+        data = []
+        for i in range(n):
+            row = [
+                trainer.current_epoch,
+                int(batch["id"][i]),
+                self.class_names[int(batch["label"][i])],
+                self.class_names[int(pred[i])],
+                float(conf[i]),
+            ]
+            for m in methods:
+                row += [wandb.Image(to_pil(overlays[m][i], 128)), bool(hits[m][i]), float(epg[m][i])]
+            data.append(row)
+        logger.log_table("explain/probe", columns=columns, data=data, step=trainer.global_step)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.history:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            localization_plot(self.history, self.out_dir / "localization.png")
+
+
+def _nest(scores: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{"explain/<method>/<metric>": v} → {method: {metric: v}}."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in scores.items():
+        _, method, metric = key.split("/", 2)
+        out.setdefault(method, {})[metric] = value
+    return out
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    keys = ["epoch", *sorted({k for row in history for k in row if k != "epoch"})]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)

@@ -1,0 +1,7 @@
+"""Overlays, the probe grid and localization plots."""
+
+from camlight.viz.grid import probe_grid
+from camlight.viz.overlay import colorize, contour, denormalize, draw_contour, overlay
+from camlight.viz.plots import localization_plot
+
+__all__ = ["colorize", "contour", "denormalize", "draw_contour", "localization_plot", "overlay", "probe_grid"]

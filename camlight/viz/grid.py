@@ -1,0 +1,54 @@
+"""The probe grid: a row per image — the input with its ground-truth outline, then one overlay per
+method — each cell titled. Drawn with Pillow (fast enough to run every epoch)."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image, ImageDraw
+
+TITLE_H = 14
+PAD = 2
+HIT, MISS = (0, 150, 0), (200, 0, 0)
+
+
+def to_pil(image: torch.Tensor, size: int) -> Image.Image:
+    """(3,H,W) in [0,1] → PIL image of side `size` (nearest-neighbour, so pixels stay sharp)."""
+    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array).resize((size, size), Image.NEAREST)
+
+
+def probe_grid(
+    inputs: torch.Tensor,
+    overlays: dict[str, torch.Tensor],
+    row_titles: list[str],
+    cell_titles: dict[str, list[tuple[str, bool | None]]],
+    cell: int = 128,
+) -> Image.Image:
+    """Compose the grid.
+
+    Args:
+        inputs: (N,3,H,W) in [0,1], ground-truth outline already drawn.
+        overlays: method → (N,3,H,W) in [0,1].
+        row_titles: N titles for the input column (class, prediction).
+        cell_titles: method → N (text, hit) pairs; hit True/False colours the text, None leaves it black.
+        cell: side of each image cell in pixels.
+    """
+    methods = list(overlays)
+    n = inputs.shape[0]
+    cols = 1 + len(methods)
+    width = cols * (cell + PAD) + PAD
+    height = TITLE_H + n * (cell + TITLE_H + PAD) + PAD
+    grid = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, name in enumerate(["input", *methods]):
+        draw.text((PAD + c * (cell + PAD) + 2, 1), name, fill=(0, 0, 0))
+    for r in range(n):
+        top = TITLE_H + r * (cell + TITLE_H + PAD)
+        cells = [(inputs[r], row_titles[r], None)]
+        cells += [(overlays[m][r], *cell_titles[m][r]) for m in methods]
+        for c, (image, text, hit) in enumerate(cells):
+            left = PAD + c * (cell + PAD)
+            color = (0, 0, 0) if hit is None else (HIT if hit else MISS)
+            draw.text((left + 2, top + 1), text, fill=color)
+            grid.paste(to_pil(image, cell), (left, top + TITLE_H))
+    return grid
