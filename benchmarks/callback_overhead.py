@@ -4,7 +4,7 @@
 
 Trains the default model (simple_cnn, SyntheticPets 64 px, 4,000 training images, batch 64) with
 and without the callback (default explain config: 4 methods, 4 metrics, probe 32, pair probe,
-probe grid), in alternating order, and prints the median epoch time of each and the overhead.
+probe grid and W&B table), both with the default loggers (CSV and W&B offline), in alternating order, and prints the median epoch time of each and the overhead.
 An epoch here is the time from one training epoch's start to the next's (training, validation
 and the callback's work).
 """
@@ -16,6 +16,7 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from camlight import fit
 from camlight.config import load_config
@@ -43,11 +44,15 @@ def run(cfg, head: str, with_callback: bool, root: str) -> list[float]:
     model = fit.build_model(cfg, head, dm)
     timer = EpochTimer()
     callbacks = [timer] + ([fit.build_explanation_callback(cfg)] if with_callback else [])
+    loggers = [
+        CSVLogger(root, name="csv"),
+        WandbLogger(project="camlight-bench", save_dir=root, mode="offline", name=f"{head}-{with_callback}"),
+    ]
     trainer = pl.Trainer(
         max_epochs=cfg.trainer.max_epochs,
         accelerator="cpu",
         deterministic=True,
-        logger=False,
+        logger=loggers,
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -56,6 +61,7 @@ def run(cfg, head: str, with_callback: bool, root: str) -> list[float]:
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
+    loggers[1].experiment.finish()
     return timer.epochs()[1:]  # the first epoch also draws and caches the data
 
 

@@ -130,13 +130,13 @@ ORDER = (
 )
 
 
-def time_method(model, x, targets, method, opts, peer_fns, forward, repeats, heavy_images):
+def time_method(model, x, targets, method, opts, peer_fns, forward, repeats, heavy_images, heavy_repeats=1):
     """(ours, forward or None, {peer: seconds}, unit) for one method, all timed in turns."""
     if method in HEAVY:
         xs, ts = x[:heavy_images], targets[:heavy_images]
         fns = {"ours": lambda: explain(model, xs, [method], targets=ts, **opts)}
         fns.update({p: (lambda f=f: f(xs, ts)) for p, f in peer_fns.items()})
-        times = {k: v / len(xs) for k, v in interleaved(fns, 1).items()}
+        times = {k: v / len(xs) for k, v in interleaved(fns, heavy_repeats).items()}
         return times.pop("ours"), None, times, "per image"
     fns = {"ours": lambda: explain(model, x, [method], targets=targets, **opts), "forward": forward, **peer_fns}
     start = time.perf_counter()
@@ -146,7 +146,7 @@ def time_method(model, x, targets, method, opts, peer_fns, forward, repeats, hea
     return times.pop("ours"), times.pop("forward"), times, ""
 
 
-def bench(name: str, repeats: int, heavy_images: int) -> None:
+def bench(name: str, repeats: int, heavy_images: int, heavy_repeats: int = 1) -> None:
     model, x, layer = build(name)
     side = x.shape[-1]
     with torch.no_grad():
@@ -167,7 +167,7 @@ def bench(name: str, repeats: int, heavy_images: int) -> None:
     for method in ORDER:
         opts = {method: options[method]} if method in options else {}
         ours, t_fwd, theirs, unit = time_method(
-            model, x, targets, method, opts, peer.get(method, {}), forward, repeats, heavy_images
+            model, x, targets, method, opts, peer.get(method, {}), forward, repeats, heavy_images, heavy_repeats
         )
         cells = [
             f"{method}{' (' + unit + ')' if unit else ''}",
@@ -195,10 +195,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet18", "simple_cnn"], choices=["resnet18", "simple_cnn"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--heavy-images", type=int, default=2)
+    parser.add_argument("--heavy-repeats", type=int, default=1, help="turns for the per-image methods")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     for name in args.models:
-        bench(name, args.repeats, args.heavy_images)
+        bench(name, args.repeats, args.heavy_images, args.heavy_repeats)
 
 
 if __name__ == "__main__":

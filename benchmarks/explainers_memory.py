@@ -50,7 +50,7 @@ def activation_mb(model, x) -> float:
 
 def child(name: str, method: str, impl: str, heavy_images: int) -> None:
     model, x, layer = build(name)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: captum cannot use inference-mode targets
         targets = model(x).argmax(1)
     if method in HEAVY:
         x, targets = x[:heavy_images], targets[:heavy_images]
