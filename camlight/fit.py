@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from camlight.modules import BACKBONES, Classifier, check_architecture
 from camlight.modules.backbones import pretrained_path
 
 log = logging.getLogger(__name__)
+GROUP_ENV = "CAMLIGHT_GROUP"
 
 
 def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
@@ -189,15 +191,20 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
         "wandb_run_dir": None,
         "wandb_sync": None,
         "explanations": str(run_dir / "explanations") if explainer else None,
-        "localization": explainer.last if explainer else {},
+        "localization": _json_safe(explainer.last) if explainer else {},
     }
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:  # other ranks hold a dummy run
             wandb_dir = Path(logger.experiment.dir).parent  # .../wandb/offline-run-*/files → run dir
             row["wandb_run_dir"] = str(wandb_dir)
             row["wandb_sync"] = f"wandb sync {wandb_dir}"
             logger.experiment.finish()
     return row
+
+
+def _json_safe(scores: dict) -> dict:
+    """NaN (no ground truth seen) becomes None: JSON has no NaN."""
+    return {m: {k: (None if v != v else v) for k, v in d.items()} for m, d in scores.items()}
 
 
 def _float(value) -> float | None:
@@ -211,12 +218,20 @@ def run(cfg: DictConfig) -> dict:
         ConfigError: a problem found before anything was written (nothing is left behind).
     """
     check(cfg)
-    group = cfg.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    # Lightning's DDP launcher re-runs this script for the other ranks: they inherit the group
+    # name through the environment, and only rank zero checks that the group is new.
+    inherited = os.environ.get(GROUP_ENV)
+    group = cfg.name or inherited or datetime.now().strftime("%Y%m%d-%H%M%S")
     group_dir = Path(cfg.out_dir).resolve() / group
-    if group_dir.exists() and any(group_dir.iterdir()):
+    if rank_zero_only.rank == 0 and group_dir.exists() and any(group_dir.iterdir()):
         raise ConfigError(f"{group_dir} already holds a run group; choose another name= or out_dir=")
-    datamodule = build_datamodule(cfg)
-    runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
+    os.environ[GROUP_ENV] = group
+    try:
+        datamodule = build_datamodule(cfg)
+        runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
+    finally:
+        if inherited is None:
+            os.environ.pop(GROUP_ENV, None)
     summary = {"group": group, "group_dir": str(group_dir), "experiment": cfg.experiment, "runs": runs}
     if rank_zero_only.rank == 0:
         _write_json(group_dir / "summary.json", summary)
@@ -237,10 +252,15 @@ def _localization_table(runs: list[dict]) -> list[str]:
     metrics = list(dict.fromkeys(k for _, _, scores in rows for k in scores))
     header = ("head", "method", *metrics)
     body = [(head, method, *(_fmt(scores.get(k)) for k in metrics)) for head, method, scores in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
-    table = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *body)]
-    table.insert(1, "  ".join("-" * w for w in widths))
-    return ["", "localization on the probe set, last epoch:", *table]
+    return ["", "localization on the probe set, last epoch:", *_table(header, body)]
+
+
+def _table(header: tuple, rows: list[tuple]) -> list[str]:
+    """Left-aligned columns with a dashed rule under the header."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 def _fmt(value) -> str:
@@ -260,9 +280,7 @@ def format_summary(summary: dict) -> str:
         )
         for r in summary["runs"]
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = _table(header, rows)
     lines += _localization_table(summary["runs"])
     syncs = [r["wandb_sync"] for r in summary["runs"] if r["wandb_sync"]]
     if syncs:

@@ -190,6 +190,19 @@ def test_fit_run_logs_maps_table_and_scores_to_wandb_and_the_summary(tmp_path, t
     assert "localization on the probe set" in fit.format_summary(summary)
 
 
+def test_every_metric_can_be_scored_by_the_callback():
+    from camlight.callbacks import METRICS
+
+    model = Classifier("simple_cnn", "gap", width=4).eval()
+    callback = ExplanationCallback(["gradcam", "saliency"], probe_size=4, metrics=list(METRICS))
+    callback.prepare(_dm(), model)
+    scores, _, _ = callback.evaluate(model)
+    for method in ("gradcam", "saliency"):
+        for name in METRICS:
+            value = scores[f"explain/{method}/{name}"]
+            assert isinstance(value, float) and 0.0 <= value <= 1.0, (method, name, value)
+
+
 def test_explain_config_mistakes_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="explain: unknown method 'gradcm'"):
         fit.check(load_config([f"out_dir={tmp_path}", "explain.methods=[gradcm]"]))

@@ -104,14 +104,66 @@ def test_max_box_acc_v2_takes_the_best_component_and_threshold():
     maps[:, 33:39, 33:39] = 1.0  # small blob, the ground truth of image 0
     boxes = torch.tensor([[33.0, 33.0, 39.0, 39.0], [0.0, 0.0, 40.0, 40.0]])
     assert M.box_accuracy(maps[:1], boxes[:1]).tolist() == [False]  # the largest is the wrong one
-    # Image 0: its component exists at every τ → IoU 1. Image 1 (whole-image box, area 1600):
-    # best IoU 784/1600 = 0.49 with the large blob (τ <= 0.5) → counts for δ = 0.3 only.
+    # Image 0: its component exists at every τ → IoU 1. Image 1 (whole-image box, area 1600): the
+    # union of both blobs never forms one component, so its best IoU is 784/1600 = 0.49 with the
+    # large blob (τ <= 0.5) → it counts for δ = 0.3 only. Zero pixels are never foreground, even
+    # at τ = 0 (a whole-image box there would make it a hit for every δ).
     expected = (1.0 + 0.5 + 0.5) / 3
     assert M.max_box_acc_v2(maps, boxes) == pytest.approx(expected)
     metric = M.MaxBoxAccV2()
     metric.update(maps[:1], boxes[:1])
     metric.update(maps[1:], boxes[1:])
     assert metric.compute() == pytest.approx(expected)
+
+
+def test_a_map_without_positive_pixels_has_no_box():
+    zero = torch.zeros(1, 10, 10)
+    assert M.box_from_map(zero[0]).tolist() == [0, 0, 0, 0]
+    assert M.box_accuracy(zero, torch.tensor([[0.0, 0.0, 10.0, 10.0]])).tolist() == [False]
+    assert M.max_box_acc_v2(zero, torch.tensor([[0.0, 0.0, 10.0, 10.0]])) == 0.0
+
+
+def _bfs_components(fg):
+    """Reference 8-connected labelling by breadth-first search: a set of pixel sets."""
+    h, w = fg.shape
+    seen, comps = set(), []
+    for y in range(h):
+        for x in range(w):
+            if bool(fg[y, x]) and (y, x) not in seen:
+                comp, todo = set(), [(y, x)]
+                seen.add((y, x))
+                while todo:
+                    cy, cx = todo.pop()
+                    comp.add((cy, cx))
+                    for dy in (-1, 0, 1):
+                        for dx in (-1, 0, 1):
+                            ny, nx = cy + dy, cx + dx
+                            if 0 <= ny < h and 0 <= nx < w and bool(fg[ny, nx]) and (ny, nx) not in seen:
+                                seen.add((ny, nx))
+                                todo.append((ny, nx))
+                comps.append(frozenset(comp))
+    return set(comps)
+
+
+@pytest.mark.parametrize("density", [0.2, 0.45, 0.6])
+def test_components_agree_with_breadth_first_search(density):
+    g = torch.Generator().manual_seed(int(density * 100))
+    fg = torch.rand(6, 16, 16, generator=g) < density
+    labels = M.localization._components(fg)
+    for i in range(len(fg)):
+        ours = {
+            frozenset(map(tuple, (labels[i] == v).nonzero().tolist())) for v in labels[i].unique().tolist() if v > 0
+        }
+        assert ours == _bfs_components(fg[i])
+
+
+def test_components_of_a_long_snake():
+    fg = torch.zeros(1, 9, 9, dtype=torch.bool)
+    fg[0, ::2, :] = True  # rows 0, 2, 4, 6, 8 joined at alternating ends: one long path
+    for r in range(1, 9, 2):
+        fg[0, r, 8 if r % 4 == 1 else 0] = True
+    labels = M.localization._components(fg)
+    assert len(labels[0][fg[0]].unique()) == 1
 
 
 # -- masks -----------------------------------------------------------------------------------
@@ -179,6 +231,18 @@ def test_deletion_and_insertion_auc_by_hand():
     torch.testing.assert_close(blur[:, 1:], x2[:, 1:])  # constant channels stay constant
     got = M.faithfulness._causal_auc(SumModel(), x2, maps, torch.tensor([1]), 4, base, x2, None)
     assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_insertion_auc_restores_onto_the_blurred_image():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 12, 12, generator=g)
+    maps = torch.rand(2, 12, 12, generator=g)
+    t = torch.tensor([1, 0])
+    expected = M.faithfulness._causal_auc(SumModel(), x, maps, t, 6, M.faithfulness._blur(x), x, None)
+    torch.testing.assert_close(M.insertion_auc(SumModel(), x, maps, t, steps=6), expected)
+    deleted = M.faithfulness._causal_auc(SumModel(), x, maps, t, 6, x, torch.zeros_like(x), None)
+    torch.testing.assert_close(M.deletion_auc(SumModel(), x, maps, t, steps=6), deleted)
+    assert not torch.allclose(expected, deleted)
 
 
 def test_average_drop_and_increase_in_confidence_by_hand():

@@ -109,6 +109,7 @@ class ExplanationCallback(pl.Callback):
         self.pair: dict | None = None
         self.history: list[dict] = []
         self.last: dict[str, dict[str, float]] = {}
+        self._done_epoch: int | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -123,6 +124,8 @@ class ExplanationCallback(pl.Callback):
             raise ValueError("ExplanationCallback needs a datamodule with probe_batch(n); pass datamodule= to fit")
         probe = dm.probe_batch(self.probe_size)
         probe["id"] = torch.arange(self.probe_size)
+        # Decided on the whole probe set, so every rank agrees (and runs the same collectives).
+        self.active = self._supported(pl_module, probe["image"][:1])
         self.probe = {k: v[rank::world_size] for k, v in probe.items()}  # each rank its share
         self.pair = None
         if self.pair_probe:
@@ -135,13 +138,22 @@ class ExplanationCallback(pl.Callback):
                     stacklevel=2,
                 )
         self.mean, self.std = tuple(dm.mean), tuple(dm.std)
-        self.class_names = list(getattr(dm, "class_names", [])) or [str(i) for i in range(1000)]
-        self.active = self._supported(pl_module)
+        self.class_names = list(getattr(dm, "class_names", None) or [])
+        if not self.class_names:
+            with torch.no_grad():
+                classes = pl_module(self._on(pl_module, probe["image"][:1])).shape[1]
+            self.class_names = [str(i) for i in range(classes)]
         self.history, self.last = [], {}
+        self._done_epoch = None
 
-    def _supported(self, pl_module) -> list[str]:
+    @staticmethod
+    def _on(pl_module, images: torch.Tensor) -> torch.Tensor:
+        """Images on the module's device, in its dtype (half-precision models included)."""
+        return images.to(device=pl_module.device, dtype=next(pl_module.parameters()).dtype)
+
+    def _supported(self, pl_module, image: torch.Tensor) -> list[str]:
         """The methods this model supports; each other one is dropped with a warning."""
-        x = self.probe["image"][:1].to(pl_module.device)
+        x = self._on(pl_module, image)
         active = []
         for method in self.methods:
             try:
@@ -161,6 +173,9 @@ class ExplanationCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.probe is None or not self.active or not self._due(trainer):
             return
+        if self._done_epoch == trainer.current_epoch:  # several validations per epoch: explain once
+            return
+        self._done_epoch = trainer.current_epoch
         scores, batch, maps = self.evaluate(pl_module)
         for key, value in scores.items():
             pl_module.log(key, value, sync_dist=False)  # already reduced across ranks
@@ -178,6 +193,7 @@ class ExplanationCallback(pl.Callback):
         Every rank must call it (the metrics reduce across ranks)."""
         device = pl_module.device
         batch = {k: v.to(device) for k, v in self.probe.items()}
+        batch["image"] = self._on(pl_module, batch["image"])
         maps = explain(pl_module, batch["image"], self.active, targets=batch["label"]) if len(batch["image"]) else {}
         scores = self._score(pl_module, batch, maps)
         if self.pair is not None:
@@ -205,6 +221,7 @@ class ExplanationCallback(pl.Callback):
         """Share of (image, class) pairs whose map for that class is denser (mean value) on that
         class's animal than on any other animal in the image; 0.5 is chance with two classes."""
         pair = {k: v.to(pl_module.device) for k, v in self.pair.items()}
+        pair["image"] = self._on(pl_module, pair["image"])
         masks = pair["class_masks"].float()  # (N,C,H,W)
         area = masks.flatten(2).sum(2).clamp(min=1)  # (N,C)
         metrics = {m: MeanMetric().to(pl_module.device) for m in self.active}

@@ -1,8 +1,9 @@
 """torchmetrics `Metric` classes: accumulate with `update`, reduce across DDP ranks, `compute` a float.
 
 Each class calls the same helper as its functional form (`camlight.metrics.localization`,
-`camlight.metrics.faithfulness`); states are sums, registered with `dist_reduce_fx="sum"`.
-Images whose ground truth is empty are left out of the localization scores.
+`camlight.metrics.faithfulness`); states are float32 sums (every accelerator has float32, MPS
+has no float64), registered with `dist_reduce_fx="sum"`. Images whose ground truth is empty are
+left out of the localization scores (PxAP counts every pixel, as in Choe et al.).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ class _MeanMetric(Metric):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float32), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float32), dist_reduce_fx="sum")
 
     def _accumulate(self, values: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        values = values.double()
+        values = values.float()
         if valid is not None:
             values = values[valid]
         self.total += values.sum()
@@ -66,15 +67,15 @@ class PointingGame(Metric):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes, self.tolerance = num_classes, tolerance
-        self.add_state("hits", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("counts", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hits", torch.zeros(num_classes, dtype=torch.float32), dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(num_classes, dtype=torch.float32), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> None:
         hits = _l._pointing_hits(maps, masks, self.tolerance)
         valid = _has_mask(masks)
         labels = labels.long()
-        self.hits.index_add_(0, labels[valid], hits[valid].double())
-        self.counts.index_add_(0, labels[valid], torch.ones_like(hits[valid], dtype=torch.float64))
+        self.hits.index_add_(0, labels[valid], hits[valid].float())
+        self.counts.index_add_(0, labels[valid], torch.ones_like(hits[valid], dtype=torch.float32))
 
     def compute(self) -> dict[str, float]:
         seen = self.counts > 0
@@ -114,13 +115,13 @@ class MaxBoxAccV2(Metric):
         super().__init__(**kwargs)
         self.thresholds, self.ious = tuple(thresholds or _l.DEFAULT_THRESHOLDS), tuple(ious)
         self.add_state(
-            "hits", torch.zeros(len(self.thresholds), len(self.ious), dtype=torch.float64), dist_reduce_fx="sum"
+            "hits", torch.zeros(len(self.thresholds), len(self.ious), dtype=torch.float32), dist_reduce_fx="sum"
         )
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float32), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, boxes: torch.Tensor) -> None:
         valid = _has_box(boxes)
-        self.hits += _l._max_box_acc_update(maps[valid], boxes[valid], self.thresholds, self.ious).double()
+        self.hits += _l._max_box_acc_update(maps[valid], boxes[valid], self.thresholds, self.ious).float()
         self.count += valid.sum()
 
     def compute(self) -> float:
@@ -146,13 +147,13 @@ class PxAP(Metric):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.add_state("pos", torch.zeros(_l.PXAP_BINS, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("neg", torch.zeros(_l.PXAP_BINS, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("pos", torch.zeros(_l.PXAP_BINS, dtype=torch.float32), dist_reduce_fx="sum")
+        self.add_state("neg", torch.zeros(_l.PXAP_BINS, dtype=torch.float32), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor) -> None:
         pos, neg = _l._pxap_update(maps, masks)
-        self.pos += pos.double()
-        self.neg += neg.double()
+        self.pos += pos.float()
+        self.neg += neg.float()
 
     def compute(self) -> float:
         return _l._pxap_compute(self.pos, self.neg)
@@ -163,23 +164,23 @@ class DeletionAUC(_MeanMetric):
 
     higher_is_better = False
 
-    def __init__(self, steps: int = 32, **kwargs):
+    def __init__(self, steps: int = 32, batch_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.steps = steps
+        self.steps, self.batch_size = steps, batch_size
 
     def update(self, model, images, maps, targets) -> None:
-        self._accumulate(_f.deletion_auc(model, images, maps, targets, self.steps))
+        self._accumulate(_f.deletion_auc(model, images, maps, targets, self.steps, self.batch_size))
 
 
 class InsertionAUC(_MeanMetric):
     """Insertion AUC (Petsiuk et al. 2018); higher is better."""
 
-    def __init__(self, steps: int = 32, **kwargs):
+    def __init__(self, steps: int = 32, batch_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.steps = steps
+        self.steps, self.batch_size = steps, batch_size
 
     def update(self, model, images, maps, targets) -> None:
-        self._accumulate(_f.insertion_auc(model, images, maps, targets, self.steps))
+        self._accumulate(_f.insertion_auc(model, images, maps, targets, self.steps, self.batch_size))
 
 
 class AverageDrop(_MeanMetric):

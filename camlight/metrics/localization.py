@@ -81,13 +81,14 @@ def _components(fg: torch.Tensor) -> torch.Tensor:
     Each foreground pixel starts with its own id (index + 1). Every round, labels spread to
     neighbours by 3×3 max-pooling and then jump: a pixel takes the label of the pixel its label
     names. Labels only ever name pixels of the same component and only grow, so each component
-    ends with its largest id; the jumps make that take a logarithmic number of rounds rather than
-    one round per pixel of the component's length.
+    ends with its largest id. The jumps cut the rounds for blob-like and noisy masks (what maps
+    give) to a few dozen; a worst-case shape still needs one round per pixel of its length.
     """
     n, h, w = fg.shape
-    ids = torch.arange(1, h * w + 1, device=fg.device, dtype=torch.float32).view(1, h, w).expand(n, h, w)
+    dtype = torch.float32 if h * w < 2**24 else torch.float64  # ids must be exact
+    ids = torch.arange(1, h * w + 1, device=fg.device, dtype=dtype).view(1, h, w).expand(n, h, w)
     labels = torch.where(fg, ids, torch.zeros_like(ids))
-    mask = fg.float()
+    mask = fg.to(dtype)
     while True:
         spread = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * mask
         flat = spread.view(n, -1)
@@ -98,7 +99,7 @@ def _components(fg: torch.Tensor) -> torch.Tensor:
         labels = new
 
 
-def _boxes_of(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def _boxes_of(keep: torch.Tensor) -> torch.Tensor:
     """(N,4) xyxy end-exclusive box of the pixels where `keep` (N,H,W) holds; zeros when none."""
     rows, cols = keep.any(dim=2), keep.any(dim=1)
     h, w = keep.shape[-2:]
@@ -113,8 +114,10 @@ def _boxes_of(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def _thresholded(maps: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Foreground: at least threshold · max, and above 0 (so a zero map has no box, and τ = 0 does
+    not make the whole image one box — Choe et al. threshold strictly)."""
     peak = maps.flatten(1).amax(1)[:, None, None]
-    return maps >= threshold * peak
+    return (maps >= threshold * peak) & (maps > 0)
 
 
 def _largest_component_boxes(fg: torch.Tensor) -> torch.Tensor:
@@ -125,13 +128,13 @@ def _largest_component_boxes(fg: torch.Tensor) -> torch.Tensor:
     counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
     counts[:, 0] = 0  # background
     biggest = counts.argmax(1)  # ties: the smallest id
-    return _boxes_of(labels, labels == biggest[:, None, None].float())
+    return _boxes_of((labels == biggest[:, None, None].to(labels.dtype)) & fg)
 
 
-def box_from_map(map: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+def box_from_map(saliency: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
     """Zhou et al. 2016: (4,) xyxy end-exclusive box of the largest 8-connected component of
-    `map` (H,W) >= threshold · max."""
-    return _largest_component_boxes(_thresholded(map[None], threshold))[0]
+    `saliency` (H,W) >= threshold · max (and > 0); zeros when the map has no positive pixel."""
+    return _largest_component_boxes(_thresholded(saliency[None], threshold))[0]
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -170,8 +173,7 @@ def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
             ids = ids[ids > 0]
             if len(ids) == 0:
                 continue
-            keep = labels[i][None] == ids[:, None, None]
-            cand = _boxes_of(labels[i].expand(len(ids), h, w), keep)
+            cand = _boxes_of(labels[i][None] == ids[:, None, None])
             best[i] = box_iou(cand, boxes[i : i + 1].to(cand).expand_as(cand)).max()
         hits[t] = (best[:, None] >= iou_t).sum(0)
     return hits
@@ -198,12 +200,12 @@ def mask_iou(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) ->
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
 
 
-PXAP_BINS = 100
+PXAP_BINS = 101  # [0, .01), ..., [.99, 1), and 1.0 on its own, as in Choe et al.'s code
 
 
 def _pxap_update(maps: torch.Tensor, masks: torch.Tensor, bins: int = PXAP_BINS) -> tuple[torch.Tensor, torch.Tensor]:
     """Histograms (bins,) of map values on mask pixels and on background pixels (values clamped to [0,1])."""
-    idx = (maps.clamp(0, 1) * bins).long().clamp(max=bins - 1)
+    idx = (maps.clamp(0, 1) * (bins - 1)).floor().long()
     gt = masks.bool()
     pos = torch.bincount(idx[gt], minlength=bins).float()
     neg = torch.bincount(idx[~gt], minlength=bins).float()
@@ -225,5 +227,6 @@ def _pxap_compute(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 def pxap(maps: torch.Tensor, masks: torch.Tensor) -> float:
     """Choe et al. 2020: pixel average precision of the map as a per-pixel mask predictor, over
-    thresholds 0, 0.01, ..., 0.99 (maps clamped to [0,1])."""
+    thresholds 0, 0.01, ..., 0.99, 1.0 (maps clamped to [0,1]). Every pixel of every image counts,
+    also of images without a mask (they add negatives); with no positive pixel at all it is 0."""
     return _pxap_compute(*_pxap_update(maps, masks))

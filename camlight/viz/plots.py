@@ -7,17 +7,15 @@ from pathlib import Path
 
 def localization_plot(history: list[dict], path: str | Path) -> None:
     """Write a PNG from `history`: rows {"epoch": e, "explain/<method>/<metric>": value, ...}."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the process's backend is left alone
 
     keys = sorted({k for row in history for k in row if k.startswith("explain/")})
     metrics = sorted({k.split("/")[2] for k in keys})
     methods = sorted({k.split("/")[1] for k in keys})
     cols = min(3, max(len(metrics), 1))
     rows = -(-max(len(metrics), 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(metrics) :]:
         ax.axis("off")
     for ax, metric in zip(axes.flat, metrics, strict=False):
@@ -35,4 +33,3 @@ def localization_plot(history: list[dict], path: str | Path) -> None:
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
