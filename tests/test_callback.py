@@ -213,11 +213,19 @@ def test_explain_config_mistakes_are_config_errors(tmp_path):
 # -- DDP ------------------------------------------------------------------------------------------
 
 
+class RecordingCallback(ExplanationCallback):
+    """Leaves a marker file for every grid a rank renders (each rank runs its own copy)."""
+
+    def _log_images(self, trainer, pl_module, batch, maps):
+        (self.out_dir.parent / f"grid_rank{trainer.global_rank}_epoch{trainer.current_epoch}").touch()
+        super()._log_images(trainer, pl_module, batch, maps)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_logs_each_image_once_and_reduces_metrics(tmp_path):
     model = Classifier("simple_cnn", "gap", width=4)
-    callback = ExplanationCallback(
-        ["gradcam", "saliency"], probe_size=8, metrics=["pointing_game", "mask_iou"], pair_probe=True, max_images=8
+    callback = RecordingCallback(
+        ["gradcam", "saliency"], probe_size=7, metrics=["pointing_game", "mask_iou"], pair_probe=True, max_images=8
     )
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = pl.Trainer(
@@ -235,13 +243,14 @@ def test_two_process_ddp_logs_each_image_once_and_reduces_metrics(tmp_path):
     trainer.fit(model, datamodule=_dm())
     pngs = sorted(p.name for p in (tmp_path / "explanations").glob("epoch_*.png"))
     assert pngs == ["epoch_000.png", "epoch_001.png"]
+    assert sorted(p.name for p in tmp_path.glob("grid_rank*")) == ["grid_rank0_epoch0", "grid_rank0_epoch1"]
     with open(tmp_path / "explanations" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]  # one row per epoch: written once
     # The reduced scores equal one process scoring the whole probe set with the final weights.
     final = load_classifier(tmp_path / "ckpt" / "last.ckpt")
     single = ExplanationCallback(
-        ["gradcam", "saliency"], probe_size=8, metrics=["pointing_game", "mask_iou"], pair_probe=True
+        ["gradcam", "saliency"], probe_size=7, metrics=["pointing_game", "mask_iou"], pair_probe=True
     )
     single.prepare(_dm(), final)
     scores, _, _ = single.evaluate(final)
