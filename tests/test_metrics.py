@@ -334,3 +334,14 @@ def test_metrics_reduced_over_two_processes_equal_one_process():
     assert reduced.keys() == single.keys()
     for name in single:
         assert reduced[name] == pytest.approx(single[name]), name
+
+
+@pytest.mark.parametrize(("cls", "fn"), [(M.DeletionAUC, M.deletion_auc), (M.InsertionAUC, M.insertion_auc)])
+def test_causal_auc_classes_average_the_functional_form(cls, fn):
+    g = torch.Generator().manual_seed(5)
+    x, maps = torch.randn(4, 3, 8, 8, generator=g), torch.rand(4, 8, 8, generator=g)
+    t = torch.tensor([1, 0, 1, 1])
+    metric = cls(steps=5)
+    metric.update(SumModel(), x[:3], maps[:3], t[:3])
+    metric.update(SumModel(), x[3:], maps[3:], t[3:])
+    assert metric.compute() == pytest.approx(float(fn(SumModel(), x, maps, t, steps=5).mean()), rel=1e-6)

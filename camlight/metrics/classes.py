@@ -159,28 +159,30 @@ class PxAP(Metric):
         return _l._pxap_compute(self.pos, self.neg)
 
 
-class DeletionAUC(_MeanMetric):
+class _CausalAUC(_MeanMetric):
+    """Mean of a per-image causal AUC (`_auc`) over every image seen."""
+
+    _auc = staticmethod(_f.deletion_auc)
+
+    def __init__(self, steps: int = 32, batch_size: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.steps, self.batch_size = steps, batch_size
+
+    def update(self, model, images, maps, targets) -> None:
+        self._accumulate(self._auc(model, images, maps, targets, self.steps, self.batch_size))
+
+
+class DeletionAUC(_CausalAUC):
     """Deletion AUC (Petsiuk et al. 2018); lower is better."""
 
     higher_is_better = False
-
-    def __init__(self, steps: int = 32, batch_size: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.steps, self.batch_size = steps, batch_size
-
-    def update(self, model, images, maps, targets) -> None:
-        self._accumulate(_f.deletion_auc(model, images, maps, targets, self.steps, self.batch_size))
+    _auc = staticmethod(_f.deletion_auc)
 
 
-class InsertionAUC(_MeanMetric):
+class InsertionAUC(_CausalAUC):
     """Insertion AUC (Petsiuk et al. 2018); higher is better."""
 
-    def __init__(self, steps: int = 32, batch_size: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.steps, self.batch_size = steps, batch_size
-
-    def update(self, model, images, maps, targets) -> None:
-        self._accumulate(_f.insertion_auc(model, images, maps, targets, self.steps, self.batch_size))
+    _auc = staticmethod(_f.insertion_auc)
 
 
 class AverageDrop(_MeanMetric):
