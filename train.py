@@ -26,7 +26,10 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(fit.format_summary(summary))
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this script; one prints
+        print(fit.format_summary(summary))
     return 0
 
 

@@ -74,3 +74,32 @@ def test_the_same_seed_trains_the_same_weights(tmp_path, tiny_argv):
         weights.append(torch.load(best, weights_only=False)["state_dict"])
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+@pytest.mark.slow
+def test_train_py_under_two_process_ddp_writes_one_group(tmp_path, tiny_argv):
+    """Lightning's DDP launcher re-runs train.py for rank 1: both ranks must agree on the group,
+    and only rank zero may own W&B runs, write the summary and print it."""
+    args = [a for a in tiny_argv if not a.startswith("name=")]  # the group name comes from the clock
+    args += [
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "explain.probe_size=8",
+        "trainer.max_epochs=2",
+    ]
+    script = Path(__file__).resolve().parent.parent / "train.py"
+    out = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    groups = list((tmp_path / "outputs").iterdir())
+    assert len(groups) == 1
+    summary = json.loads((groups[0] / "summary.json").read_text())
+    assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
+    assert all(r["wandb_run_dir"] and Path(r["wandb_run_dir"]).is_dir() for r in summary["runs"])
+    assert len(list(groups[0].rglob("*.wandb"))) == 2  # one W&B run per head, none from rank 1
+    assert out.stdout.count("summary: ") == 1
+    for head in ("gap", "fc"):
+        pngs = sorted(p.name for p in (groups[0] / f"simple_cnn-{head}" / "explanations").glob("epoch_*.png"))
+        assert pngs == ["epoch_000.png", "epoch_001.png"]
