@@ -118,6 +118,26 @@ class Config:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
+@dataclass
+class OfflineConfig:
+    """`explain.py`: explain a checkpoint on images, offline."""
+
+    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (required)")
+    input: str | None = _f(None, "an image file or a folder of images, searched recursively")
+    split: str | None = _f(
+        None, "instead of input: the checkpoint's own data split, with ground truth", choices=(None, "val", "test")
+    )
+    probe_size: int | None = _f(
+        None, "with split=val: explain the training probe set of this size instead of the whole split", minimum=1
+    )
+    methods: list = _f(["gradcam", "saliency"], "explanation methods (camlight.explain keys)")
+    target: str = _f("top1", "top1, topk (with k), label (needs ground truth), or a class name or index")
+    k: int = _f(3, "classes per image with target=topk", minimum=1)
+    out: str = _f("explained", "output folder (created; must not hold an earlier result)")
+    batch_size: int = _f(32, "images per batch", minimum=1)
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
 def _fields(schema: type, prefix: str = ""):
     """(dotted key, dataclass field, default) for every leaf of the schema, in order."""
     instance = schema()
@@ -129,19 +149,25 @@ def _fields(schema: type, prefix: str = ""):
             yield f"{prefix}{f.name}", f, value
 
 
-def help_text() -> str:
-    """Every key with its default and meaning, as `train.py --help` prints it."""
+def help_text(schema: type | None = None, usage: str = "python train.py [experiment=NAME] [key=value ...]") -> str:
+    """Every key with its default and meaning, as `train.py --help` (or `explain.py --help`) prints it."""
+    schema = schema or Config
     entries = []
-    for key, f, default in _fields(Config):
+    for key, f, default in _fields(schema):
         choices = f.metadata.get("choices")
-        extra = f" [{'|'.join(choices)}]" if choices else ""
-        shown = OmegaConf.to_yaml({"v": default}).strip()[3:]
+        extra = f" [{'|'.join(str(c) for c in choices if c is not None)}]" if choices else ""
+        shown = (
+            f"[{','.join(map(str, default))}]"
+            if isinstance(default, list)
+            else OmegaConf.to_yaml({"v": default}).strip()[3:]
+        )
         entries.append((f"{key}={shown}", f"{f.metadata['help']}{extra}"))
     width = max(len(k) for k, _ in entries)
-    lines = ["usage: python train.py [experiment=NAME] [key=value ...]", "", "keys (key=default  meaning):"]
+    lines = [f"usage: {usage}", "", "keys (key=default  meaning):"]
     lines += [f"  {k.ljust(width)}  {h}" for k, h in entries]
-    names = ", ".join(experiments()) or "none"
-    lines += ["", f"experiments: {names}", "example: python train.py model.head=gap trainer.max_epochs=3"]
+    if schema is Config:
+        names = ", ".join(experiments()) or "none"
+        lines += ["", f"experiments: {names}", "example: python train.py model.head=gap trainer.max_epochs=3"]
     return "\n".join(lines)
 
 
@@ -149,17 +175,13 @@ def experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
 
 
-def _all_keys() -> list[str]:
-    return [key for key, _, _ in _fields(Config)]
-
-
-def _unknown_key_message(key: str) -> str:
-    keys = _all_keys()
+def _unknown_key_message(key: str, schema: type) -> str:
+    keys = [k for k, _, _ in _fields(schema)]
     parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
     siblings = (
         [k for k in keys if k.startswith(parent) and "." not in k[len(parent) :]]
         if parent
-        else [k for k in keys if "." not in k] + ["data.*", "model.*", "optim.*", "trainer.*", "wandb.*", "explain.*"]
+        else [k for k in keys if "." not in k] + sorted({k.split(".")[0] + ".*" for k in keys if "." in k})
     )
     close = difflib.get_close_matches(key, keys, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
@@ -179,19 +201,19 @@ def _parse_overrides(argv: list[str]) -> tuple[str | None, list[str]]:
     return experiment, dotlist
 
 
-def _merge(*sources) -> DictConfig:
+def _merge(schema: type, *sources) -> DictConfig:
     try:
         return OmegaConf.merge(*sources)
     except ConfigKeyError as e:
-        raise ConfigError(_unknown_key_message(e.full_key)) from None
+        raise ConfigError(_unknown_key_message(e.full_key, schema)) from None
     except ValidationError as e:
-        raise ConfigError(_type_message(e)) from None
+        raise ConfigError(_type_message(e, schema)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config: {str(e).splitlines()[0]}") from None
 
 
-def _type_message(e: ValidationError) -> str:
-    types = {key: f.type for key, f, _ in _fields(Config)}
+def _type_message(e: ValidationError, schema: type) -> str:
+    types = {key: f.type for key, f, _ in _fields(schema)}
     expected = types.get(e.full_key, "another type")
     expected = getattr(expected, "__name__", expected)
     return f"invalid value {e.value!r} for {e.full_key}: expected {expected} (see --help)"
@@ -204,54 +226,71 @@ def _yaml(path: Path, what: str) -> DictConfig:
         raise ConfigError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
 
 
-def load_config(argv: list[str] | tuple[str, ...] = (), config_dir: Path | str = CONFIG_DIR) -> DictConfig:
-    """Build and check the run config from command-line style `key=value` arguments.
+def load_config(
+    argv: list[str] | tuple[str, ...] = (),
+    config_dir: Path | str = CONFIG_DIR,
+    schema: type | None = None,
+    defaults: str = "train.yaml",
+) -> DictConfig:
+    """Build and check a config from command-line style `key=value` arguments.
 
     Args:
-        argv: `key=value` strings; `experiment=NAME` picks a preset.
-        config_dir: folder holding `train.yaml` and `experiment/`.
+        argv: `key=value` strings; `experiment=NAME` picks a preset (training config only).
+        config_dir: folder holding the defaults file and `experiment/`.
+        schema: the dataclass schema (default: the training `Config`).
+        defaults: the YAML file in `config_dir` merged over the schema.
 
     Raises:
         ConfigError: unknown key, wrong type, impossible value or missing experiment.
     """
+    schema = schema or Config
     config_dir = Path(config_dir)
-    experiment, dotlist = _parse_overrides(list(argv))
-    sources = [OmegaConf.structured(Config)]
-    defaults = config_dir / "train.yaml"
-    if defaults.is_file():
-        sources.append(_yaml(defaults, "defaults"))
-    base = _merge(*sources)
-    experiment = experiment or base.experiment
-    if experiment:
-        path = config_dir / "experiment" / f"{experiment}.yaml"
-        if not path.is_file():
-            names = ", ".join(experiments(config_dir)) or "none"
-            raise ConfigError(f"experiment {experiment!r} not found in {path.parent}; available: {names}")
-        sources.append(_yaml(path, "experiment"))
+    experiment, dotlist = _parse_overrides(list(argv)) if schema is Config else (None, list(argv))
+    if schema is not Config:
+        for arg in dotlist:
+            if "=" not in arg or arg.startswith("="):
+                raise ConfigError(f"cannot parse argument {arg!r}; write key=value (see --help)")
+    sources = [OmegaConf.structured(schema)]
+    if (config_dir / defaults).is_file():
+        sources.append(_yaml(config_dir / defaults, "defaults"))
+    base = _merge(schema, *sources)
+    if schema is Config:
+        experiment = experiment or base.experiment
+        if experiment:
+            path = config_dir / "experiment" / f"{experiment}.yaml"
+            if not path.is_file():
+                names = ", ".join(experiments(config_dir)) or "none"
+                raise ConfigError(f"experiment {experiment!r} not found in {path.parent}; available: {names}")
+            sources.append(_yaml(path, "experiment"))
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as e:
         raise ConfigError(f"cannot parse overrides: {str(e).splitlines()[0]}") from None
-    cfg = _merge(*sources, cli)
-    cfg.experiment = experiment
-    validate(cfg)
+    cfg = _merge(schema, *sources, cli)
+    if schema is Config:
+        cfg.experiment = experiment
+    validate(cfg, schema)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, schema: type | None = None) -> None:
     """Check choices, bounds and combinations; raise ConfigError on the first problem."""
-    for key, f, _ in _fields(Config):
+    schema = schema or Config
+    for key, f, _ in _fields(schema):
         value = OmegaConf.select(cfg, key)
         choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
         if choices and value not in choices:
-            raise ConfigError(f"invalid {key}={value!r}; choose one of {', '.join(choices)}")
+            raise ConfigError(
+                f"invalid {key}={value!r}; choose one of {', '.join(str(c) for c in choices if c is not None)}"
+            )
         if minimum is not None and value is not None and value < minimum:
             bound = "positive" if minimum == 1 else f">= {minimum}"
             raise ConfigError(f"invalid {key}={value}; it must be {bound}")
-    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
-        _check_limit(key, OmegaConf.select(cfg, key))
-    _check_writable(Path(cfg.out_dir))
+    if schema is Config:
+        for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
+            _check_limit(key, OmegaConf.select(cfg, key))
+        _check_writable(Path(cfg.out_dir))
 
 
 def _check_limit(key: str, value: Any) -> None:
