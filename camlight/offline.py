@@ -1,0 +1,301 @@
+"""Explain a checkpoint on a folder of images (or its own data split), offline: `explain.py`.
+
+Writes into `out/`: `overlays/<image>__<method>.png`, `grid.png`, `maps.npz` (float maps in [0,1]
+keyed "<image>/<method>"), `results.csv` (a row per image: prediction, probability, target, and
+per-method localization scores where ground truth exists) and `skipped.txt` (bad files and why).
+Usage mistakes raise `ConfigError` before `out/` exists; bad files are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image, UnidentifiedImageError
+
+from camlight.config import ConfigError
+from camlight.explain import METHODS, explain
+from camlight.metrics import energy_pointing_game, pointing_game
+from camlight.modules import Classifier, checkpoint_config, load_classifier
+from camlight.viz import denormalize, draw_contour, overlay, probe_grid
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 8000 * 8000  # larger images are refused rather than decoded into many GB
+EXIT_OK, EXIT_SKIPPED = 0, 3
+
+
+@dataclass
+class Item:
+    name: str  # unique, file-name safe
+    image: torch.Tensor  # (3,S,S) normalised
+    label: int | None = None
+    mask: torch.Tensor | None = None
+    box: torch.Tensor | None = None
+
+
+def load_model(path: str | None) -> Classifier:
+    if not path:
+        raise ConfigError("checkpoint= is required: the .ckpt file of a camlight run")
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"checkpoint {p} not found; give the path of a .ckpt file")
+    try:
+        return load_classifier(p)
+    except Exception as e:  # noqa: BLE001 - any failure here means "not a camlight checkpoint"
+        raise ConfigError(
+            f"{p} is not a camlight checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+
+
+def image_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """RGB uint8 (S,S,3) from any common image file; raises ValueError with the reason."""
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"too large ({img.width}×{img.height})")
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: scale to 8 bits
+                arr = np.asarray(img, dtype=np.float64)
+                arr = (arr / max(arr.max(), 1) * 255).astype(np.uint8)
+                img = Image.fromarray(arr)
+            rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"not a readable image ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def _normalise(rgb: np.ndarray, mean, std) -> torch.Tensor:
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def _names(paths: list[Path], root: Path) -> list[str]:
+    base = root if root.is_dir() else root.parent
+    return [str(p.relative_to(base).with_suffix("")).replace("/", "__") for p in paths]
+
+
+def file_items(root: Path, model: Classifier) -> tuple[list[Item], list[tuple[str, str]]]:
+    pre = model.preprocessing
+    items, skipped = [], []
+    paths = image_files(root)
+    for path, name in zip(paths, _names(paths, root), strict=True):
+        try:
+            rgb = decode(path, pre["image_size"])
+        except ValueError as e:
+            skipped.append((str(path), str(e)))
+            continue
+        items.append(Item(name, _normalise(rgb, pre["mean"], pre["std"])))
+    return items, skipped
+
+
+def split_items(cfg: DictConfig, model: Classifier, checkpoint: str) -> list[Item]:
+    from camlight.datamodules import SyntheticPets
+
+    run_cfg = checkpoint_config(checkpoint)
+    if not run_cfg or "data" not in run_cfg:
+        raise ConfigError(f"{checkpoint} holds no data config (not saved by train.py); use input= instead of split=")
+    d = run_cfg["data"]
+    dm = SyntheticPets(
+        image_size=d["image_size"],
+        train_size=1,
+        val_size=d["val_size"],
+        test_size=d["test_size"],
+        seed=d["seed"],
+        cache=False,
+    )
+    if cfg.probe_size:
+        if cfg.split != "val":
+            raise ConfigError("probe_size= works with split=val (the probe set is drawn from validation data)")
+        batch = dm.probe_batch(cfg.probe_size)
+        ids = list(range(cfg.probe_size))
+    else:
+        dataset = dm.datasets[cfg.split]
+        if len(dataset) == 0:
+            raise ConfigError(f"the checkpoint's {cfg.split} split is empty")
+        samples = [dataset[i] for i in range(len(dataset))]
+        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        ids = list(range(len(dataset)))
+    return [
+        Item(f"{cfg.split}_{i:05d}", batch["image"][j], int(batch["label"][j]), batch["mask"][j], batch["box"][j])
+        for j, i in enumerate(ids)
+    ]
+
+
+def _targets(
+    cfg: DictConfig, model: Classifier, logits: torch.Tensor, items: list[Item]
+) -> list[tuple[str, torch.Tensor]]:
+    """[(suffix, targets (B,))]: one entry, or k for target=topk."""
+    t = str(cfg.target)
+    if t == "top1":
+        return [("", logits.argmax(1))]
+    if t == "topk":
+        k = min(cfg.k, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        return [(f"_top{r + 1}", top[:, r]) for r in range(k)]
+    if t == "label":
+        return [("", torch.tensor([it.label for it in items]))]
+    index = int(t) if t.isdigit() else model.class_names.index(t)
+    return [("", torch.full((len(items),), index, dtype=torch.long))]
+
+
+def check(cfg: DictConfig, model: Classifier) -> None:
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
+    if bool(cfg.input) == bool(cfg.split):
+        raise ConfigError("give exactly one of input= (an image or a folder) and split= (val or test)")
+    t = str(cfg.target)
+    if t == "label" and not cfg.split:
+        raise ConfigError("target=label needs ground truth: use split=val or split=test, or target=top1")
+    if t not in ("top1", "topk", "label"):
+        valid = t.isdigit() and int(t) < len(model.class_names)
+        if not valid and t not in model.class_names:
+            raise ConfigError(
+                f"unknown target {t!r}; use top1, topk, label, a class index below {len(model.class_names)} "
+                f"or a class name: {', '.join(model.class_names)}"
+            )
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
+
+
+def run(cfg: DictConfig, progress: bool = True) -> int:
+    """Explain, write `cfg.out`, return the exit code (0 all explained, 3 some files skipped).
+
+    Raises:
+        ConfigError: a usage mistake, before anything is written.
+    """
+    model = load_model(cfg.checkpoint)
+    check(cfg, model)
+    if cfg.input:
+        root = Path(cfg.input)
+        if not root.exists():
+            raise ConfigError(f"input {root} not found; give an image file or a folder")
+        items, skipped = file_items(root, model)
+        if not items and not skipped:
+            raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
+    else:
+        items, skipped = split_items(cfg, model, cfg.checkpoint), []
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    model = model.to(device)
+    out = Path(cfg.out)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    methods = _supported(model, list(cfg.methods), items, device)
+    rows, maps_out, grid_parts = [], {}, []
+    bar = _progress(len(items), progress)
+    for start in range(0, len(items), cfg.batch_size):
+        chunk = items[start : start + cfg.batch_size]
+        x = torch.stack([it.image for it in chunk]).to(device)
+        with torch.no_grad():
+            probs = model(x).softmax(1)
+        for suffix, targets in _targets(cfg, model, probs, chunk):
+            maps = explain(model, x, methods, targets=targets.to(device)) if methods else {}
+            _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out)
+            if suffix in ("", "_top1") and len(grid_parts) < 16:
+                grid_parts.append((chunk, x.cpu(), probs.cpu(), {m: v.cpu() for m, v in maps.items()}))
+        bar.update(len(chunk))
+    bar.close()
+    np.savez_compressed(out / "maps.npz", **maps_out)
+    _write_csv(out / "results.csv", rows)
+    if grid_parts:
+        _grid(model, grid_parts).save(out / "grid.png")
+    (out / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+    log.info("explained %d images, skipped %d; results in %s", len(items), len(skipped), out)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _supported(model, methods: list[str], items: list[Item], device) -> list[str]:
+    if not items:
+        return methods
+    x = items[0].image[None].to(device)
+    ok = []
+    for m in methods:
+        try:
+            explain(model, x, [m], targets=0)
+            ok.append(m)
+        except ValueError as e:
+            warnings.warn(f"skipping {m}: {e}", stacklevel=3)
+    return ok
+
+
+class _NoBar:
+    def update(self, n): ...
+    def close(self): ...
+
+
+def _progress(total: int, show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="explaining")
+
+
+def _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out) -> None:
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
+    images = denormalize(x.float().cpu(), mean, std)
+    conf, pred = probs.max(1)
+    names = model.class_names
+    for i, it in enumerate(chunk):
+        row = {
+            "file": it.name,
+            "predicted": names[int(pred[i])],
+            "probability": round(float(conf[i]), 6),
+            "target": names[int(targets[i])] + suffix.replace("_", " ").rstrip(),
+            "target_probability": round(float(probs[i, int(targets[i])]), 6),
+        }
+        if it.label is not None:
+            row["label"] = names[it.label]
+        for m, v in maps.items():
+            heat = v[i].float().cpu()
+            maps_out[f"{it.name}/{m}{suffix}"] = heat.numpy()
+            rgb = (overlay(images[i : i + 1], heat[None])[0].clamp(0, 1) * 255).round().byte()
+            Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(out / "overlays" / f"{it.name}__{m}{suffix}.png")
+            if it.mask is not None:
+                row[f"{m}/pointing_game"] = int(pointing_game(heat[None], it.mask[None].bool())[0])
+                row[f"{m}/energy_pointing_game"] = round(float(energy_pointing_game(heat[None], it.box[None])[0]), 6)
+        rows.append(row)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["file"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _grid(model, parts):
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
+    chunk = [it for c, *_ in parts for it in c][:16]
+    x = torch.cat([p[1] for p in parts])[:16]
+    probs = torch.cat([p[2] for p in parts])[:16]
+    maps = {m: torch.cat([p[3][m] for p in parts])[:16] for m in parts[0][3]}
+    images = denormalize(x.float(), mean, std)
+    inputs = images
+    if all(it.mask is not None for it in chunk):
+        inputs = draw_contour(images, torch.stack([it.mask for it in chunk]).bool())
+    conf, pred = probs.max(1)
+    titles = [f"{it.name[:14]}: {model.class_names[int(pred[i])]} {conf[i]:.2f}" for i, it in enumerate(chunk)]
+    overlays = {m: overlay(images, v) for m, v in maps.items()}
+    cells = {m: [("", None)] * len(chunk) for m in maps}
+    return probe_grid(inputs, overlays, titles, cells)
