@@ -74,7 +74,7 @@ def decode(path: Path, size: int) -> np.ndarray:
                 arr = (arr / max(arr.max(), 1) * 255).astype(np.uint8)
                 img = Image.fromarray(arr)
             rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+            return np.array(rgb, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"not a readable image ({type(e).__name__}: {str(e)[:100]})") from None
 
