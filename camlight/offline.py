@@ -1,8 +1,9 @@
 """Explain a checkpoint on a folder of images (or its own data split), offline: `explain.py`.
 
-Writes into `out/`: `overlays/<image>__<method>.png`, `grid.png`, `maps.npz` (float maps in [0,1]
-keyed "<image>/<method>"), `results.csv` (a row per image: prediction, probability, target, and
-per-method localization scores where ground truth exists) and `skipped.txt` (bad files and why).
+Writes into `out/`: `overlays/<image>__<method>.png` (and `__input.png`), `grid.png`, `maps.npz`
+(float maps in [0,1] keyed "<image>/<method>"), `results.csv` (a row per image: prediction,
+probability, target, and per-method localization scores where ground truth exists), `index.html`
+(a self-contained report: every image inlined) and `skipped.txt` (bad files and why).
 Usage mistakes raise `ConfigError` before `out/` exists; bad files are skipped and counted.
 """
 
@@ -216,6 +217,7 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     bar.close()
     np.savez_compressed(out / "maps.npz", **maps_out)
     _write_csv(out / "results.csv", rows)
+    _write_html(out, cfg, rows, maps_out)
     if grid_parts:
         _grid(model, grid_parts).save(out / "grid.png")
     (out / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
@@ -256,6 +258,8 @@ def _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out) -
     conf, pred = probs.max(1)
     names = model.class_names
     for i, it in enumerate(chunk):
+        if not suffix or suffix == "_top1":
+            _save_png(images[i], out / "overlays" / f"{it.name}__input.png")
         row = {
             "file": it.name,
             "predicted": names[int(pred[i])],
@@ -268,12 +272,33 @@ def _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out) -
         for m, v in maps.items():
             heat = v[i].float().cpu()
             maps_out[f"{it.name}/{m}{suffix}"] = heat.numpy()
-            rgb = (overlay(images[i : i + 1], heat[None])[0].clamp(0, 1) * 255).round().byte()
-            Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(out / "overlays" / f"{it.name}__{m}{suffix}.png")
+            _save_png(overlay(images[i : i + 1], heat[None])[0], out / "overlays" / f"{it.name}__{m}{suffix}.png")
             if it.mask is not None:
                 row[f"{m}/pointing_game"] = int(pointing_game(heat[None], it.mask[None].bool())[0])
                 row[f"{m}/energy_pointing_game"] = round(float(energy_pointing_game(heat[None], it.box[None])[0]), 6)
         rows.append(row)
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    """(3,H,W) in [0,1] → PNG."""
+    rgb = (image.clamp(0, 1) * 255).round().byte()
+    Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(path)
+
+
+def _write_html(out: Path, cfg: DictConfig, rows: list[dict], maps_out: dict) -> None:
+    from camlight.viz.html import offline_report
+
+    methods = list(dict.fromkeys(k.split("/", 1)[1] for k in maps_out))
+    files = list(dict.fromkeys(r["file"] for r in rows))
+    images = {f: out / "overlays" / f"{f}__input.png" for f in files}
+    overlays = {(f, m): out / "overlays" / f"{f}__{m}.png" for f in files for m in methods}
+    overlays = {k: v for k, v in overlays.items() if v.is_file()}
+    first: dict[str, dict] = {}
+    for r in rows:  # with target=topk an image has a row per class; the page shows them as columns
+        first.setdefault(r["file"], r)
+    report_rows = list(first.values())
+    title = f"camlight — {Path(str(cfg.checkpoint)).name} on {cfg.input or cfg.split}"
+    (out / "index.html").write_text(offline_report(title, report_rows, methods, images, overlays))
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -96,8 +96,12 @@ def test_a_folder_with_bad_files_is_explained_and_the_bad_ones_listed(tmp_path, 
     assert sorted(maps.files) == sorted(f"{g}/{m}" for g in good for m in ("gradcam", "saliency", "cam"))
     assert all(maps[k].shape == (64, 64) and 0 <= maps[k].min() and maps[k].max() <= 1 for k in maps.files)
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
-    assert overlays == sorted(f"{g}__{m}.png" for g in good for m in ("gradcam", "saliency", "cam"))
+    assert overlays == sorted(f"{g}__{m}.png" for g in good for m in ("gradcam", "saliency", "cam", "input"))
     assert Image.open(out / "grid.png").size[0] > 4 * 128
+    page = (out / "index.html").read_text()
+    assert page.count('<tr class="image">') == len(good)
+    assert page.count("data:image/png;base64,") == len(good) * 4  # input + three methods, all inlined
+    assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
 def test_every_image_explained_exits_0_and_topk_explains_each_class(tmp_path, trained):
