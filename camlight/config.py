@@ -138,6 +138,21 @@ class OfflineConfig:
     device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
 
 
+@dataclass
+class VisualizeConfig:
+    """`explain.py visualize-class`: the image a checkpoint finds most class-like."""
+
+    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (required)")
+    target: str | None = _f(None, "the class, by name or index (also accepted as class=)")
+    steps: int = _f(200, "gradient-ascent steps", minimum=1)
+    lr: float = _f(0.1, "step size (on the mean-normalised gradient)", minimum=0.0)
+    l2: float = _f(0.01, "L2 regularisation: the image decays by this fraction every step", minimum=0.0)
+    jitter: int = _f(2, "random shift in pixels before each step (0 = none)", minimum=0)
+    blur_every: int = _f(10, "Gaussian blur every n steps (0 = never)", minimum=0)
+    out: str = _f("class_model", "output folder")
+    device: str = _f("cpu", "cpu, cuda, or auto")
+
+
 def _fields(schema: type, prefix: str = ""):
     """(dotted key, dataclass field, default) for every leaf of the schema, in order."""
     instance = schema()

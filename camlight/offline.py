@@ -324,3 +324,48 @@ def _grid(model, parts):
     overlays = {m: overlay(images, v) for m, v in maps.items()}
     cells = {m: [("", None)] * len(chunk) for m in maps}
     return probe_grid(inputs, overlays, titles, cells)
+
+
+def visualize(cfg: DictConfig) -> int:
+    """`explain.py visualize-class`: write `<class>.png` and `<class>_steps.png` into `cfg.out`."""
+    from camlight.explain.class_model import class_model
+
+    model = load_model(cfg.checkpoint)
+    names = model.class_names
+    t = "" if cfg.target is None else str(cfg.target)
+    if not t:
+        raise ConfigError(f"class= is required: one of {', '.join(names)} (or its index)")
+    if t.isdigit() and int(t) < len(names):
+        index = int(t)
+    elif t in names:
+        index = names.index(t)
+    else:
+        raise ConfigError(f"unknown class {t!r}; choose one of {', '.join(names)} (or an index below {len(names)})")
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    model = model.to(device)
+    size = model.preprocessing["image_size"]
+    image, shots, scores = class_model(
+        model, index, size, steps=cfg.steps, lr=cfg.lr, l2=cfg.l2, jitter=cfg.jitter, blur_every=cfg.blur_every
+    )
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
+    out.mkdir(parents=True, exist_ok=True)
+    name = names[index]
+    _save_png(_display(image, mean, std), out / f"{name}.png")
+    strip = torch.cat([_display(s, mean, std) for s in shots], dim=2)
+    _save_png(strip, out / f"{name}_steps.png")
+    log.info("class %s: score %.3f → %.3f over %d steps; %s", name, scores[0], scores[-1], len(scores), out)
+    return EXIT_OK
+
+
+def _display(image: torch.Tensor, mean, std) -> torch.Tensor:
+    """Denormalise, then stretch to [0,1] (the optimised image may leave the data's range)."""
+    x = image.cpu()[None] * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-12)
+    return x[0]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from camlight import fit, offline
@@ -187,3 +188,46 @@ def test_explain_py_exit_codes(tmp_path, trained):
     mixed = run(f"checkpoint={trained['best_checkpoint']}", f"input={tmp_path / 'in'}")
     assert mixed.returncode == 3, mixed.stderr[-1000:]
     assert "b.png" in (tmp_path / "explained" / "skipped.txt").read_text()
+
+
+def test_class_model_visualization_raises_the_class_above_every_other():
+    from camlight.datamodules import SyntheticPets
+    from camlight.explain.class_model import class_model
+    from camlight.modules import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier("simple_cnn", "gap", width=8)
+    batch = SyntheticPets(train_size=8, val_size=128, test_size=0).probe_batch(128)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):  # a model that has learnt something: an untrained one has no class to find
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(batch["image"]), batch["label"]).backward()
+        opt.step()
+    model.eval()
+    for target in (0, 1):
+        image, shots, scores = class_model(model, target, 64, steps=200)
+        with torch.no_grad():
+            logits = model(image[None])[0]
+            start = model(torch.zeros(1, 3, 64, 64))[0, target]
+        assert logits[target] > start, (target, float(logits[target]), float(start))
+        others = torch.cat([logits[:target], logits[target + 1 :]])
+        assert (logits[target] > others).all(), (target, logits.tolist())
+        assert len(shots) == 8 and len(scores) == 200
+
+
+def test_visualize_class_cli_writes_the_image_and_the_strip(tmp_path, trained):
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, str(REPO / "explain.py"), "visualize-class", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+
+    ok = run(f"checkpoint={trained['best_checkpoint']}", "class=dog", "steps=20", "out=vis")
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    assert Image.open(tmp_path / "vis" / "dog.png").size == (64, 64)
+    assert Image.open(tmp_path / "vis" / "dog_steps.png").size == (8 * 64, 64)
+    bad = run(f"checkpoint={trained['best_checkpoint']}", "class=horse", "out=vis2")
+    assert bad.returncode == 2 and "unknown class 'horse'; choose one of cat, dog" in bad.stderr
+    assert not (tmp_path / "vis2").exists()
