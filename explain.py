@@ -4,6 +4,7 @@
     python explain.py checkpoint=... split=val probe_size=32 methods=[gradcam,cam]
     python explain.py checkpoint=... input=cat.png target=topk k=2 out=cat_explained
     python explain.py visualize-class checkpoint=... class=dog steps=300
+    python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
 Exit codes: 0 every image explained, 3 some files were skipped (listed in out/skipped.txt),
@@ -21,6 +22,8 @@ def main(argv: list[str]) -> int:
 
     from camlight.config import ConfigError, OfflineConfig, VisualizeConfig, help_text, load_config
 
+    if argv and argv[0] == "report":
+        return report(argv[1:])
     visualize = bool(argv) and argv[0] == "visualize-class"
     if visualize:
         argv = ["target=" + a[len("class=") :] if a.startswith("class=") else a for a in argv[1:]]
@@ -37,6 +40,24 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def report(argv: list[str]) -> int:
+    """`explain.py report RUN_DIR`: write RUN_DIR/report.html (a training group or one run)."""
+    from pathlib import Path
+
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python explain.py report RUN_DIR   (a group folder holding summary.json, or one run)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    run_dir = Path(argv[0])
+    if not run_dir.is_dir() or not ((run_dir / "summary.json").is_file() or (run_dir / "explanations").is_dir()):
+        print(f"error: {run_dir} is not a training group or run (no summary.json or explanations/)", file=sys.stderr)
+        return 2
+    from camlight.viz.html import run_report
+
+    (run_dir / "report.html").write_text(run_report(run_dir))
+    print(run_dir / "report.html")
+    return 0
 
 
 if __name__ == "__main__":

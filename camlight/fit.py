@@ -235,6 +235,9 @@ def run(cfg: DictConfig) -> dict:
     summary = {"group": group, "group_dir": str(group_dir), "experiment": cfg.experiment, "runs": runs}
     if rank_zero_only.rank == 0:
         _write_json(group_dir / "summary.json", summary)
+        from camlight.viz.html import run_report
+
+        (group_dir / "report.html").write_text(run_report(group_dir))
     return summary
 
 

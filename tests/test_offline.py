@@ -231,3 +231,23 @@ def test_visualize_class_cli_writes_the_image_and_the_strip(tmp_path, trained):
     bad = run(f"checkpoint={trained['best_checkpoint']}", "class=horse", "out=vis2")
     assert bad.returncode == 2 and "unknown class 'horse'; choose one of cat, dog" in bad.stderr
     assert not (tmp_path / "vis2").exists()
+
+
+def test_the_run_report_holds_every_epoch_behind_a_slider(tmp_path, tiny_argv):
+    cfg = load_config(
+        [*tiny_argv, "model.head=gap", "wandb.mode=disabled", "trainer.max_epochs=3", "explain.probe_size=4"]
+    )
+    group = Path(fit.run(cfg)["group_dir"])
+    page = (group / "report.html").read_text()  # written by train.py's fit.run
+    assert page.count('class="epoch"') == 3 and 'type="range"' in page and 'max="2"' in page
+    assert page.count("data:image/png;base64,") == 4  # three grids and the localization plot
+    assert "http://" not in page and "https://" not in page and "simple_cnn-gap" in page
+    (group / "report.html").unlink()
+    out = subprocess.run(
+        [sys.executable, str(REPO / "explain.py"), "report", str(group)], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and (group / "report.html").read_text() == page
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "explain.py"), "report", str(tmp_path)], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "is not a training group or run" in bad.stderr

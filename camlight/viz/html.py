@@ -57,3 +57,70 @@ def offline_report(
         f"<table><thead><tr><th>image</th><th>input</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         "</body></html>"
     )
+
+
+SLIDER_SCRIPT = """
+for (const run of document.querySelectorAll('.run')) {
+  const slider = run.querySelector('input[type=range]');
+  const frames = run.querySelectorAll('img.epoch');
+  const label = run.querySelector('.epoch-label');
+  const show = () => {
+    frames.forEach((img, i) => { img.style.display = i == slider.value ? 'block' : 'none'; });
+    label.textContent = frames[slider.value].dataset.epoch;
+  };
+  slider.addEventListener('input', show);
+  show();
+}
+"""
+
+
+def _summary_table(summary: dict) -> str:
+    runs = summary.get("runs", [])
+    metrics = list(dict.fromkeys(k for r in runs for d in (r.get("localization") or {}).values() for k in d))
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in ["head", "backbone", "val acc", "method", *metrics])
+    rows = []
+    for r in runs:
+        loc = r.get("localization") or {"-": {}}
+        for method, scores in loc.items():
+            acc = "-" if r.get("val_acc") is None else f"{100 * r['val_acc']:.2f} %"
+            cells = [r["head"], r["backbone"], acc, method]
+            cells += ["-" if scores.get(m) is None else f"{scores[m]:.3f}" for m in metrics]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def run_report(group_dir: Path) -> str:
+    """A self-contained page for a training group (or one run): the summary table, then per run
+    the localization metrics against epoch and the probe grid of every epoch behind a slider."""
+    import json
+
+    group_dir = Path(group_dir)
+    summary_path = group_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"runs": []}
+    run_dirs = [group_dir / r["name"] for r in summary["runs"]] if summary["runs"] else [group_dir]
+    sections = []
+    for run_dir in run_dirs:
+        expl = run_dir / "explanations"
+        frames = sorted(expl.glob("epoch_*.png"))
+        if not frames:
+            continue
+        imgs = "".join(
+            f'<img class="epoch" data-epoch="epoch {int(p.stem.split("_")[1])}" alt="{p.stem}" src="{data_uri(p)}" '
+            'style="width:auto;height:auto;display:none">'
+            for p in frames
+        )
+        plot = expl / "localization.png"
+        plot_html = (
+            f'<img alt="localization" src="{data_uri(plot)}" style="width:100%;height:auto">' if plot.is_file() else ""
+        )
+        sections.append(
+            f'<section class="run"><h2>{html.escape(run_dir.name)}</h2>{plot_html}'
+            f'<p><input type="range" min="0" max="{len(frames) - 1}" value="{len(frames) - 1}" aria-label="epoch"> '
+            f'<span class="epoch-label"></span></p>{imgs}</section>'
+        )
+    title = f"camlight — {group_dir.name}"
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"{_summary_table(summary)}{''.join(sections)}<script>{SLIDER_SCRIPT}</script></body></html>"
+    )
