@@ -8,7 +8,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: train test lint bench clean
+.PHONY: train test lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
-test: $(VENV)/.installed-dev
+# Debian's Chromium for the browser tests of the HTML reports; where it cannot be installed
+# (not root, no apt) those tests skip with a reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the browser tests will be skipped"
+
+test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

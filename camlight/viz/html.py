@@ -60,8 +60,14 @@ def offline_report(
 
 
 SLIDER_SCRIPT = """
+const wanted = new URLSearchParams(location.hash.slice(1)).get('epoch');  // report.html#epoch=3
 for (const run of document.querySelectorAll('.run')) {
   const slider = run.querySelector('input[type=range]');
+  const frames0 = run.querySelectorAll('img.epoch');
+  if (wanted !== null) {
+    const i = [...frames0].findIndex(img => img.dataset.epoch === 'epoch ' + wanted);
+    if (i >= 0) slider.value = i;
+  }
   const frames = run.querySelectorAll('img.epoch');
   const label = run.querySelector('.epoch-label');
   const show = () => {
