@@ -244,12 +244,12 @@ class _NoBar:
     def close(self): ...
 
 
-def _progress(total: int, show: bool):
+def _progress(total: int, show: bool, unit: str = "img", desc: str = "explaining"):
     if not show:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc="explaining")
+    return tqdm(total=total, unit=unit, desc=desc)
 
 
 def _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out) -> None:
@@ -326,7 +326,7 @@ def _grid(model, parts):
     return probe_grid(inputs, overlays, titles, cells)
 
 
-def visualize(cfg: DictConfig) -> int:
+def visualize(cfg: DictConfig, progress: bool = True) -> int:
     """`explain.py visualize-class`: write `<class>.png` and `<class>_steps.png` into `cfg.out`."""
     from camlight.explain.class_model import class_model
 
@@ -351,9 +351,25 @@ def visualize(cfg: DictConfig) -> int:
     )
     model = model.to(device)
     size = model.preprocessing["image_size"]
+    bar = _progress(cfg.steps, progress, unit="step", desc=f"class {names[index]}")
+
+    def on_step(step: int, score: float) -> None:
+        bar.update(1)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(score=f"{score:.3g}", refresh=False)
+
     image, shots, scores = class_model(
-        model, index, size, steps=cfg.steps, lr=cfg.lr, l2=cfg.l2, jitter=cfg.jitter, blur_every=cfg.blur_every
+        model,
+        index,
+        size,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        l2=cfg.l2,
+        jitter=cfg.jitter,
+        blur_every=cfg.blur_every,
+        on_step=on_step,
     )
+    bar.close()
     mean, std = model.preprocessing["mean"], model.preprocessing["std"]
     out.mkdir(parents=True, exist_ok=True)
     name = names[index]

@@ -9,6 +9,8 @@ is left as it was (see `explain`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,8 +38,11 @@ def class_model(
     blur_every: int = 10,
     snapshots: int = 8,
     seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[float]]:
     """Optimise an input (1,3,size,size) in normalised space for class `target`.
+
+    `on_step(step, score)` is called after every step (a progress bar, say).
 
     Returns:
         (final image (3,S,S), `snapshots` intermediate images, the target's score at each step).
@@ -64,6 +69,8 @@ def class_model(
             if blur_every and (step + 1) % blur_every == 0:
                 x = _blur(x)
             scores.append(float(score.detach()))
+            if on_step is not None:
+                on_step(step, scores[-1])
             if step in keep:
                 shots.append(x[0].detach().clone())
     return x[0].detach(), shots, scores
