@@ -29,7 +29,9 @@ from camlight.viz import denormalize, draw_contour, overlay, probe_grid
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 8000 * 8000  # larger images are refused rather than decoded into many GB
+# Larger images are resized like any other; only beyond Pillow's own decompression-bomb limit
+# (about 179 megapixels) are they refused, rather than decoded into gigabytes.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 EXIT_OK, EXIT_SKIPPED = 0, 3
 
 
@@ -65,7 +67,10 @@ def image_files(root: Path) -> list[Path]:
 def decode(path: Path, size: int) -> np.ndarray:
     """RGB uint8 (S,S,3) from any common image file; raises ValueError with the reason."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            img = Image.open(path)
+        with img:
             if img.width * img.height > MAX_PIXELS:
                 raise ValueError(f"too large ({img.width}×{img.height})")
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
@@ -76,6 +81,8 @@ def decode(path: Path, size: int) -> np.ndarray:
                 img = Image.fromarray(arr)
             rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
             return np.array(rgb, dtype=np.uint8)  # a writable copy
+    except Image.DecompressionBombError:
+        raise ValueError("too large to decode safely") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"not a readable image ({type(e).__name__}: {str(e)[:100]})") from None
 

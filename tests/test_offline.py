@@ -251,3 +251,12 @@ def test_the_run_report_holds_every_epoch_behind_a_slider(tmp_path, tiny_argv):
         [sys.executable, str(REPO / "explain.py"), "report", str(tmp_path)], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "is not a training group or run" in bad.stderr
+
+
+def test_images_beyond_the_pixel_limit_are_skipped_and_others_resized(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "in" / "big.png")
+    assert offline.decode(tmp_path / "in" / "big.png", 64).shape == (64, 64, 3)  # resized
+    monkeypatch.setattr(offline, "MAX_PIXELS", 100 * 100)
+    with pytest.raises(ValueError, match=r"too large \(400×300\)"):
+        offline.decode(tmp_path / "in" / "big.png", 64)
