@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
 from camlight.config import ConfigError
-from camlight.explain import METHODS, explain
+from camlight.explain import METHODS, explain, supported
 from camlight.metrics import energy_pointing_game, pointing_game
 from camlight.modules import Classifier, checkpoint_config, load_classifier
 from camlight.viz import denormalize, draw_contour, overlay, probe_grid
@@ -199,15 +199,11 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
             raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
     else:
         items, skipped = split_items(cfg, model, cfg.checkpoint), []
-    device = torch.device(
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
+    device = _device(cfg.device)
     model = model.to(device)
     out = Path(cfg.out)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    methods = _supported(model, list(cfg.methods), items, device)
+    methods = supported(model, items[0].image[None].to(device), list(cfg.methods)) if items else list(cfg.methods)
     rows, maps_out, grid_parts = [], {}, []
     bar = _progress(len(items), progress)
     for start in range(0, len(items), cfg.batch_size):
@@ -232,18 +228,11 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
-def _supported(model, methods: list[str], items: list[Item], device) -> list[str]:
-    if not items:
-        return methods
-    x = items[0].image[None].to(device)
-    ok = []
-    for m in methods:
-        try:
-            explain(model, x, [m], targets=0)
-            ok.append(m)
-        except ValueError as e:
-            warnings.warn(f"skipping {m}: {e}", stacklevel=3)
-    return ok
+def _device(name: str) -> torch.device:
+    """ "auto" → cuda when available, else cpu; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 class _NoBar:
@@ -351,11 +340,7 @@ def visualize(cfg: DictConfig, progress: bool = True) -> int:
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
-    device = torch.device(
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
+    device = _device(cfg.device)
     model = model.to(device)
     size = model.preprocessing["image_size"]
     bar = _progress(cfg.steps, progress, unit="step", desc=f"class {names[index]}")

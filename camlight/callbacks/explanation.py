@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric, Metric
 
 from camlight import metrics as M
-from camlight.explain import METHODS, explain
+from camlight.explain import METHODS, explain, supported
 from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ class ExplanationCallback(pl.Callback):
         probe = dm.probe_batch(self.probe_size)
         probe["id"] = torch.arange(self.probe_size)
         # Decided on the whole probe set, so every rank agrees (and runs the same collectives).
-        self.active = self._supported(pl_module, probe["image"][:1])
+        self.active = supported(
+            pl_module, self._on(pl_module, probe["image"][:1]), self.methods, who="ExplanationCallback: "
+        )
         self.probe = {k: v[rank::world_size] for k, v in probe.items()}  # each rank its share
         self.pair = None
         if self.pair_probe:
@@ -150,18 +152,6 @@ class ExplanationCallback(pl.Callback):
     def _on(pl_module, images: torch.Tensor) -> torch.Tensor:
         """Images on the module's device, in its dtype (half-precision models included)."""
         return images.to(device=pl_module.device, dtype=next(pl_module.parameters()).dtype)
-
-    def _supported(self, pl_module, image: torch.Tensor) -> list[str]:
-        """The methods this model supports; each other one is dropped with a warning."""
-        x = self._on(pl_module, image)
-        active = []
-        for method in self.methods:
-            try:
-                explain(pl_module, x, [method], targets=0)
-                active.append(method)
-            except ValueError as e:
-                warnings.warn(f"ExplanationCallback: skipping {method}: {e}", stacklevel=3)
-        return active
 
     # -- every epoch -----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from torch import nn
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
 from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score)
-from camlight.explain.engine import REGISTRY, explain
+from camlight.explain.engine import REGISTRY, explain, supported
 from camlight.explain.engine import _method_options as _check_options
 
 METHODS = tuple(REGISTRY)
@@ -76,4 +76,5 @@ __all__ = [
     "ScoreCAM",
     "SmoothGrad",
     "explain",
+    "supported",
 ]

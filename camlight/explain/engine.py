@@ -330,3 +330,16 @@ def explain(
             result = method.compute(ctx, **opts[m])
             out[m] = result.detach().float() if raw else normalise(method.kind, result.detach(), ctx.size)
     return out
+
+
+def supported(model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer=None, who: str = "") -> list[str]:
+    """The methods of `methods` that `model` supports, tried on one image (1,3,H,W); each other
+    one (CAM on an FC head, say) is dropped with one warning saying why."""
+    ok = []
+    for method in methods:
+        try:
+            explain(model, image, [method], targets=0, layer=layer)
+            ok.append(method)
+        except ValueError as e:
+            warnings.warn(f"{who}skipping {method}: {e}", stacklevel=3)
+    return ok
