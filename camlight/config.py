@@ -35,14 +35,36 @@ def _f(default: Any, help: str, choices: tuple | None = None, minimum: float | N
 
 @dataclass
 class DataConfig:
-    name: str = _f("synthetic", "dataset", choices=("synthetic",))
+    name: str = _f(
+        "synthetic",
+        "dataset: synthetic (embedded), oxford_pets (Oxford-IIIT Pet), image_folder (root/{train,val}/<class>/)",
+        choices=("synthetic", "oxford_pets", "image_folder"),
+    )
+    root: str | None = _f(None, "dataset folder (oxford_pets: holds oxford-iiit-pet/; image_folder: holds train/)")
+    download: bool = _f(False, "oxford_pets: download with torchvision when missing (needs network)")
+    target: str = _f(
+        "binary", "oxford_pets: binary (cat vs dog, species column) or breed (37)", choices=("binary", "breed")
+    )
+    classes: list = _f([], "image_folder: class subset by folder name, wnid or readable name ([] = all)")
+    boxes: str = _f(
+        "auto",
+        "image_folder ground truth: loc (LOC_*_solution.csv), xml, auto or none",
+        choices=("auto", "loc", "xml", "none"),
+    )
+    box_dir: str | None = _f(None, "image_folder: where LOC csv or XML box files are (null = root)")
+    val_fraction: float = _f(0.1, "photos: share of train(val) held out for validation when there is no val split")
     image_size: int = _f(64, "side of the square input images in pixels", minimum=32)
+    resize: int | None = _f(
+        None, "photos: evaluation resize of the shorter side before the centre crop (null = 8/7 of image_size)"
+    )
+    train_scale: list = _f([0.35, 1.0], "photos: area range of the training random resized crop")
     train_size: int = _f(4000, "training samples (synthetic)", minimum=1)
     val_size: int = _f(1000, "validation samples (synthetic)", minimum=1)
     test_size: int = _f(1000, "test samples (synthetic)", minimum=0)
     batch_size: int = _f(64, "samples per batch", minimum=1)
-    num_workers: int = _f(0, "DataLoader worker processes (0 = load in the main process)", minimum=0)
-    seed: int = _f(0, "dataset seed: with split and index it fixes every synthetic image")
+    num_workers: Any = _f(0, "DataLoader worker processes: a count (0 = main process) or auto (CPU cores, at most 8)")
+    pin_memory: Any = _f("auto", "DataLoader pinned memory: true, false or auto (on when training on a GPU)")
+    seed: int = _f(0, "dataset seed: fixes every synthetic image and the held-out validation split of photos")
     cache: bool = _f(True, "keep drawn synthetic images in memory after the first epoch")
 
 
@@ -55,7 +77,10 @@ class ModelConfig:
     width: int = _f(32, "base channel count of simple_cnn (blocks have w, 2w, 4w, 4w)", minimum=1)
     fc_hidden: int = _f(256, "hidden units of the fc head", minimum=1)
     dropout: float = _f(0.5, "dropout rate of the fc head", minimum=0.0)
-    pretrained: bool = _f(False, "load torchvision ImageNet weights from the local torch hub cache")
+    pretrained: Any = _f(
+        False,
+        "torchvision ImageNet weights from the local torch hub cache: true, false, or auto (when the file is there)",
+    )
 
 
 @dataclass
@@ -305,7 +330,45 @@ def validate(cfg: DictConfig, schema: type | None = None) -> None:
     if schema is Config:
         for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
             _check_limit(key, OmegaConf.select(cfg, key))
+        _check_data(cfg.data)
+        _check_choice("model.pretrained", cfg.model.pretrained, (True, False, "auto"))
         _check_writable(Path(cfg.out_dir))
+
+
+def _check_choice(key: str, value: Any, valid: tuple) -> None:
+    if not any(value is v or value == v and type(value) is type(v) for v in valid):
+        shown = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in valid)
+        raise ConfigError(f"invalid {key}={value!r}; choose one of {shown}")
+
+
+def _check_data(d: DictConfig) -> None:
+    w = d.num_workers
+    if not (w == "auto" or (isinstance(w, int) and not isinstance(w, bool) and w >= 0)):
+        raise ConfigError(f"invalid data.num_workers={w!r}; use a count >= 0 or auto")
+    _check_choice("data.pin_memory", d.pin_memory, (True, False, "auto"))
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(f"invalid data.val_fraction={d.val_fraction}; use a fraction between 0 and 1, e.g. 0.1")
+    scale = list(d.train_scale)
+    if len(scale) != 2 or not all(isinstance(v, (int, float)) for v in scale) or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(
+            f"invalid data.train_scale={scale}; use [low, high] with 0 < low <= high <= 1, e.g. [0.35, 1.0]"
+        )
+    if d.resize is not None and d.resize < d.image_size:
+        raise ConfigError(
+            f"invalid data.resize={d.resize}; it must be at least data.image_size={d.image_size} (or null)"
+        )
+    if d.name != "synthetic" and not d.root:
+        raise ConfigError(f"data.root is required with data.name={d.name}: the folder holding the dataset")
+
+
+def num_workers(value: Any) -> int:
+    """data.num_workers as a count: "auto" is the CPU cores this process may use, at most 8."""
+    if value != "auto":
+        return int(value)
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores)
 
 
 def _check_limit(key: str, value: Any) -> None:

@@ -23,11 +23,12 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from camlight.callbacks import ExplanationCallback
-from camlight.config import ConfigError, heads
-from camlight.datamodules import SyntheticPets
+from camlight.config import ConfigError, heads, num_workers
+from camlight.datamodules import DataError, PhotoDataModule, from_config
+from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from camlight.modules import BACKBONES, Classifier, check_architecture
 from camlight.modules.backbones import pretrained_path
 
@@ -53,10 +54,10 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
         raise ConfigError(f"explain: {err}") from None
 
 
-def check(cfg: DictConfig) -> None:
-    """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
+def check(cfg: DictConfig, datamodule=None) -> None:
+    """Checks that need the model zoo or the data: run before anything is written. Raises ConfigError."""
     build_explanation_callback(cfg)
-    if cfg.explain.enabled and cfg.explain.probe_size > cfg.data.val_size:
+    if cfg.explain.enabled and cfg.data.name == "synthetic" and cfg.explain.probe_size > cfg.data.val_size:
         raise ConfigError(
             f"explain.probe_size={cfg.explain.probe_size} is larger than data.val_size={cfg.data.val_size}; "
             "lower explain.probe_size"
@@ -66,7 +67,7 @@ def check(cfg: DictConfig) -> None:
             check_architecture(cfg.model.backbone, head, cfg.data.image_size)
         except ValueError as e:
             raise ConfigError(str(e).replace("image_size", "data.image_size", 1)) from None
-    if cfg.model.pretrained:
+    if cfg.model.pretrained is True:
         if BACKBONES[cfg.model.backbone].pretrained is None:
             raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
         path = pretrained_path(cfg.model.backbone)
@@ -74,26 +75,74 @@ def check(cfg: DictConfig) -> None:
             url = BACKBONES[cfg.model.backbone].pretrained().url
             raise ConfigError(
                 f"pretrained weights for {cfg.model.backbone} not found at {path}; download {url} "
-                f"to that path (or point TORCH_HOME at a cache holding it), or set model.pretrained=false"
+                f"to that path (or point TORCH_HOME at a cache holding it), set model.pretrained=auto "
+                "to train from scratch when they are missing, or set model.pretrained=false"
+            )
+    if isinstance(datamodule, PhotoDataModule) and cfg.explain.enabled:
+        val = datamodule.split_size("val")
+        if cfg.explain.probe_size > val:
+            raise ConfigError(
+                f"explain.probe_size={cfg.explain.probe_size} is larger than the {val} validation images "
+                f"under {datamodule.root}; lower explain.probe_size"
             )
 
 
-def build_datamodule(cfg: DictConfig) -> SyntheticPets:
-    d = cfg.data
-    return SyntheticPets(
-        image_size=d.image_size,
-        train_size=d.train_size,
-        val_size=d.val_size,
-        test_size=d.test_size,
-        batch_size=d.batch_size,
-        num_workers=d.num_workers,
-        seed=d.seed,
-        cache=d.cache,
+def resolve_pretrained(cfg: DictConfig) -> tuple[bool, str]:
+    """model.pretrained as a bool ("auto": whether the weights are in the local cache) and a line saying which."""
+    backbone, wanted = cfg.model.backbone, cfg.model.pretrained
+    if wanted is False or BACKBONES[backbone].pretrained is None:
+        note = "" if wanted is False else " (it has no pretrained weights)"
+        return False, f"{backbone}: trained from scratch{note}"
+    path = pretrained_path(backbone)
+    if path.is_file():
+        return True, f"{backbone}: starting from ImageNet weights {path}"
+    url = BACKBONES[backbone].pretrained().url
+    return (
+        False,
+        f"{backbone}: ImageNet weights not in the local cache ({path}); trained from scratch (download {url} to use them)",
     )
 
 
-def build_model(cfg: DictConfig, head: str, datamodule) -> Classifier:
+def normalization(cfg: DictConfig, datamodule_cls=None) -> tuple[tuple, tuple] | tuple[None, None]:
+    """ImageNet mean/std for photos and for torchvision backbones; the dataset's own otherwise."""
+    if cfg.data.name != "synthetic" or cfg.model.backbone != "simple_cnn":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return None, None
+
+
+def _pin_memory(cfg: DictConfig) -> bool:
+    if cfg.data.pin_memory != "auto":
+        return bool(cfg.data.pin_memory)
+    import torch
+
+    accelerator = str(cfg.trainer.accelerator)
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+
+def build_datamodule(cfg: DictConfig):
+    """The datamodule of `cfg.data`, its layout checked (photos are indexed here).
+
+    Raises:
+        ConfigError: missing root, wrong layout, unreadable list or box files.
+    """
+    mean, std = normalization(cfg)
+    try:
+        dm = from_config(
+            cfg.data, mean, std, pin_memory=_pin_memory(cfg), num_workers=num_workers(cfg.data.num_workers)
+        )
+        if isinstance(dm, PhotoDataModule):
+            if rank_zero_only.rank == 0:
+                dm.prepare_data()  # downloads only with data.download=true
+            dm.setup()
+            rank_zero_info(dm.describe())
+    except (DataError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    return dm
+
+
+def build_model(cfg: DictConfig, head: str, datamodule, pretrained: bool | None = None) -> Classifier:
     m, o = cfg.model, cfg.optim
+    pretrained = resolve_pretrained(cfg)[0] if pretrained is None else pretrained
     return Classifier(
         backbone=m.backbone,
         head=head,
@@ -104,7 +153,8 @@ def build_model(cfg: DictConfig, head: str, datamodule) -> Classifier:
         width=m.width,
         fc_hidden=m.fc_hidden,
         dropout=m.dropout,
-        pretrained=m.pretrained,
+        pretrained=pretrained,
+        eval_resize=getattr(datamodule, "eval_resize", None),
         lr=o.lr,
         weight_decay=o.weight_decay,
         schedule=o.schedule,
@@ -154,10 +204,12 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     """Train one model; return its row of the summary."""
     name = f"{cfg.model.backbone}-{head}"
     run_dir = group_dir / name
+    pretrained, _ = resolve_pretrained(cfg)
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     run_cfg["model"]["head"] = head
+    run_cfg["model"]["pretrained"] = pretrained  # "auto" resolved: what this run really did
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(cfg, head, datamodule)
+    model = build_model(cfg, head, datamodule, pretrained)
     model.run_config = run_cfg
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
@@ -183,6 +235,8 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
         "val_acc": _float(checkpoint.best_model_score),
         "last_val_acc": _float(trainer.callback_metrics.get("val/acc")),
         "epochs": trainer.current_epoch,
+        "pretrained": pretrained,
+        "skipped_files": len(getattr(datamodule, "skipped", {})),
         "fit_seconds": round(seconds, 1),
         "best_checkpoint": checkpoint.best_model_path or None,
         "last_checkpoint": checkpoint.last_model_path or None,
@@ -228,11 +282,16 @@ def run(cfg: DictConfig) -> dict:
     os.environ[GROUP_ENV] = group
     try:
         datamodule = build_datamodule(cfg)
+        check(cfg, datamodule)
+        rank_zero_info(resolve_pretrained(cfg)[1])
         runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
     finally:
         if inherited is None:
             os.environ.pop(GROUP_ENV, None)
     summary = {"group": group, "group_dir": str(group_dir), "experiment": cfg.experiment, "runs": runs}
+    skipped = getattr(datamodule, "skipped", {})
+    if skipped:
+        summary["skipped_files"] = dict(sorted(skipped.items()))
     if rank_zero_only.rank == 0:
         _write_json(group_dir / "summary.json", summary)
         from camlight.viz.html import run_report
@@ -288,5 +347,11 @@ def format_summary(summary: dict) -> str:
     syncs = [r["wandb_sync"] for r in summary["runs"] if r["wandb_sync"]]
     if syncs:
         lines += ["", "upload to W&B later with:", *(f"  {s}" for s in syncs)]
+    skipped = summary.get("skipped_files") or {}
+    if skipped:
+        lines += [
+            "",
+            f"{len(skipped)} unreadable files were skipped (listed in summary.json), e.g. {next(iter(skipped))}",
+        ]
     lines += ["", f"summary: {Path(summary['group_dir']) / 'summary.json'}"]
     return "\n".join(lines)

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import csv
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from camlight.config import ConfigError
+from camlight.datamodules import DataError, PhotoDataModule, from_config
+from camlight.datamodules.base import Skipped
+from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
+from camlight.datamodules.transforms import eval_transform
 from camlight.explain import METHODS, explain, supported
 from camlight.metrics import energy_pointing_game, pointing_game
 from camlight.modules import Classifier, checkpoint_config, load_classifier
@@ -28,10 +31,6 @@ from camlight.viz import denormalize, draw_contour, overlay, probe_grid
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-# Larger images are resized like any other; only beyond Pillow's own decompression-bomb limit
-# (about 179 megapixels) are they refused, rather than decoded into gigabytes.
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 EXIT_OK, EXIT_SKIPPED = 0, 3
 
 
@@ -61,35 +60,35 @@ def load_model(path: str | None) -> Classifier:
 def image_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_image(p))
 
 
 def decode(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 (S,S,3) from any common image file; raises ValueError with the reason."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
-            img = Image.open(path)
-        with img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"too large ({img.width}×{img.height})")
-            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: scale to 8 bits
-                arr = np.asarray(img, dtype=np.float64)
-                arr = (arr / max(arr.max(), 1) * 255).astype(np.uint8)
-                img = Image.fromarray(arr)
-            rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.array(rgb, dtype=np.uint8)  # a writable copy
-    except Image.DecompressionBombError:
-        raise ValueError("too large to decode safely") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"not a readable image ({type(e).__name__}: {str(e)[:100]})") from None
+    """RGB uint8 (S,S,3): any common image file squashed to `size`²; raises ValueError with the reason."""
+    rgb = read_rgb(path, draft=size)  # JPEG: decode at a reduced scale when possible
+    return np.array(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def _normalise(rgb: np.ndarray, mean, std) -> torch.Tensor:
     x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def prepare(path: Path, pre: dict) -> torch.Tensor:
+    """(3,S,S) normalised input from an image file, prepared as the checkpoint's evaluation data was:
+    shorter side to `eval_resize` and a centre crop, or (without `eval_resize`) squashed to S².
+
+    Raises:
+        BadFile: unreadable, truncated or too large.
+    """
+    size, resize = pre["image_size"], pre.get("eval_resize")
+    if not resize:
+        return _normalise(decode(path, size), pre["mean"], pre["std"])
+    from torchvision import tv_tensors
+
+    rgb = read_rgb(path, draft=resize)
+    transform = eval_transform(size, resize, pre["mean"], pre["std"])
+    return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))).as_subclass(torch.Tensor)
 
 
 def _names(paths: list[Path], root: Path) -> list[str]:
@@ -103,43 +102,59 @@ def file_items(root: Path, model: Classifier) -> tuple[list[Item], list[tuple[st
     paths = image_files(root)
     for path, name in zip(paths, _names(paths, root), strict=True):
         try:
-            rgb = decode(path, pre["image_size"])
-        except ValueError as e:
+            image = prepare(path, pre)
+        except BadFile as e:
             skipped.append((str(path), str(e)))
             continue
-        items.append(Item(name, _normalise(rgb, pre["mean"], pre["std"])))
+        items.append(Item(name, image))
     return items, skipped
 
 
-def split_items(cfg: DictConfig, model: Classifier, checkpoint: str) -> list[Item]:
-    from camlight.datamodules import SyntheticPets
-
+def split_items(cfg: DictConfig, model: Classifier, checkpoint: str) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The checkpoint's own validation or test data (or its probe set), with ground truth."""
     run_cfg = checkpoint_config(checkpoint)
     if not run_cfg or "data" not in run_cfg:
         raise ConfigError(f"{checkpoint} holds no data config (not saved by train.py); use input= instead of split=")
-    d = run_cfg["data"]
-    dm = SyntheticPets(
-        image_size=d["image_size"],
-        train_size=1,
-        val_size=d["val_size"],
-        test_size=d["test_size"],
-        seed=d["seed"],
-        cache=False,
-    )
+    pre = model.preprocessing
+    d = dict(run_cfg["data"])
+    d.setdefault("name", "synthetic")
+    if d["name"] == "synthetic":
+        d.update(train_size=1, cache=False)
+    try:
+        dm = from_config(d, pre["mean"], pre["std"], num_workers=0)
+        if isinstance(dm, PhotoDataModule):
+            dm.setup()
+    except (DataError, ValueError) as e:
+        raise ConfigError(f"cannot load the checkpoint's {cfg.split} data: {e}") from None
     if cfg.probe_size:
         if cfg.split != "val":
             raise ConfigError("probe_size= works with split=val (the probe set is drawn from validation data)")
-        batch = dm.probe_batch(cfg.probe_size)
-        ids = list(range(cfg.probe_size))
-    else:
-        dataset = dm.datasets[cfg.split]
-        if len(dataset) == 0:
-            raise ConfigError(f"the checkpoint's {cfg.split} split is empty")
-        samples = [dataset[i] for i in range(len(dataset))]
-        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
-        ids = list(range(len(dataset)))
+        try:
+            batch = dm.probe_batch(cfg.probe_size)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        skipped = sorted(getattr(dm, "skipped", {}).items())
+        return _split_rows(cfg.split, batch, range(cfg.probe_size)), skipped
+    dataset = dm.dataset(cfg.split) if isinstance(dm, PhotoDataModule) else dm.datasets[cfg.split]
+    if len(dataset) == 0:
+        raise ConfigError(f"the checkpoint's {cfg.split} split is empty")
+    samples, skipped, ids = [], [], []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        if isinstance(s, Skipped):
+            skipped.append((s.path, s.reason))
+        else:
+            samples.append(s)
+            ids.append(i)
+    if not samples:
+        return [], skipped
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "label", "mask", "box")}
+    return _split_rows(cfg.split, batch, ids), skipped
+
+
+def _split_rows(split: str, batch: dict, ids) -> list[Item]:
     return [
-        Item(f"{cfg.split}_{i:05d}", batch["image"][j], int(batch["label"][j]), batch["mask"][j], batch["box"][j])
+        Item(f"{split}_{i:05d}", batch["image"][j], int(batch["label"][j]), batch["mask"][j], batch["box"][j])
         for j, i in enumerate(ids)
     ]
 
@@ -198,7 +213,7 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
         if not items and not skipped:
             raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
     else:
-        items, skipped = split_items(cfg, model, cfg.checkpoint), []
+        items, skipped = split_items(cfg, model, cfg.checkpoint)
     device = _device(cfg.device)
     model = model.to(device)
     out = Path(cfg.out)

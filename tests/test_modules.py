@@ -95,7 +95,12 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path, head):
     loaded = load_classifier(path)
     assert not loaded.training
     assert loaded.class_names == ("cat", "dog")
-    assert loaded.preprocessing == {"image_size": 64, "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    assert loaded.preprocessing == {
+        "image_size": 64,
+        "eval_resize": None,
+        "mean": (0.1, 0.2, 0.3),
+        "std": (0.4, 0.5, 0.6),
+    }
     assert loaded.hparams.head == head
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():

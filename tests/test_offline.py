@@ -257,6 +257,8 @@ def test_images_beyond_the_pixel_limit_are_skipped_and_others_resized(tmp_path, 
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "in" / "big.png")
     assert offline.decode(tmp_path / "in" / "big.png", 64).shape == (64, 64, 3)  # resized
-    monkeypatch.setattr(offline, "MAX_PIXELS", 100 * 100)
+    from camlight.datamodules import io
+
+    monkeypatch.setattr(io, "MAX_PIXELS", 100 * 100)
     with pytest.raises(ValueError, match=r"too large \(400×300\)"):
         offline.decode(tmp_path / "in" / "big.png", 64)

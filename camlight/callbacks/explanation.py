@@ -27,8 +27,8 @@ METRICS: dict[str, tuple[Callable[[int], Metric], _Update]] = {
     "energy_pointing_game": (lambda c: M.EnergyPointingGame(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
     "box_accuracy": (lambda c: M.BoxAccuracy(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
     "max_box_acc_v2": (lambda c: M.MaxBoxAccV2(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
-    "mask_iou": (lambda c: M.MaskIoU(), lambda m, maps, b, model, t: m.update(maps, b["mask"])),
-    "pxap": (lambda c: M.PxAP(), lambda m, maps, b, model, t: m.update(maps, b["mask"])),
+    "mask_iou": (lambda c: M.MaskIoU(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
+    "pxap": (lambda c: M.PxAP(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
     "deletion_auc": (lambda c: M.DeletionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
     "insertion_auc": (lambda c: M.InsertionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
     "average_drop": (lambda c: M.AverageDrop(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
@@ -37,6 +37,8 @@ METRICS: dict[str, tuple[Callable[[int], Metric], _Update]] = {
         lambda m, maps, b, model, t: m.update(model, b["image"], maps, t),
     ),
 }
+# Metrics that need ground-truth masks or boxes; a probe set without any skips them.
+GROUND_TRUTH_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "max_box_acc_v2", "mask_iou", "pxap")
 DEFAULT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam")
 DEFAULT_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou")
 
@@ -96,6 +98,7 @@ class ExplanationCallback(pl.Callback):
         super().__init__()
         self.methods = _check_names("method", methods, METHODS)
         self.metric_names = _check_names("metric", metrics, list(METRICS))
+        self.scored = list(self.metric_names)  # those the probe set has ground truth for (see prepare)
         for name, value, low in (
             ("every_n_epochs", every_n_epochs, 1),
             ("probe_size", probe_size, 1),
@@ -129,15 +132,25 @@ class ExplanationCallback(pl.Callback):
             pl_module, self._on(pl_module, probe["image"][:1]), self.methods, who="ExplanationCallback: "
         )
         self.probe = {k: v[rank::world_size] for k, v in probe.items()}  # each rank its share
+        self.scored = list(self.metric_names)
+        if "mask" not in probe or not probe["mask"].any():  # decided on the whole probe set, like `active`
+            self.scored = [m for m in self.metric_names if m not in GROUND_TRUTH_METRICS]
+            dropped = [m for m in self.metric_names if m in GROUND_TRUTH_METRICS]
+            if dropped and rank == 0:
+                warnings.warn(
+                    f"ExplanationCallback: the probe set has no ground-truth masks or boxes, so {', '.join(dropped)} "
+                    "cannot be scored; explanations are still logged (faithfulness metrics such as deletion_auc "
+                    "need no ground truth)",
+                    stacklevel=2,
+                )
         self.pair = None
         if self.pair_probe:
             try:
                 pair = dm.probe_batch(max(self.probe_size // 2, 1), mode="pair")
                 self.pair = {k: v[rank::world_size] for k, v in pair.items()}
-            except (TypeError, ValueError) as e:
-                warnings.warn(
-                    f"ExplanationCallback: no pair probe from this datamodule ({e}); class_discrimination is skipped",
-                    stacklevel=2,
+            except (TypeError, ValueError) as e:  # photos hold one labelled class: nothing to warn about
+                log.info(
+                    "ExplanationCallback: no pair probe from this datamodule (%s); class_discrimination skipped", e
                 )
         self.mean, self.std = tuple(dm.mean), tuple(dm.std)
         self.class_names = list(getattr(dm, "class_names", None) or [])
@@ -194,7 +207,7 @@ class ExplanationCallback(pl.Callback):
         scores = {}
         num_classes = len(self.class_names)
         for method in self.active:
-            for name in self.metric_names:
+            for name in self.scored:
                 build, update = METRICS[name]
                 metric = build(num_classes).to(pl_module.device)
                 if method in maps:
@@ -239,7 +252,14 @@ class ExplanationCallback(pl.Callback):
         hits = {m: M.pointing_game(maps[m][:n], batch["mask"][:n]) for m in maps}
         name = lambda i: self.class_names[int(i)]  # noqa: E731
         row_titles = [f"{name(batch['label'][i])}, pred {name(pred[i])} {conf[i]:.2f}" for i in range(n)]
-        cell_titles = {m: [("hit" if h else "miss", bool(h)) for h in hits[m].tolist()] for m in maps}
+        has_gt = batch["mask"][:n].flatten(1).any(1).tolist()
+        cell_titles = {
+            m: [
+                ("hit" if h else "miss", bool(h)) if g else ("", None)
+                for h, g in zip(hits[m].tolist(), has_gt, strict=True)
+            ]
+            for m in maps
+        }
         grid = probe_grid(inputs, overlays, row_titles, cell_titles)
         epoch = trainer.current_epoch
         grid.save(self.out_dir / f"epoch_{epoch:03d}.png")

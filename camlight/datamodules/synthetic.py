@@ -94,6 +94,7 @@ class SyntheticPets(pl.LightningDataModule):
         seed: dataset seed (independent of the training seed).
         pin_memory: DataLoader pinned memory (for GPU training).
         cache: keep drawn train/val/test samples in memory after their first epoch.
+        mean, std: per-channel normalisation (default: the drawn images' own statistics).
 
     Example::
 
@@ -117,14 +118,20 @@ class SyntheticPets(pl.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         cache: bool = True,
+        mean=MEAN,
+        std=STD,
     ):
         super().__init__()
+        self.mean, self.std = tuple(mean), tuple(std)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.seed, self.pin_memory = seed, pin_memory
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.datasets = {s: SyntheticPetsDataset(s, n, image_size, seed, cache=cache) for s, n in self.sizes.items()}
+        self.datasets = {
+            s: SyntheticPetsDataset(s, n, image_size, seed, self.mean, self.std, cache=cache)
+            for s, n in self.sizes.items()
+        }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -155,7 +162,7 @@ class SyntheticPets(pl.LightningDataModule):
             seed: which validation samples "single" picks.
         """
         if mode == "pair":
-            dataset = SyntheticPetsDataset("pair", n, self.image_size, self.seed)
+            dataset = SyntheticPetsDataset("pair", n, self.image_size, self.seed, self.mean, self.std)
             indices = range(n)
         elif mode == "single":
             dataset = self.datasets["val"]

@@ -135,8 +135,8 @@ class MaskIoU(_MeanMetric):
         super().__init__(**kwargs)
         self.threshold = threshold
 
-    def update(self, maps: torch.Tensor, masks: torch.Tensor) -> None:
-        self._accumulate(_l.mask_iou(maps, masks, self.threshold), _has_mask(masks))
+    def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
+        self._accumulate(_l.mask_iou(maps, masks, self.threshold, ignore), _has_mask(masks))
 
 
 class PxAP(Metric):
@@ -150,8 +150,8 @@ class PxAP(Metric):
         self.add_state("pos", torch.zeros(_l.PXAP_BINS, dtype=torch.float32), dist_reduce_fx="sum")
         self.add_state("neg", torch.zeros(_l.PXAP_BINS, dtype=torch.float32), dist_reduce_fx="sum")
 
-    def update(self, maps: torch.Tensor, masks: torch.Tensor) -> None:
-        pos, neg = _l._pxap_update(maps, masks)
+    def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
+        pos, neg = _l._pxap_update(maps, masks, ignore=ignore)
         self.pos += pos.float()
         self.neg += neg.float()
 

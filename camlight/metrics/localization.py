@@ -192,9 +192,15 @@ def max_box_acc_v2(maps, boxes, thresholds=None, ious=(0.3, 0.5, 0.7)) -> float:
 # -- masks -----------------------------------------------------------------------------------
 
 
-def mask_iou(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(B,) IoU of (map >= threshold) with the mask; 0 when both are empty."""
+def mask_iou(
+    maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5, ignore: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,) IoU of (map >= threshold) with the mask; 0 when both are empty. Pixels where `ignore`
+    (B,H,W) is set (e.g. a trimap's uncertain boundary) count neither way."""
     pred, gt = maps >= threshold, masks.bool()
+    if ignore is not None:
+        keep = ~ignore.bool()
+        pred, gt = pred & keep, gt & keep
     inter = (pred & gt).flatten(1).sum(1).float()
     union = (pred | gt).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
@@ -203,12 +209,16 @@ def mask_iou(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) ->
 PXAP_BINS = 101  # [0, .01), ..., [.99, 1), and 1.0 on its own, as in Choe et al.'s code
 
 
-def _pxap_update(maps: torch.Tensor, masks: torch.Tensor, bins: int = PXAP_BINS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Histograms (bins,) of map values on mask pixels and on background pixels (values clamped to [0,1])."""
+def _pxap_update(
+    maps: torch.Tensor, masks: torch.Tensor, bins: int = PXAP_BINS, ignore: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histograms (bins,) of map values on mask pixels and on background pixels (values clamped
+    to [0,1]); pixels where `ignore` is set are in neither."""
     idx = (maps.clamp(0, 1) * (bins - 1)).floor().long()
     gt = masks.bool()
-    pos = torch.bincount(idx[gt], minlength=bins).float()
-    neg = torch.bincount(idx[~gt], minlength=bins).float()
+    keep = torch.ones_like(gt) if ignore is None else ~ignore.bool()
+    pos = torch.bincount(idx[gt & keep], minlength=bins).float()
+    neg = torch.bincount(idx[~gt & keep], minlength=bins).float()
     return pos, neg
 
 
@@ -225,8 +235,9 @@ def _pxap_compute(pos: torch.Tensor, neg: torch.Tensor) -> float:
     return float(((recall - recall_next) * precision).sum())
 
 
-def pxap(maps: torch.Tensor, masks: torch.Tensor) -> float:
+def pxap(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> float:
     """Choe et al. 2020: pixel average precision of the map as a per-pixel mask predictor, over
     thresholds 0, 0.01, ..., 0.99, 1.0 (maps clamped to [0,1]). Every pixel of every image counts,
-    also of images without a mask (they add negatives); with no positive pixel at all it is 0."""
-    return _pxap_compute(*_pxap_update(maps, masks))
+    also of images without a mask (they add negatives), except those where `ignore` is set; with
+    no positive pixel at all it is 0."""
+    return _pxap_compute(*_pxap_update(maps, masks, ignore=ignore))

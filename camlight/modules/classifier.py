@@ -52,6 +52,9 @@ class Classifier(pl.LightningModule):
         width: base channel count of `simple_cnn` (ignored by the torchvision backbones).
         fc_hidden, dropout: size of the hidden layer and dropout rate of the `fc` head.
         pretrained: load torchvision's ImageNet weights from the local hub cache.
+        eval_resize: how evaluation inputs were prepared: None squashes any image to
+            `image_size`² (synthetic data); a number resizes the shorter side to it and centre
+            crops `image_size` (photos, as their datamodules do).
         lr, weight_decay: AdamW; the learning rate follows a one-cycle schedule when `schedule` is
             "onecycle", and stays constant when it is "constant".
 
@@ -74,6 +77,7 @@ class Classifier(pl.LightningModule):
         fc_hidden: int = 256,
         dropout: float = 0.5,
         pretrained: bool = False,
+        eval_resize: int | None = None,
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         schedule: str = "onecycle",
@@ -108,9 +112,16 @@ class Classifier(pl.LightningModule):
 
     @property
     def preprocessing(self) -> dict:
-        """What an input needs before `forward`: resize to `image_size`, then normalise."""
+        """What an input needs before `forward`: resize (shorter side to `eval_resize`, then a
+        centre crop of `image_size`; or, when `eval_resize` is None, straight to `image_size`²),
+        then normalise with `mean` and `std`."""
         h = self.hparams
-        return {"image_size": h.image_size, "mean": tuple(h.mean), "std": tuple(h.std)}
+        return {
+            "image_size": h.image_size,
+            "eval_resize": h.get("eval_resize"),
+            "mean": tuple(h.mean),
+            "std": tuple(h.std),
+        }
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) normalised images → feature map A (B,K,h,w)."""
@@ -120,7 +131,9 @@ class Classifier(pl.LightningModule):
         """(B,3,H,W) normalised images → logits (B,C)."""
         return self.head(self.features(x))
 
-    def _step(self, batch: dict, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+    def _step(self, batch: dict, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor | None:
+        if "image" not in batch or len(batch["image"]) == 0:  # every file of the batch was unreadable
+            return None
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         accuracy(logits, batch["label"])

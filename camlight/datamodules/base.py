@@ -1,0 +1,210 @@
+"""What the real-photo datamodules share: records, a skipping dataset, collation, the datamodule.
+
+A dataset yields `sample(...)` dicts; a file that cannot be used (unreadable or truncated image,
+annotation outside the image) yields a `Skipped` instead. `collate` drops those and hands their
+paths to the batch under `skipped`; the datamodule takes them out in the main process before the
+batch moves to the device, logs each file once and counts them (`datamodule.skipped`), so one bad
+file never stops an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from camlight.datamodules.io import BadFile, read_rgb
+from camlight.datamodules.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TRAIN_SCALE,
+    default_resize,
+    eval_transform,
+    sample,
+    train_transform,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Record:
+    """One labelled photo and where its ground truth comes from."""
+
+    path: Path
+    label: int
+    # → (H,W) uint8 OUTSIDE/OBJECT/BOUNDARY map, given the decoded image's (height, width); None
+    # when the photo has no ground truth.
+    region: Callable[[int, int], np.ndarray] | None = None
+    extra_box: Callable[[int, int], np.ndarray | None] | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+class PhotoDataset(Dataset):
+    """Records → samples through a v2 transform; a bad file gives `Skipped`, never an exception."""
+
+    def __init__(self, records: list[Record], transform):
+        self.records, self.transform = records, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict | Skipped:
+        r = self.records[index]
+        try:
+            rgb = read_rgb(r.path)
+            h, w = rgb.shape[:2]
+            region = r.region(h, w) if r.region else None
+            extra = r.extra_box(h, w) if r.extra_box else None
+            out = sample(rgb, r.label, self.transform, region, extra)
+        except BadFile as e:
+            return Skipped(str(r.path), str(e))
+        except (ValueError, OSError) as e:  # e.g. a trimap of another size than its photo
+            return Skipped(str(r.path), f"{type(e).__name__}: {e}")
+        out["index"] = torch.tensor(index)
+        return out
+
+
+def collate(items: list) -> dict:
+    """Default collation of the good samples; the bad ones go, as (path, reason), to `skipped`."""
+    good = [it for it in items if not isinstance(it, Skipped)]
+    skipped = [(it.path, it.reason) for it in items if isinstance(it, Skipped)]
+    batch = default_collate(good) if good else {}
+    batch["skipped"] = skipped
+    return batch
+
+
+class PhotoDataModule(pl.LightningDataModule):
+    """Base of `OxfordPets` and `ImageFolder`: loaders, the probe set and skipped-file counting.
+
+    Subclasses fill `self.records` ({"train", "val", "test"} → list of Record) and
+    `self.class_names` in `index()`, which checks the layout and raises `DataError`.
+    """
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 224,
+        resize: int | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+        train_scale: tuple[float, float] = TRAIN_SCALE,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.root = Path(root).expanduser()
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.pin_memory, self.seed, self.train_scale = pin_memory, seed, tuple(train_scale)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.eval = eval_transform(image_size, resize, self.mean, self.std)
+        self.eval_resize = resize or default_resize(image_size)  # recorded in checkpoints for explain.py
+        self.records: dict[str, list[Record]] | None = None
+        self.class_names: tuple[str, ...] = ()
+        self.skipped: dict[str, str] = {}  # path → reason, every bad file seen in the main process
+
+    # -- subclasses ---------------------------------------------------------------------------
+
+    def index(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- Lightning ----------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.records is None:
+            self.index()
+
+    def split_size(self, split: str) -> int:
+        self.setup()
+        return len(self.records[split])
+
+    def dataset(self, split: str, train: bool = False) -> PhotoDataset:
+        self.setup()
+        t = train_transform(self.image_size, self.mean, self.std, self.train_scale) if train else self.eval
+        return PhotoDataset(self.records[split], t)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split, train),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(self.records[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        self.count_skipped(batch.pop("skipped", []))
+        return batch
+
+    def count_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        for path, reason in skipped:
+            if path not in self.skipped:
+                self.skipped[path] = reason
+                log.warning("skipped %s: %s (%d bad files so far)", path, reason, len(self.skipped))
+
+    # -- probe set ----------------------------------------------------------------------------
+
+    def probe_batch(self, n: int, mode: str = "single", seed: int = 0) -> dict[str, torch.Tensor]:
+        """The same `n` validation samples on every call (chosen by `seed`), as one CPU batch,
+        with the evaluation transform. Unreadable files are passed over (and counted), so the probe
+        set still holds `n` images when the split has that many good ones.
+
+        Photos hold one labelled class, so there is no "pair" mode: it raises ValueError."""
+        if mode != "single":
+            raise ValueError(f"{type(self).__name__} has no {mode!r} probe (one labelled class per photo)")
+        dataset = self.dataset("val")
+        if not 0 < n <= len(dataset):
+            raise ValueError(f"probe size {n} must be between 1 and the validation size {len(dataset)}")
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+        good, bad = [], []
+        for i in order:
+            item = dataset[i]
+            (bad if isinstance(item, Skipped) else good).append(item)
+            if len(good) == n:
+                break
+        self.count_skipped([(b.path, b.reason) for b in bad])
+        if not good:
+            raise ValueError(f"no readable validation image under {self.root}")
+        good.sort(key=lambda s: int(s["index"]))
+        return default_collate(good)
+
+    def describe(self) -> str:
+        """One line: what was found where."""
+        self.setup()
+        sizes = ", ".join(f"{s} {len(r)}" for s, r in self.records.items())
+        gt = sum(r.region is not None for r in self.records["val"])
+        return (
+            f"{type(self).__name__} at {self.root}: {len(self.class_names)} classes; {sizes} images; "
+            f"{gt} of {len(self.records['val'])} validation images with ground truth"
+        )

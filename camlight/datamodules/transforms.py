@@ -1,0 +1,123 @@
+"""Transforms for real photos with `torchvision.transforms.v2`: masks and boxes move with the image.
+
+Training: random resized crop, then horizontal flip. Evaluation: resize the shorter side to
+`resize`, then centre crop `image_size`. Both end in float conversion and normalisation of the
+image only. Masks (trimaps, filled boxes) are resampled with nearest neighbour, so their values
+stay what the annotation said; boxes are transformed as `tv_tensors.BoundingBoxes` and clipped.
+
+`sample(...)` builds one sample of the camlight batch format from a decoded photo and its
+annotations; every real datamodule uses it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TRAIN_SCALE = (0.35, 1.0)  # of the image area; torchvision's (0.08, 1) often crops the object away
+
+# Values of the `region` map that travels with the image: outside any annotation, the object
+# (pet, or inside a box), the uncertain boundary band of a trimap.
+OUTSIDE, OBJECT, BOUNDARY = 0, 1, 2
+
+
+def default_resize(image_size: int) -> int:
+    """The evaluation resize for a crop of `image_size`: 256 for 224, as torchvision's models."""
+    return round(image_size * 8 / 7)
+
+
+def _finish(mean, std) -> list:
+    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(mean, std)]
+
+
+def train_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=TRAIN_SCALE) -> v2.Compose:
+    """Random resized crop (area `scale`, aspect 3/4–4/3) and horizontal flip, then normalise."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_finish(mean, std),
+        ]
+    )
+
+
+def eval_transform(image_size: int, resize: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
+    """Resize the shorter side to `resize` (default `default_resize`), centre crop, normalise."""
+    resize = resize or default_resize(image_size)
+    if resize < image_size:
+        raise ValueError(f"resize={resize} is smaller than image_size={image_size}; use resize >= image_size")
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(image_size), *_finish(mean, std)])
+
+
+def mask_box(mask: torch.Tensor) -> torch.Tensor:
+    """(4,) float32 xyxy end-exclusive box of a (H,W) bool mask; zeros when it is empty."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(ys) == 0:
+        return torch.zeros(4)
+    return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+
+
+def boxes_region(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H,W) uint8 map: OBJECT inside any of the (n,4) end-exclusive boxes, OUTSIDE elsewhere."""
+    region = np.zeros((height, width), dtype=np.uint8)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64):
+        region[int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))] = OBJECT
+    return region
+
+
+def sample(
+    rgb: np.ndarray,
+    label: int,
+    transform: v2.Transform,
+    region: np.ndarray | None = None,
+    extra_box: np.ndarray | None = None,
+) -> dict[str, torch.Tensor]:
+    """One sample of the camlight batch format from a decoded photo and its annotations.
+
+    Args:
+        rgb: (H,W,3) uint8.
+        label: class index.
+        transform: a v2 transform (`train_transform` or `eval_transform`).
+        region: (H,W) uint8 map with OUTSIDE / OBJECT / BOUNDARY values, or None without ground truth.
+        extra_box: (4,) xyxy box kept separately as `extra_box` (e.g. a pet's head), or None.
+
+    Returns:
+        `image` (3,S,S) float32 normalised, `label` int64, `mask` (S,S) bool (OBJECT or BOUNDARY
+        pixels: empty without ground truth), `ignore` (S,S) bool (BOUNDARY pixels), `box` (4,) the
+        mask's box (zeros when empty) and `extra_box` (4,) (zeros when absent or cropped away).
+    """
+    height, width = rgb.shape[:2]
+    inputs: dict = {"image": tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))}
+    if region is not None:
+        if region.shape != (height, width):
+            raise ValueError(f"annotation is {region.shape[1]}×{region.shape[0]}, the image {width}×{height}")
+        inputs["region"] = tv_tensors.Mask(torch.from_numpy(region))
+    if extra_box is not None:
+        inputs["extra"] = tv_tensors.BoundingBoxes(
+            torch.as_tensor(extra_box, dtype=torch.float32)[None], format="XYXY", canvas_size=(height, width)
+        )
+    out = transform(inputs)
+    image = out["image"].as_subclass(torch.Tensor)
+    size = image.shape[-2:]
+    if region is not None:
+        r = out["region"].as_subclass(torch.Tensor)
+        mask, ignore = (r == OBJECT) | (r == BOUNDARY), r == BOUNDARY
+    else:
+        mask = ignore = torch.zeros(size, dtype=torch.bool)
+    result = {
+        "image": image,
+        "label": torch.tensor(label, dtype=torch.int64),
+        "mask": mask,
+        "ignore": ignore,
+        "box": mask_box(mask),
+        "extra_box": torch.zeros(4),
+    }
+    if extra_box is not None:
+        b = v2.functional.clamp_bounding_boxes(out["extra"]).as_subclass(torch.Tensor)[0].float()
+        if b[2] > b[0] and b[3] > b[1]:
+            result["extra_box"] = b
+    return result
