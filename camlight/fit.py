@@ -134,7 +134,6 @@ def build_datamodule(cfg: DictConfig):
             if rank_zero_only.rank == 0:
                 dm.prepare_data()  # downloads only with data.download=true
             dm.setup()
-            rank_zero_info(dm.describe())
     except (DataError, ValueError) as e:
         raise ConfigError(str(e)) from None
     return dm
@@ -283,6 +282,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         datamodule = build_datamodule(cfg)
         check(cfg, datamodule)
+        if isinstance(datamodule, PhotoDataModule):
+            rank_zero_info(datamodule.describe())
         rank_zero_info(resolve_pretrained(cfg)[1])
         runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
     finally:

@@ -304,3 +304,28 @@ def test_voc_xml_is_converted_to_zero_based_end_exclusive(tmp_path):
     (tmp_path / "b.xml").write_text("<annotation><object><name>x</name></object></annotation>")
     with pytest.raises(BadFile, match="no complete numeric bndbox"):
         read_voc_xml(tmp_path / "b.xml")
+
+
+def test_worker_processes_load_photos_and_report_bad_files_to_the_main_process(tmp_path):
+    make_oxford(tmp_path, per_breed=3, test_per_breed=1)
+    truncate(tmp_path / "oxford-iiit-pet/images/Bengal_2.jpg")
+    dm = OxfordPets(tmp_path, image_size=32, batch_size=16, num_workers=2, val_fraction=0.25)  # no drop_last
+    dm.setup()
+    n = sum(len(dm.on_before_batch_transfer(b, 0).get("image", [])) for b in dm.val_dataloader())
+    n += sum(len(dm.on_before_batch_transfer(b, 0).get("image", [])) for b in dm.test_dataloader())
+    n += sum(len(dm.on_before_batch_transfer(b, 0).get("image", [])) for b in dm.train_dataloader())
+    assert list(dm.skipped) == [str(tmp_path / "oxford-iiit-pet/images/Bengal_2.jpg")]
+    assert n == 16 - 1
+
+
+def test_explain_py_prepares_a_photo_exactly_as_the_validation_data(tmp_path):
+    from camlight.offline import prepare
+
+    make_image_folder(tmp_path, boxes=None, per_class=2, val_per_class=1)
+    dm = ImageFolder(tmp_path, image_size=40, resize=48)
+    dm.setup()
+    path = dm.records["val"][0].path
+    pre = {"image_size": 40, "eval_resize": 48, "mean": dm.mean, "std": dm.std}
+    assert torch.equal(prepare(path, pre), dm.dataset("val")[0]["image"])
+    squashed = prepare(path, {**pre, "eval_resize": None})  # synthetic-data checkpoints: squash to 40×40
+    assert squashed.shape == (3, 40, 40) and not torch.equal(squashed, dm.dataset("val")[0]["image"])

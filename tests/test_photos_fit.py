@@ -1,0 +1,142 @@
+"""End to end on photo fixtures: `camlight.fit.run` with the explanation callback on OxfordPets and
+ImageFolder, then `explain.py split=val` on the checkpoint, and the command-line answers to bad data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from camlight import fit, offline
+from camlight.config import OfflineConfig, load_config
+from camlight.modules import load_classifier
+from tests.conftest import REPO
+from tests.photo_fixtures import make_image_folder, make_oxford, truncate
+
+
+def _argv(tmp_path, name: str, *extra: str) -> list[str]:
+    return [
+        f"out_dir={tmp_path / 'outputs'}",
+        f"name={name}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "model.width=4",
+        "model.fc_hidden=8",
+        "model.head=gap",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "explain.probe_size=4",
+        "explain.methods=[gradcam,cam]",
+        "explain.metrics=[pointing_game,energy_pointing_game,mask_iou,pxap]",
+        "wandb.mode=disabled",
+        *extra,
+    ]
+
+
+def test_oxford_pets_trains_explains_and_scores_localization(tmp_path):
+    make_oxford(tmp_path / "pets", per_breed=8, test_per_breed=1)
+    truncate(tmp_path / "pets/oxford-iiit-pet/images/beagle_3.jpg")
+    cfg = load_config(
+        _argv(tmp_path, "pets", "data.name=oxford_pets", f"data.root={tmp_path / 'pets'}", "data.val_fraction=0.25")
+    )
+    summary = fit.run(cfg)
+    run = summary["runs"][0]
+    for method in ("gradcam", "cam"):
+        scores = run["localization"][method]
+        for metric in ("pointing_game", "energy_pointing_game", "mask_iou", "pxap"):
+            assert 0.0 <= scores[metric] <= 1.0, (method, metric, scores)
+    assert run["skipped_files"] == 1
+    assert list(summary["skipped_files"]) == [str(tmp_path / "pets/oxford-iiit-pet/images/beagle_3.jpg")]
+    assert "truncated" in next(iter(summary["skipped_files"].values()))
+    assert json.loads((tmp_path / "outputs/pets/summary.json").read_text())["skipped_files"]
+    run_dir = tmp_path / "outputs/pets/simple_cnn-gap"
+    rows = list(csv.DictReader(open(run_dir / "explanations/metrics.csv")))
+    assert rows and rows[0]["explain/gradcam/pointing_game"] != ""
+    assert (run_dir / "explanations/epoch_000.png").is_file()
+    # the checkpoint records the photo preprocessing, and explain.py rebuilds the split from it
+    model = load_classifier(run["best_checkpoint"])
+    assert model.preprocessing["eval_resize"] == round(32 * 8 / 7)
+    assert model.preprocessing["mean"] == (0.485, 0.456, 0.406)
+    out = tmp_path / "explained"
+    cfg = load_config(
+        [f"checkpoint={run['best_checkpoint']}", "split=val", f"out={out}", "methods=[gradcam]"],
+        schema=OfflineConfig,
+        defaults="explain.yaml",
+    )
+    assert offline.run(cfg, progress=False) == offline.EXIT_OK
+    results = list(csv.DictReader(open(out / "results.csv")))
+    assert len(results) == 8
+    assert all(r["label"] in ("cat", "dog") and r["gradcam/pointing_game"] in ("0", "1") for r in results)
+
+
+def test_image_folder_with_loc_boxes_trains_explains_and_scores(tmp_path):
+    make_image_folder(tmp_path / "inet", per_class=16, val_per_class=4, boxes="loc")
+    cfg = load_config(
+        _argv(tmp_path, "inet", "data.name=image_folder", f"data.root={tmp_path / 'inet'}", "model.head=both")
+    )
+    summary = fit.run(cfg)
+    assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
+    gap, fc = summary["runs"]
+    assert 0.0 <= gap["localization"]["gradcam"]["pointing_game"] <= 1.0
+    assert "cam" in gap["localization"] and "cam" not in fc["localization"]  # no CAM on an FC head
+    assert 0.0 <= fc["localization"]["gradcam"]["energy_pointing_game"] <= 1.0
+    assert load_classifier(gap["best_checkpoint"]).class_names == ("tench", "English springer")
+
+
+def test_image_folder_without_boxes_logs_explanations_without_localization(tmp_path):
+    make_image_folder(tmp_path / "kaggle", classes=("cat", "dog"), val_per_class=0, boxes=None)
+    argv = _argv(
+        tmp_path,
+        "kaggle",
+        "data.name=image_folder",
+        f"data.root={tmp_path / 'kaggle'}",
+        "explain.metrics=[pointing_game,deletion_auc]",
+        "data.val_fraction=0.25",
+    )
+    with pytest.warns(UserWarning, match="no ground-truth masks or boxes, so pointing_game cannot be scored"):
+        summary = fit.run(load_config(argv))
+    scores = summary["runs"][0]["localization"]["gradcam"]
+    assert list(scores) == ["deletion_auc"] and 0.0 <= scores["deletion_auc"] <= 1.0
+    assert (tmp_path / "outputs/kaggle/simple_cnn-gap/explanations/epoch_000.png").is_file()
+
+
+def _train(tmp_path, *argv):
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), f"out_dir={tmp_path / 'outputs'}", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
+def test_bad_data_settings_get_one_line_and_exit_code_2(tmp_path):
+    make_image_folder(tmp_path / "d", classes=("cat", "dog"), boxes=None)
+    (tmp_path / "d/train/empty").mkdir()
+    cases = [
+        (["data.name=image_folder"], "data.root is required with data.name=image_folder"),
+        (["data.name=image_folder", f"data.root={tmp_path / 'nope'}"], "it should hold root/train/<class>/*.jpg"),
+        (["data.name=oxford_pets", f"data.root={tmp_path / 'd'}"], "oxford-iiit-pet/images not found"),
+        (["data.name=image_folder", f"data.root={tmp_path / 'd'}"], "train/empty holds no images"),
+        (
+            [
+                "data.name=image_folder",
+                f"data.root={tmp_path / 'd'}",
+                "data.classes=[cat,dog]",
+                "explain.probe_size=99",
+            ],
+            "explain.probe_size=99 is larger than the 8 validation images",
+        ),
+        (
+            ["data.name=image_folder", f"data.root={tmp_path / 'd'}", "data.classes=[cat,dog]", "data.boxes=loc"],
+            "data.boxes=loc but neither",
+        ),
+    ]
+    for argv, message in cases:
+        out = _train(tmp_path, *argv)
+        assert out.returncode == 2, (argv, out.stderr[-500:])
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (argv, out.stderr[-500:])
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
