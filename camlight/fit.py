@@ -207,6 +207,10 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     run_cfg["model"]["head"] = head
     run_cfg["model"]["pretrained"] = pretrained  # "auto" resolved: what this run really did
+    if isinstance(datamodule, PhotoDataModule):  # absolute, so explain.py split= works from anywhere
+        run_cfg["data"]["root"] = str(datamodule.root)
+        if run_cfg["data"].get("box_dir"):
+            run_cfg["data"]["box_dir"] = str(datamodule.box_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, head, datamodule, pretrained)
     model.run_config = run_cfg

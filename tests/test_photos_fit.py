@@ -140,3 +140,66 @@ def test_bad_data_settings_get_one_line_and_exit_code_2(tmp_path):
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (argv, out.stderr[-500:])
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+@pytest.mark.parametrize("preset", ["pets_gap_vs_fc", "imagenette"])
+def test_presets_run_and_say_whether_they_start_from_imagenet_weights(tmp_path, preset):
+    if preset == "pets_gap_vs_fc":
+        make_oxford(tmp_path / "data", per_breed=4, test_per_breed=1)
+        root = tmp_path / "data"
+    else:
+        root = tmp_path / "data/imagenette2-320"
+        make_image_folder(root, per_class=4, val_per_class=2, boxes=None)
+    shrink = [
+        f"experiment={preset}",
+        "data.image_size=64",
+        "data.resize=64",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.enable_progress_bar=false",
+        "explain.probe_size=2",
+        "explain.methods=[gradcam]",
+        "wandb.mode=disabled",
+        "name=preset",
+    ]
+    env = {**__import__("os").environ, "TORCH_HOME": str(tmp_path / "torch")}  # an empty weights cache
+    out = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *shrink],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # the presets read ./data
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stdout + out.stderr
+    assert "resnet18: ImageNet weights not in the local cache" in log and "trained from scratch" in log
+    assert str(root) in log  # the dataset line says what was found where
+    summary = json.loads((tmp_path / "outputs/preset/summary.json").read_text())
+    assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
+    assert all(r["pretrained"] is False for r in summary["runs"])
+
+
+def test_pretrained_auto_uses_cached_weights_when_they_are_there(tmp_path, monkeypatch):
+    import torch
+    from torchvision.models import resnet18
+
+    from camlight.modules.backbones import pretrained_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = load_config(["model.backbone=resnet18", "model.pretrained=auto", f"out_dir={tmp_path}"])
+    used, line = fit.resolve_pretrained(cfg)
+    assert not used and "not in the local cache" in line and "trained from scratch" in line
+    path = pretrained_path("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    weights = resnet18().state_dict()
+    torch.save(weights, path)
+    used, line = fit.resolve_pretrained(cfg)
+    assert used and line == f"resnet18: starting from ImageNet weights {path}"
+    from camlight.datamodules import SyntheticPets
+
+    model = fit.build_model(cfg, "gap", SyntheticPets(train_size=1, val_size=1, test_size=0))
+    assert torch.equal(model.backbone.layer4[1].conv2.weight, weights["layer4.1.conv2.weight"])
+    assert fit.resolve_pretrained(load_config(["model.backbone=simple_cnn", "model.pretrained=auto"]))[0] is False

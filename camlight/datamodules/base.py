@@ -112,7 +112,7 @@ class PhotoDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().absolute()
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.seed, self.train_scale = pin_memory, seed, tuple(train_scale)
         self.mean, self.std = tuple(mean), tuple(std)

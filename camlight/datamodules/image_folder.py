@@ -115,7 +115,7 @@ class ImageFolder(PhotoDataModule):
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         self.classes = list(classes) if classes else None
         self.boxes, self.val_fraction = boxes, val_fraction
-        self.box_dir = Path(box_dir).expanduser() if box_dir else self.root
+        self.box_dir = Path(box_dir).expanduser().absolute() if box_dir else self.root
         self.box_source = "none"
 
     def index(self) -> None:
