@@ -59,7 +59,7 @@ def test_every_experiment_preset_loads():
         (["trainer.max_epochs=0"], "invalid trainer.max_epochs=0; it must be positive"),
         (["data.image_size=16"], "invalid data.image_size=16; it must be >= 32"),
         (["trainer.limit_train_batches=2.5"], "use a fraction between 0.0 and 1.0 or a whole number"),
-        (["experiment=nope"], "experiment 'nope' not found in .*; available: resnet18_synthetic, smoke"),
+        (["experiment=nope"], "experiment 'nope' not found in .*; available: imagenette, pets_gap_vs_fc, resnet18_synthetic, smoke"),
         (["model.head"], "cannot parse argument 'model.head'; write key=value"),
         (["out_dir=/proc/camlight-out"], "out_dir=/proc/camlight-out is not writable"),
     ],
@@ -99,7 +99,7 @@ def test_help_lists_every_key_with_its_default():
     for key in _leaf_keys(OmegaConf.structured(Config)):
         assert f"  {key}=" in text, key
     assert "model.head=both" in text and "[gap|fc|both]" in text
-    assert "experiments: resnet18_synthetic, smoke" in text
+    assert "experiments: imagenette, pets_gap_vs_fc, resnet18_synthetic, smoke" in text
 
 
 def _train(args, cwd):
