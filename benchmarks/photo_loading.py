@@ -88,10 +88,7 @@ def main() -> None:
             return run
 
         def loader():
-            dm.num_workers = args.workers
-            for batch in torch.utils.data.DataLoader(
-                train, batch_size=32, num_workers=args.workers, collate_fn=collate
-            ):
+            for _ in torch.utils.data.DataLoader(train, batch_size=32, num_workers=args.workers, collate_fn=collate):
                 pass
 
         model = Classifier("resnet18", "gap", image_size=args.size)

@@ -59,7 +59,10 @@ def test_every_experiment_preset_loads():
         (["trainer.max_epochs=0"], "invalid trainer.max_epochs=0; it must be positive"),
         (["data.image_size=16"], "invalid data.image_size=16; it must be >= 32"),
         (["trainer.limit_train_batches=2.5"], "use a fraction between 0.0 and 1.0 or a whole number"),
-        (["experiment=nope"], "experiment 'nope' not found in .*; available: imagenette, pets_gap_vs_fc, resnet18_synthetic, smoke"),
+        (
+            ["experiment=nope"],
+            "experiment 'nope' not found in .*; available: imagenette, pets_gap_vs_fc, resnet18_synthetic, smoke",
+        ),
         (["model.head"], "cannot parse argument 'model.head'; write key=value"),
         (["out_dir=/proc/camlight-out"], "out_dir=/proc/camlight-out is not writable"),
     ],
