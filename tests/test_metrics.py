@@ -345,3 +345,23 @@ def test_causal_auc_classes_average_the_functional_form(cls, fn):
     metric.update(SumModel(), x[:3], maps[:3], t[:3])
     metric.update(SumModel(), x[3:], maps[3:], t[3:])
     assert metric.compute() == pytest.approx(float(fn(SumModel(), x, maps, t, steps=5).mean()), rel=1e-6)
+
+
+def test_several_boxes_per_image_count_their_union_and_best_match():
+    from camlight.metrics import box_accuracy, energy_pointing_game, max_box_acc_v2
+    from camlight.metrics.classes import EnergyPointingGame
+
+    maps = torch.zeros(2, 16, 16)
+    maps[:, 2:6, 2:6] = 1.0  # 16 units of energy on the first object
+    maps[1, 10:14, 10:14] = 0.5  # and 8 more elsewhere in image 1
+    one = torch.tensor([[10.0, 10, 14, 14], [2, 2, 6, 6]])
+    several = torch.tensor([[[10.0, 10, 14, 14], [2, 2, 6, 6]], [[2, 2, 6, 6], [0, 0, 0, 0]]])  # zero row = padding
+    assert box_accuracy(maps, one).tolist() == [False, True]
+    assert box_accuracy(maps, several).tolist() == [True, True]
+    assert energy_pointing_game(maps, one).tolist() == [0.0, pytest.approx(16 / 24)]
+    assert energy_pointing_game(maps, several).tolist() == [1.0, pytest.approx(16 / 24)]
+    assert max_box_acc_v2(maps, one) == 0.5 and max_box_acc_v2(maps, several) == 1.0
+    metric = EnergyPointingGame()
+    metric.update(maps, torch.zeros(2, 3, 4))  # no box at all: not counted
+    metric.update(maps, several)
+    assert metric.compute() == pytest.approx((1.0 + 16 / 24) / 2)

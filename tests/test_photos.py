@@ -244,7 +244,7 @@ def test_image_folder_xml_boxes_class_subset_and_held_out_validation(tmp_path):
     assert dm.class_names == ("dogs", "cats") and dm.box_source == "xml"
     assert len(dm.records["val"]) == 6 and len(dm.records["train"]) == 18  # 3 of each class's 12
     assert {r.label for r in dm.records["val"]} == {0, 1}
-    assert all(r.region is not None for r in dm.records["val"])
+    assert all(r.boxes is not None for r in dm.records["val"])
     s = dm.dataset("val")[0]
     assert s["mask"].any() and s["box"].any()
     by_wnid = ImageFolder(make_dir := tmp_path / "w", image_size=48)
@@ -329,3 +329,31 @@ def test_explain_py_prepares_a_photo_exactly_as_the_validation_data(tmp_path):
     assert torch.equal(prepare(path, pre), dm.dataset("val")[0]["image"])
     squashed = prepare(path, {**pre, "eval_resize": None})  # synthetic-data checkpoints: squash to 40×40
     assert squashed.shape == (3, 40, 40) and not torch.equal(squashed, dm.dataset("val")[0]["image"])
+
+
+def test_several_boxes_of_the_class_are_kept_padded_and_scored_best_match(tmp_path):
+    make_image_folder(tmp_path, boxes="loc", per_class=2, val_per_class=1)
+    # a LOC row with two tench boxes and one box of another class
+    path = tmp_path / "LOC_val_solution.csv"
+    rows = path.read_text().splitlines()
+    rows[1] = rows[1].split(",")[0] + ",n01440764 1 1 20 20 n01440764 41 31 60 50 n09999999 1 31 10 40"
+    path.write_text("\n".join(rows) + "\n")
+    dm = ImageFolder(tmp_path, image_size=64, resize=64, **PLAIN)
+    dm.setup()
+    photo_w = Image.open(dm.records["val"][0].path).width
+    dx, dy = ((photo_w - 64) // 2, 0) if photo_w > 64 else (0, 8)
+    s = dm.dataset("val")[0]
+    expected = torch.tensor([[0, 0, 20, 20], [40, 30, 60, 50]], dtype=torch.float32) - torch.tensor([dx, dy] * 2)
+    assert torch.equal(s["boxes"], expected.clamp(0, 64))
+    assert s["mask"].sum() == sum(
+        int((b[2] - b[0]) * (b[3] - b[1])) for b in s["boxes"]
+    )  # the other class's box is out
+    batch = collate([s, dm.dataset("val")[1]])
+    assert batch["boxes"].shape == (2, 2, 4) and torch.equal(batch["boxes"][1, 1], torch.zeros(4))  # padded
+    # a map on the second box: a hit against every box, a miss against the union box
+    from camlight.metrics import box_accuracy
+
+    maps = torch.zeros(1, 64, 64)
+    b = s["boxes"][1].long()
+    maps[0, b[1] : b[3], b[0] : b[2]] = 1.0
+    assert box_accuracy(maps, s["boxes"][None]).item() and not box_accuracy(maps, s["box"][None]).item()

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 _Update = Callable[[Metric, torch.Tensor, dict, torch.nn.Module, torch.Tensor], None]
 METRICS: dict[str, tuple[Callable[[int], Metric], _Update]] = {
     "pointing_game": (lambda c: M.PointingGame(c), lambda m, maps, b, model, t: m.update(maps, b["mask"], b["label"])),
-    "energy_pointing_game": (lambda c: M.EnergyPointingGame(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
-    "box_accuracy": (lambda c: M.BoxAccuracy(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
-    "max_box_acc_v2": (lambda c: M.MaxBoxAccV2(), lambda m, maps, b, model, t: m.update(maps, b["box"])),
+    "energy_pointing_game": (lambda c: M.EnergyPointingGame(), lambda m, maps, b, model, t: m.update(maps, _boxes(b))),
+    "box_accuracy": (lambda c: M.BoxAccuracy(), lambda m, maps, b, model, t: m.update(maps, _boxes(b))),
+    "max_box_acc_v2": (lambda c: M.MaxBoxAccV2(), lambda m, maps, b, model, t: m.update(maps, _boxes(b))),
     "mask_iou": (lambda c: M.MaskIoU(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
     "pxap": (lambda c: M.PxAP(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
     "deletion_auc": (lambda c: M.DeletionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
@@ -37,6 +37,13 @@ METRICS: dict[str, tuple[Callable[[int], Metric], _Update]] = {
         lambda m, maps, b, model, t: m.update(model, b["image"], maps, t),
     ),
 }
+
+
+def _boxes(batch: dict) -> torch.Tensor:
+    """Every ground-truth box of an image ((B,K,4), photos with several objects) or its one box (B,4)."""
+    return batch["boxes"] if "boxes" in batch else batch["box"]
+
+
 # Metrics that need ground-truth masks or boxes; a probe set without any skips them.
 GROUND_TRUTH_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "max_box_acc_v2", "mask_iou", "pxap")
 DEFAULT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam")
@@ -274,7 +281,7 @@ class ExplanationCallback(pl.Callback):
         from camlight.viz.grid import to_pil
 
         methods = list(overlays)
-        epg = {m: M.energy_pointing_game(maps[m][:n], batch["box"][:n]) for m in methods}
+        epg = {m: M.energy_pointing_game(maps[m][:n], _boxes(batch)[:n]) for m in methods}
         columns = ["epoch", "image_id", "label", "prediction", "probability"]
         columns += [c for m in methods for c in (m, f"{m}/pointing_game", f"{m}/energy_pointing_game")]
         data = []

@@ -24,6 +24,7 @@ from camlight.datamodules.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TRAIN_SCALE,
+    boxes_region,
     default_resize,
     eval_transform,
     sample,
@@ -43,6 +44,9 @@ class Record:
     # when the photo has no ground truth.
     region: Callable[[int, int], np.ndarray] | None = None
     extra_box: Callable[[int, int], np.ndarray | None] | None = None
+    # → (k,4) ground-truth boxes of the labelled class, checked against the image; the mask is
+    # then their filled union (used when there is no `region`).
+    boxes: Callable[[int, int], np.ndarray | None] | None = None
     meta: dict = field(default_factory=dict)
 
 
@@ -66,9 +70,12 @@ class PhotoDataset(Dataset):
         try:
             rgb = read_rgb(r.path)
             h, w = rgb.shape[:2]
+            boxes = r.boxes(h, w) if r.boxes else None
             region = r.region(h, w) if r.region else None
+            if region is None and boxes is not None and len(boxes):
+                region = boxes_region(boxes, h, w)
             extra = r.extra_box(h, w) if r.extra_box else None
-            out = sample(rgb, r.label, self.transform, region, extra)
+            out = sample(rgb, r.label, self.transform, region, extra, boxes)
         except BadFile as e:
             return Skipped(str(r.path), str(e))
         except (ValueError, OSError) as e:  # e.g. a trimap of another size than its photo
@@ -78,11 +85,25 @@ class PhotoDataset(Dataset):
 
 
 def collate(items: list) -> dict:
-    """Default collation of the good samples; the bad ones go, as (path, reason), to `skipped`."""
+    """Default collation of the good samples, `boxes` padded with zero rows to (B,K,4); the bad
+    ones go, as (path, reason), to `skipped`."""
     good = [it for it in items if not isinstance(it, Skipped)]
     skipped = [(it.path, it.reason) for it in items if isinstance(it, Skipped)]
-    batch = default_collate(good) if good else {}
+    batch = _stack(good) if good else {}
     batch["skipped"] = skipped
+    return batch
+
+
+def _stack(samples: list[dict]) -> dict:
+    if "boxes" not in samples[0]:
+        return default_collate(samples)
+    sets = [s["boxes"] for s in samples]
+    k = max(1, *(len(b) for b in sets))
+    padded = torch.zeros(len(sets), k, 4)
+    for i, b in enumerate(sets):
+        padded[i, : len(b)] = b
+    batch = default_collate([{key: v for key, v in s.items() if key != "boxes"} for s in samples])
+    batch["boxes"] = padded
     return batch
 
 
@@ -197,13 +218,13 @@ class PhotoDataModule(pl.LightningDataModule):
         if not good:
             raise ValueError(f"no readable validation image under {self.root}")
         good.sort(key=lambda s: int(s["index"]))
-        return default_collate(good)
+        return _stack(good)
 
     def describe(self) -> str:
         """One line: what was found where."""
         self.setup()
         sizes = ", ".join(f"{s} {len(r)}" for s, r in self.records.items())
-        gt = sum(r.region is not None for r in self.records["val"])
+        gt = sum(r.region is not None or r.boxes is not None for r in self.records["val"])
         return (
             f"{type(self).__name__} at {self.root}: {len(self.class_names)} classes; {sizes} images; "
             f"{gt} of {len(self.records['val'])} validation images with ground truth"

@@ -35,7 +35,6 @@ import torch
 
 from camlight.datamodules.base import PhotoDataModule, Record
 from camlight.datamodules.io import WNID, DataError, check_boxes, is_image, read_loc_csv, read_voc_xml
-from camlight.datamodules.transforms import boxes_region
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class ImageFolder(PhotoDataModule):
         lookup = self._box_lookup()
         self.records = {
             split: [
-                Record(path, label, region=lookup(split, path, chosen[label], self.class_names[label]))
+                Record(path, label, boxes=lookup(split, path, chosen[label], self.class_names[label]))
                 for label, folder in enumerate(chosen)
                 for path in per_class.get(folder, [])
             ]
@@ -250,14 +249,13 @@ def _of_class(objects: list[tuple[str, list[float]]], folder: str, name: str) ->
 
 
 class _BoxRegion:
-    """Picklable: the filled boxes of the labelled class, checked against the decoded image."""
+    """Picklable: the boxes of the labelled class, checked against the decoded image."""
 
     def __init__(self, objects, folder: str, name: str, source: str):
         self.objects, self.folder, self.name, self.source = objects, folder, name, source
 
     def __call__(self, height: int, width: int) -> np.ndarray:
-        boxes = check_boxes(_of_class(self.objects, self.folder, self.name), width, height, self.source)
-        return boxes_region(boxes, height, width)
+        return check_boxes(_of_class(self.objects, self.folder, self.name), width, height, self.source)
 
 
 class _XmlRegion:
@@ -271,5 +269,4 @@ class _XmlRegion:
         boxes = _of_class(objects, self.folder, self.name)
         if size and size != (width, height):  # the photo was resized after annotation (e.g. Imagenette-320)
             boxes = boxes * np.array([width / size[0], height / size[1]] * 2)
-        boxes = check_boxes(boxes, width, height, self.path.name)
-        return boxes_region(boxes, height, width)
+        return check_boxes(boxes, width, height, self.path.name)

@@ -75,6 +75,7 @@ def sample(
     transform: v2.Transform,
     region: np.ndarray | None = None,
     extra_box: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """One sample of the camlight batch format from a decoded photo and its annotations.
 
@@ -84,11 +85,14 @@ def sample(
         transform: a v2 transform (`train_transform` or `eval_transform`).
         region: (H,W) uint8 map with OUTSIDE / OBJECT / BOUNDARY values, or None without ground truth.
         extra_box: (4,) xyxy box kept separately as `extra_box` (e.g. a pet's head), or None.
+        boxes: (k,4) xyxy ground-truth boxes (several objects of the labelled class), or None.
 
     Returns:
         `image` (3,S,S) float32 normalised, `label` int64, `mask` (S,S) bool (OBJECT or BOUNDARY
         pixels: empty without ground truth), `ignore` (S,S) bool (BOUNDARY pixels), `box` (4,) the
-        mask's box (zeros when empty) and `extra_box` (4,) (zeros when absent or cropped away).
+        mask's box (zeros when empty), `boxes` (k,4) the transformed `boxes` that are still in the
+        image (without `boxes`: the mask's box, or none when the mask is empty) and `extra_box`
+        (4,) (zeros when absent or cropped away).
     """
     height, width = rgb.shape[:2]
     inputs: dict = {"image": tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))}
@@ -99,6 +103,12 @@ def sample(
     if extra_box is not None:
         inputs["extra"] = tv_tensors.BoundingBoxes(
             torch.as_tensor(extra_box, dtype=torch.float32)[None], format="XYXY", canvas_size=(height, width)
+        )
+    if boxes is not None and len(boxes):
+        inputs["boxes"] = tv_tensors.BoundingBoxes(
+            torch.as_tensor(np.asarray(boxes), dtype=torch.float32).view(-1, 4),
+            format="XYXY",
+            canvas_size=(height, width),
         )
     out = transform(inputs)
     image = out["image"].as_subclass(torch.Tensor)
@@ -117,7 +127,17 @@ def sample(
         "extra_box": torch.zeros(4),
     }
     if extra_box is not None:
-        b = v2.functional.clamp_bounding_boxes(out["extra"]).as_subclass(torch.Tensor)[0].float()
-        if b[2] > b[0] and b[3] > b[1]:
-            result["extra_box"] = b
+        b = _kept(out["extra"])
+        if len(b):
+            result["extra_box"] = b[0]
+    if "boxes" in out:
+        result["boxes"] = _kept(out["boxes"])
+    else:
+        result["boxes"] = result["box"][None] if mask.any() else torch.zeros(0, 4)
     return result
+
+
+def _kept(boxes: tv_tensors.BoundingBoxes) -> torch.Tensor:
+    """(k,4) float32: the boxes clipped to the image, those left with no area dropped."""
+    b = v2.functional.clamp_bounding_boxes(boxes).as_subclass(torch.Tensor).float()
+    return b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]

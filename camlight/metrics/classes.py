@@ -42,7 +42,9 @@ def _has_mask(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _has_box(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    """(B,) whether an image has a box: (B,4), or (B,K,4) padded with zero rows."""
+    sets = _l.box_sets(boxes)
+    return ((sets[..., 2] > sets[..., 0]) & (sets[..., 3] > sets[..., 1])).any(1)
 
 
 class PointingGame(Metric):

@@ -60,14 +60,27 @@ def _box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
 
 
+def box_sets(boxes: torch.Tensor) -> torch.Tensor:
+    """(B,4) one box per image, or (B,K,4) up to K per image padded with zero rows → (B,K,4)."""
+    return boxes[:, None] if boxes.dim() == 2 else boxes
+
+
+def _boxes_region(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B,H,W) bool union of each image's boxes ((B,4) or padded (B,K,4))."""
+    sets = box_sets(boxes)
+    b, k = sets.shape[:2]
+    return _box_mask(sets.reshape(b * k, 4), height, width).view(b, k, height, width).any(1)
+
+
 def energy_pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Wang et al. 2020 (Score-CAM): (B,) Σ map inside the box / Σ map, the map clipped at 0.
 
-    Boxes are xyxy: x indexes columns, y rows (the authors' code swaps them). A map with no
+    Boxes are xyxy: x indexes columns, y rows (the authors' code swaps them). With several boxes
+    per image ((B,K,4), zero rows as padding) the energy inside their union counts. A map with no
     positive energy scores 0.
     """
     energy = maps.clamp(min=0)
-    inside = (energy * _box_mask(boxes, *maps.shape[-2:])).flatten(1).sum(1)
+    inside = (energy * _boxes_region(boxes, *maps.shape[-2:])).flatten(1).sum(1)
     total = energy.flatten(1).sum(1)
     return torch.where(total > 0, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
 
@@ -147,21 +160,31 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
+def _best_iou(predicted: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
+    """(N,) IoU of each predicted box (N,4) with the best-matching of its ground-truth boxes (N,K,4)."""
+    n, k = sets.shape[:2]
+    return box_iou(predicted[:, None].expand(n, k, 4).reshape(-1, 4), sets.reshape(-1, 4)).view(n, k).amax(1)
+
+
 def box_accuracy(maps: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.2, iou: float = 0.5) -> torch.Tensor:
     """Zhou et al. 2016: (B,) bool, IoU(box of the largest component above threshold·max, GT box) >= iou.
 
-    `threshold` 0.2 as in CAM; 0.15 is the Grad-CAM paper's choice.
+    With several ground-truth boxes per image ((B,K,4), zero rows as padding) the best-matching
+    one counts, as in the ILSVRC localization protocol. `threshold` 0.2 as in CAM; 0.15 is the
+    Grad-CAM paper's choice.
     """
     predicted = _largest_component_boxes(_thresholded(maps, threshold))
-    return box_iou(predicted, boxes.to(predicted)) >= iou
+    return _best_iou(predicted, box_sets(boxes).to(predicted)) >= iou
 
 
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(100))
 
 
 def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
-    """(T, D) hit counts: images whose best box over all components at τ reaches IoU δ."""
+    """(T, D) hit counts: images whose best box over all components at τ reaches IoU δ with one
+    of their ground-truth boxes."""
     b, h, w = maps.shape
+    sets = box_sets(boxes)
     hits = torch.zeros(len(thresholds), len(ious), device=maps.device)
     iou_t = torch.tensor(ious, device=maps.device)
     for t, tau in enumerate(thresholds):
@@ -174,7 +197,8 @@ def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
             if len(ids) == 0:
                 continue
             cand = _boxes_of(labels[i][None] == ids[:, None, None])
-            best[i] = box_iou(cand, boxes[i : i + 1].to(cand).expand_as(cand)).max()
+            gt = sets[i].to(cand)
+            best[i] = _best_iou(cand, gt[None].expand(len(cand), *gt.shape)).max()
         hits[t] = (best[:, None] >= iou_t).sum(0)
     return hits
 
