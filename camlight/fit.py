@@ -231,6 +231,7 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
+    _gather_skipped(datamodule)
     row = {
         "name": name,
         "backbone": cfg.model.backbone,
@@ -257,6 +258,19 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
             row["wandb_sync"] = f"wandb sync {wandb_dir}"
             logger.experiment.finish()
     return row
+
+
+def _gather_skipped(datamodule) -> None:
+    """Under DDP each rank saw its own bad files: every rank (all of them call this) learns all."""
+    import torch.distributed as dist
+
+    if not hasattr(datamodule, "skipped") or not (dist.is_available() and dist.is_initialized()):
+        return
+    everyone: list[dict] = [{} for _ in range(dist.get_world_size())]
+    dist.all_gather_object(everyone, dict(datamodule.skipped))
+    for skipped in everyone:
+        for path, reason in skipped.items():
+            datamodule.skipped.setdefault(path, reason)
 
 
 def _json_safe(scores: dict) -> dict:

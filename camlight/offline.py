@@ -21,7 +21,7 @@ from PIL import Image
 
 from camlight.config import ConfigError
 from camlight.datamodules import DataError, PhotoDataModule, from_config
-from camlight.datamodules.base import Skipped
+from camlight.datamodules.base import Skipped, collate_samples
 from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
 from camlight.datamodules.transforms import eval_transform
 from camlight.explain import METHODS, explain, supported
@@ -41,6 +41,7 @@ class Item:
     label: int | None = None
     mask: torch.Tensor | None = None
     box: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None  # (K,4) every ground-truth box (photos with several objects)
 
 
 def load_model(path: str | None) -> Classifier:
@@ -148,13 +149,21 @@ def split_items(cfg: DictConfig, model: Classifier, checkpoint: str) -> tuple[li
             ids.append(i)
     if not samples:
         return [], skipped
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "label", "mask", "box")}
+    batch = collate_samples(samples)
     return _split_rows(cfg.split, batch, ids), skipped
 
 
 def _split_rows(split: str, batch: dict, ids) -> list[Item]:
+    boxes = batch.get("boxes")
     return [
-        Item(f"{split}_{i:05d}", batch["image"][j], int(batch["label"][j]), batch["mask"][j], batch["box"][j])
+        Item(
+            f"{split}_{i:05d}",
+            batch["image"][j],
+            int(batch["label"][j]),
+            batch["mask"][j],
+            batch["box"][j],
+            None if boxes is None else boxes[j],
+        )
         for j, i in enumerate(ids)
     ]
 
@@ -286,7 +295,8 @@ def _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out) -
             _save_png(overlay(images[i : i + 1], heat[None])[0], out / "overlays" / f"{it.name}__{m}{suffix}.png")
             if it.mask is not None:
                 row[f"{m}/pointing_game"] = int(pointing_game(heat[None], it.mask[None].bool())[0])
-                row[f"{m}/energy_pointing_game"] = round(float(energy_pointing_game(heat[None], it.box[None])[0]), 6)
+                boxes = it.box if it.boxes is None else it.boxes
+                row[f"{m}/energy_pointing_game"] = round(float(energy_pointing_game(heat[None], boxes[None])[0]), 6)
         rows.append(row)
 
 

@@ -203,3 +203,29 @@ def test_pretrained_auto_uses_cached_weights_when_they_are_there(tmp_path, monke
     model = fit.build_model(cfg, "gap", SyntheticPets(train_size=1, val_size=1, test_size=0))
     assert torch.equal(model.backbone.layer4[1].conv2.weight, weights["layer4.1.conv2.weight"])
     assert fit.resolve_pretrained(load_config(["model.backbone=simple_cnn", "model.pretrained=auto"]))[0] is False
+
+
+@pytest.mark.slow
+def test_ddp_on_photos_counts_the_bad_files_of_every_rank(tmp_path):
+    """Each rank reads its own share of the files; the summary lists the bad ones of both."""
+    make_image_folder(tmp_path / "inet", per_class=16, val_per_class=4, boxes="loc")
+    bad = [tmp_path / f"inet/train/n01440764/n01440764_{n}.JPEG" for n in range(0, 16, 2)]
+    for path in bad:  # 8 of 32: with a random half of the files each, both ranks meet some
+        truncate(path)
+    argv = _argv(
+        tmp_path,
+        "ddp",
+        "data.name=image_folder",
+        f"data.root={tmp_path / 'inet'}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+    )
+    out = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "outputs/ddp/summary.json").read_text())
+    assert sorted(summary["skipped_files"]) == sorted(map(str, bad))
+    assert summary["runs"][0]["skipped_files"] == len(bad)
+    assert 0.0 <= summary["runs"][0]["localization"]["gradcam"]["pointing_game"] <= 1.0

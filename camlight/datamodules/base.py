@@ -89,12 +89,13 @@ def collate(items: list) -> dict:
     ones go, as (path, reason), to `skipped`."""
     good = [it for it in items if not isinstance(it, Skipped)]
     skipped = [(it.path, it.reason) for it in items if isinstance(it, Skipped)]
-    batch = _stack(good) if good else {}
+    batch = collate_samples(good) if good else {}
     batch["skipped"] = skipped
     return batch
 
 
-def _stack(samples: list[dict]) -> dict:
+def collate_samples(samples: list[dict]) -> dict:
+    """Default collation, with `boxes` (k,4) per sample padded with zero rows to (B,K,4), K >= 1."""
     if "boxes" not in samples[0]:
         return default_collate(samples)
     sets = [s["boxes"] for s in samples]
@@ -218,7 +219,7 @@ class PhotoDataModule(pl.LightningDataModule):
         if not good:
             raise ValueError(f"no readable validation image under {self.root}")
         good.sort(key=lambda s: int(s["index"]))
-        return _stack(good)
+        return collate_samples(good)
 
     def describe(self) -> str:
         """One line: what was found where."""
