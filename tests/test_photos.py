@@ -76,10 +76,10 @@ def test_oxford_trimap_gives_mask_ignore_and_boxes_at_native_resolution(oxford_r
     assert torch.equal(s["box"], mask_box((tri == 1) | (tri == 3)))
     # the head box (top half of the pet) moved with the crop
     head = read_voc_xml(root / "oxford-iiit-pet/annotations/xmls/Abyssinian_1.xml")[1][0][1]
-    assert torch.allclose(s["extra_box"], torch.tensor(head) - torch.tensor([left, 0, left, 0]))
+    assert torch.allclose(s["head_box"], torch.tensor(head) - torch.tensor([left, 0, left, 0]))
     # an image without XML has no head box
     no_xml = next(i for i, r in enumerate(dm.records["train"]) if r.meta["id"] == "Abyssinian_2")
-    assert torch.equal(dm.dataset("train")[no_xml]["extra_box"], torch.zeros(4))
+    assert torch.equal(dm.dataset("train")[no_xml]["head_box"], torch.zeros(4))
 
 
 def test_trimap_boundary_is_left_out_of_mask_iou_and_pxap():
@@ -107,7 +107,7 @@ def test_masks_and_boxes_stay_aligned_with_the_image_through_crops_and_flips():
     torch.manual_seed(0)
     sides = set()
     for _ in range(40):
-        s = sample(img, 0, transform, region=region, extra_box=head)
+        s = sample(img, 0, transform, region=region, head_box=head)
         red = s["image"][0] > 0.5
         if not s["mask"].any():
             assert red.sum() <= 4  # the crop missed the square: only resampling fringe, no mask
@@ -116,9 +116,9 @@ def test_masks_and_boxes_stay_aligned_with_the_image_through_crops_and_flips():
         assert (s["box"] - mask_box(red)).abs().max() <= 1.0
         if s["mask"].sum() >= 100:  # on tiny remnants that one-pixel fringe dominates the IoU
             assert mask_iou(red[None].float(), s["mask"][None]).item() > 0.8
-        if s["extra_box"].any():  # the head box is the top half of the (clipped) square
-            assert (s["extra_box"][[0, 2]] - s["box"][[0, 2]]).abs().max() <= 1.5
-            assert abs(s["extra_box"][1] - s["box"][1]) <= 1.5
+        if s["head_box"].any():  # the head box is the top half of the (clipped) square
+            assert (s["head_box"][[0, 2]] - s["box"][[0, 2]]).abs().max() <= 1.5
+            assert abs(s["head_box"][1] - s["box"][1]) <= 1.5
         cx = (s["box"][0] + s["box"][2]) / 2
         sides.add(bool(cx < 32))
     assert sides == {True, False}  # the square sits left of centre: only flips put it on the right
@@ -168,7 +168,7 @@ def test_probe_batch_is_fixed_and_passes_over_unreadable_files(tmp_path):
     dm.setup()
     first = dm.probe_batch(4)
     assert torch.equal(first["image"], dm.probe_batch(4)["image"])
-    assert {"image", "label", "mask", "ignore", "box", "extra_box"} <= set(first)
+    assert {"image", "label", "mask", "ignore", "box", "head_box"} <= set(first)
     # break one of the chosen files: the probe set still holds 4 readable images
     victim = dm.records["val"][int(first["index"][0])].path
     truncate(victim)

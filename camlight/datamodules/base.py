@@ -43,7 +43,7 @@ class Record:
     # → (H,W) uint8 OUTSIDE/OBJECT/BOUNDARY map, given the decoded image's (height, width); None
     # when the photo has no ground truth.
     region: Callable[[int, int], np.ndarray] | None = None
-    extra_box: Callable[[int, int], np.ndarray | None] | None = None
+    head_box: Callable[[int, int], np.ndarray | None] | None = None
     # → (k,4) ground-truth boxes of the labelled class, checked against the image; the mask is
     # then their filled union (used when there is no `region`).
     boxes: Callable[[int, int], np.ndarray | None] | None = None
@@ -74,8 +74,8 @@ class PhotoDataset(Dataset):
             region = r.region(h, w) if r.region else None
             if region is None and boxes is not None and len(boxes):
                 region = boxes_region(boxes, h, w)
-            extra = r.extra_box(h, w) if r.extra_box else None
-            out = sample(rgb, r.label, self.transform, region, extra, boxes)
+            head = r.head_box(h, w) if r.head_box else None
+            out = sample(rgb, r.label, self.transform, region, head, boxes)
         except BadFile as e:
             return Skipped(str(r.path), str(e))
         except (ValueError, OSError) as e:  # e.g. a trimap of another size than its photo

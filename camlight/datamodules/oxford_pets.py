@@ -13,7 +13,7 @@ annotators were unsure):
   mask, so it encloses the whole outline.
 - `ignore` is the boundary band. Mask IoU and PxAP leave those pixels out altogether (neither
   object nor background), as segmentation benchmarks treat an uncertain band.
-- `extra_box` is the head box from the VOC XML where one exists (about half the trainval images),
+- `head_box` is the head box from the VOC XML where one exists (about half the trainval images),
   zeros otherwise; it is kept for analysis and not scored by the callback.
 """
 
@@ -91,7 +91,7 @@ class OxfordPets(PhotoDataModule):
 
         dm = OxfordPets("~/data", target="binary", image_size=224)
         dm.setup()
-        probe = dm.probe_batch(8)   # image, label, mask, ignore, box, extra_box (head box)
+        probe = dm.probe_batch(8)   # image, label, mask, ignore, box, boxes, head_box
     """
 
     def __init__(
@@ -175,15 +175,15 @@ class OxfordPets(PhotoDataModule):
                 Record(
                     path,
                     label,
-                    region=_trimap_region(trimap) if trimap.is_file() else None,
-                    extra_box=_head_box(xml) if xml.is_file() else None,
+                    region=_TrimapRegion(trimap) if trimap.is_file() else None,
+                    head_box=_HeadBox(xml) if xml.is_file() else None,
                     meta={"id": image_id},
                 )
             )
         return out
 
 
-class _trimap_region:
+class _TrimapRegion:
     """Picklable (for DataLoader workers): the trimap as a region map, checked against the photo."""
 
     def __init__(self, path: Path):
@@ -200,7 +200,7 @@ class _trimap_region:
         return _TRIMAP[trimap]
 
 
-class _head_box:
+class _HeadBox:
     def __init__(self, path: Path):
         self.path = path
 

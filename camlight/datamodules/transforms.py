@@ -74,7 +74,7 @@ def sample(
     label: int,
     transform: v2.Transform,
     region: np.ndarray | None = None,
-    extra_box: np.ndarray | None = None,
+    head_box: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """One sample of the camlight batch format from a decoded photo and its annotations.
@@ -84,14 +84,14 @@ def sample(
         label: class index.
         transform: a v2 transform (`train_transform` or `eval_transform`).
         region: (H,W) uint8 map with OUTSIDE / OBJECT / BOUNDARY values, or None without ground truth.
-        extra_box: (4,) xyxy box kept separately as `extra_box` (e.g. a pet's head), or None.
+        head_box: (4,) xyxy box of a part kept beside the mask (Oxford-IIIT Pet: the head), or None.
         boxes: (k,4) xyxy ground-truth boxes (several objects of the labelled class), or None.
 
     Returns:
         `image` (3,S,S) float32 normalised, `label` int64, `mask` (S,S) bool (OBJECT or BOUNDARY
         pixels: empty without ground truth), `ignore` (S,S) bool (BOUNDARY pixels), `box` (4,) the
         mask's box (zeros when empty), `boxes` (k,4) the transformed `boxes` that are still in the
-        image (without `boxes`: the mask's box, or none when the mask is empty) and `extra_box`
+        image (without `boxes`: the mask's box, or none when the mask is empty) and `head_box`
         (4,) (zeros when absent or cropped away).
     """
     height, width = rgb.shape[:2]
@@ -100,9 +100,9 @@ def sample(
         if region.shape != (height, width):
             raise ValueError(f"annotation is {region.shape[1]}×{region.shape[0]}, the image {width}×{height}")
         inputs["region"] = tv_tensors.Mask(torch.from_numpy(region))
-    if extra_box is not None:
-        inputs["extra"] = tv_tensors.BoundingBoxes(
-            torch.as_tensor(extra_box, dtype=torch.float32)[None], format="XYXY", canvas_size=(height, width)
+    if head_box is not None:
+        inputs["head"] = tv_tensors.BoundingBoxes(
+            torch.as_tensor(head_box, dtype=torch.float32)[None], format="XYXY", canvas_size=(height, width)
         )
     if boxes is not None and len(boxes):
         inputs["boxes"] = tv_tensors.BoundingBoxes(
@@ -124,12 +124,12 @@ def sample(
         "mask": mask,
         "ignore": ignore,
         "box": mask_box(mask),
-        "extra_box": torch.zeros(4),
+        "head_box": torch.zeros(4),
     }
-    if extra_box is not None:
-        b = _kept(out["extra"])
+    if head_box is not None:
+        b = _kept(out["head"])
         if len(b):
-            result["extra_box"] = b[0]
+            result["head_box"] = b[0]
     if "boxes" in out:
         result["boxes"] = _kept(out["boxes"])
     else:
