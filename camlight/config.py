@@ -52,7 +52,10 @@ class DataConfig:
         choices=("auto", "loc", "xml", "none"),
     )
     box_dir: str | None = _f(None, "image_folder: where LOC csv or XML box files are (null = root)")
-    val_fraction: float = _f(0.1, "photos: share of train(val) held out for validation when there is no val split")
+    val_fraction: float = _f(
+        0.1,
+        "photos: share of the training images (Oxford: trainval.txt) held out for validation when there is no val/ folder",
+    )
     image_size: int = _f(64, "side of the square input images in pixels", minimum=32)
     resize: int | None = _f(
         None, "photos: evaluation resize of the shorter side before the centre crop (null = 8/7 of image_size)"
