@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from camlight.callbacks import ExplanationCallback
 from camlight.config import ConfigError, heads, num_workers
@@ -54,8 +54,8 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
         raise ConfigError(f"explain: {err}") from None
 
 
-def check(cfg: DictConfig, datamodule=None) -> None:
-    """Checks that need the model zoo or the data: run before anything is written. Raises ConfigError."""
+def check(cfg: DictConfig) -> None:
+    """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
     build_explanation_callback(cfg)
     if cfg.explain.enabled and cfg.data.name == "synthetic" and cfg.explain.probe_size > cfg.data.val_size:
         raise ConfigError(
@@ -78,6 +78,10 @@ def check(cfg: DictConfig, datamodule=None) -> None:
                 f"to that path (or point TORCH_HOME at a cache holding it), set model.pretrained=auto "
                 "to train from scratch when they are missing, or set model.pretrained=false"
             )
+
+
+def check_data(cfg: DictConfig, datamodule) -> None:
+    """Checks that need the indexed photos: run before anything is written. Raises ConfigError."""
     if isinstance(datamodule, PhotoDataModule) and cfg.explain.enabled:
         val = datamodule.split_size("val")
         if cfg.explain.probe_size > val:
@@ -103,7 +107,7 @@ def resolve_pretrained(cfg: DictConfig) -> tuple[bool, str]:
     )
 
 
-def normalization(cfg: DictConfig, datamodule_cls=None) -> tuple[tuple, tuple] | tuple[None, None]:
+def normalization(cfg: DictConfig) -> tuple[tuple, tuple] | tuple[None, None]:
     """ImageNet mean/std for photos and for torchvision backbones; the dataset's own otherwise."""
     if cfg.data.name != "synthetic" or cfg.model.backbone != "simple_cnn":
         return IMAGENET_MEAN, IMAGENET_STD
@@ -232,6 +236,7 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
     _gather_skipped(datamodule)
+    _warn_if_mostly_unreadable(datamodule)
     row = {
         "name": name,
         "backbone": cfg.model.backbone,
@@ -273,6 +278,18 @@ def _gather_skipped(datamodule) -> None:
             datamodule.skipped.setdefault(path, reason)
 
 
+def _warn_if_mostly_unreadable(datamodule) -> None:
+    if not isinstance(datamodule, PhotoDataModule) or not datamodule.records:
+        return
+    total = sum(len(r) for r in datamodule.records.values())
+    bad = len(datamodule.skipped)
+    if total and bad * 2 > total:
+        rank_zero_warn(
+            f"{bad} of the {total} photos under {datamodule.root} could not be used (see summary.json); "
+            "this run learned from the rest only: check the files"
+        )
+
+
 def _json_safe(scores: dict) -> dict:
     """NaN (no ground truth seen) becomes None: JSON has no NaN."""
     return {m: {k: (None if v != v else v) for k, v in d.items()} for m, d in scores.items()}
@@ -299,7 +316,7 @@ def run(cfg: DictConfig) -> dict:
     os.environ[GROUP_ENV] = group
     try:
         datamodule = build_datamodule(cfg)
-        check(cfg, datamodule)
+        check_data(cfg, datamodule)
         if isinstance(datamodule, PhotoDataModule):
             rank_zero_info(datamodule.describe())
         rank_zero_info(resolve_pretrained(cfg)[1])

@@ -21,7 +21,7 @@ from PIL import Image
 
 from camlight.config import ConfigError
 from camlight.datamodules import DataError, PhotoDataModule, from_config
-from camlight.datamodules.base import Skipped, collate_samples
+from camlight.datamodules.base import Skipped
 from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
 from camlight.datamodules.transforms import eval_transform
 from camlight.explain import METHODS, explain, supported
@@ -87,7 +87,7 @@ def prepare(path: Path, pre: dict) -> torch.Tensor:
         return _normalise(decode(path, size), pre["mean"], pre["std"])
     from torchvision import tv_tensors
 
-    rgb = read_rgb(path, draft=resize)
+    rgb = read_rgb(path)  # no JPEG draft: the datamodules decode at full size, and so must this
     transform = eval_transform(size, resize, pre["mean"], pre["std"])
     return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))).as_subclass(torch.Tensor)
 
@@ -135,7 +135,10 @@ def split_items(cfg: DictConfig, model: Classifier, checkpoint: str) -> tuple[li
         except ValueError as e:
             raise ConfigError(str(e)) from None
         skipped = sorted(getattr(dm, "skipped", {}).items())
-        return _split_rows(cfg.split, batch, range(cfg.probe_size)), skipped
+        samples = [{k: v[j] for k, v in batch.items()} for j in range(len(batch["image"]))]
+        # photos: the dataset index (a bad file can leave the probe short); synthetic: the probe position
+        ids = batch["index"].tolist() if "index" in batch else list(range(len(samples)))
+        return _split_rows(cfg.split, samples, ids), skipped
     dataset = dm.dataset(cfg.split) if isinstance(dm, PhotoDataModule) else dm.datasets[cfg.split]
     if len(dataset) == 0:
         raise ConfigError(f"the checkpoint's {cfg.split} split is empty")
@@ -147,24 +150,14 @@ def split_items(cfg: DictConfig, model: Classifier, checkpoint: str) -> tuple[li
         else:
             samples.append(s)
             ids.append(i)
-    if not samples:
-        return [], skipped
-    batch = collate_samples(samples)
-    return _split_rows(cfg.split, batch, ids), skipped
+    return _split_rows(cfg.split, samples, ids), skipped
 
 
-def _split_rows(split: str, batch: dict, ids) -> list[Item]:
-    boxes = batch.get("boxes")
+def _split_rows(split: str, samples: list[dict], ids) -> list[Item]:
+    """An Item per sample (no batch tensor of the whole split), named by its index in the split."""
     return [
-        Item(
-            f"{split}_{i:05d}",
-            batch["image"][j],
-            int(batch["label"][j]),
-            batch["mask"][j],
-            batch["box"][j],
-            None if boxes is None else boxes[j],
-        )
-        for j, i in enumerate(ids)
+        Item(f"{split}_{i:05d}", s["image"], int(s["label"]), s["mask"], s["box"], s.get("boxes"))
+        for s, i in zip(samples, ids, strict=True)
     ]
 
 
@@ -293,7 +286,7 @@ def _write(out, model, chunk, x, probs, targets, maps, suffix, rows, maps_out) -
             heat = v[i].float().cpu()
             maps_out[f"{it.name}/{m}{suffix}"] = heat.numpy()
             _save_png(overlay(images[i : i + 1], heat[None])[0], out / "overlays" / f"{it.name}__{m}{suffix}.png")
-            if it.mask is not None:
+            if it.mask is not None and it.mask.any():  # photos without ground truth score nothing
                 row[f"{m}/pointing_game"] = int(pointing_game(heat[None], it.mask[None].bool())[0])
                 boxes = it.box if it.boxes is None else it.boxes
                 row[f"{m}/energy_pointing_game"] = round(float(energy_pointing_game(heat[None], boxes[None])[0]), 6)

@@ -261,6 +261,9 @@ def test_image_folder_layout_problems_are_clear(tmp_path):
     (tmp_path / "photos" / "cat").mkdir()
     with pytest.raises(DataError, match=r"photos/train not found \(found cat\)"):
         ImageFolder(tmp_path / "photos").setup()
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "cat" / "1.jpg")  # class folders at the top (PetImages)
+    with pytest.raises(DataError, match=r"to use the class folders found there, move them into .*photos/train/"):
+        ImageFolder(tmp_path / "photos").setup()
     make_image_folder(tmp_path / "d", classes=("cat", "dog"), boxes=None)
     (tmp_path / "d" / "train" / "empty").mkdir()
     with pytest.raises(DataError, match=r"class folder .*train/empty holds no images"):
@@ -357,3 +360,52 @@ def test_several_boxes_of_the_class_are_kept_padded_and_scored_best_match(tmp_pa
     b = s["boxes"][1].long()
     maps[0, b[1] : b[3], b[0] : b[2]] = 1.0
     assert box_accuracy(maps, s["boxes"][None]).item() and not box_accuracy(maps, s["box"][None]).item()
+
+
+def test_voc_coordinates_are_one_based_and_inclusive(tmp_path):
+    """Written by hand, not by the fixture helper: the first pixel column is xmin=1."""
+    (tmp_path / "a.xml").write_text(
+        "<annotation><size><width>10</width><height>8</height></size><object><name>cat</name>"
+        "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object></annotation>"
+    )
+    assert read_voc_xml(tmp_path / "a.xml") == ((10, 8), [("cat", [0.0, 1.0, 10.0, 8.0])])  # the whole width
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n01751748 1 1 500 375 n09999999 5 5 6 6 \n"
+    )
+    table = read_loc_csv(tmp_path / "LOC_val_solution.csv")
+    assert table == {
+        "ILSVRC2012_val_00000001": [("n01751748", [0.0, 0.0, 500.0, 375.0]), ("n09999999", [4.0, 4.0, 6.0, 6.0])]
+    }
+    assert read_loc_csv(tmp_path / "LOC_val_solution.csv", {"n01440764"}) == {}  # rows of other classes dropped
+
+
+def test_loc_boxes_beside_resized_photos_are_refused(tmp_path):
+    make_image_folder(tmp_path, boxes="loc", size=(160, 128))
+    for path in tmp_path.rglob("*.JPEG"):  # a resized copy (like Imagenette-320) keeps the file names
+        img = Image.open(path)
+        img.resize((img.width // 4, img.height // 4)).save(path)
+    with pytest.raises(DataError, match=r"sampled photos have boxes outside the image .*data.boxes=none"):
+        ImageFolder(tmp_path).setup()
+    ImageFolder(tmp_path, boxes="none").setup()
+
+
+def test_a_single_class_folder_is_refused(tmp_path):
+    make_image_folder(tmp_path, classes=("cat",), boxes=None)
+    with pytest.raises(DataError, match=r"train holds only cat/; a classifier needs two or more"):
+        ImageFolder(tmp_path).setup()
+
+
+def test_a_broken_head_box_keeps_the_photo(tmp_path):
+    make_oxford(tmp_path, per_breed=2, test_per_breed=1)
+    (tmp_path / "oxford-iiit-pet/annotations/xmls/Abyssinian_1.xml").write_text("<annotation><object>")
+    dm = OxfordPets(tmp_path, image_size=32)
+    dm.setup()
+    split, i = next((s, i) for s in dm.records for i, r in enumerate(dm.records[s]) if r.meta["id"] == "Abyssinian_1")
+    s = dm.dataset(split)[i]
+    assert not isinstance(s, Skipped) and torch.equal(s["head_box"], torch.zeros(4)) and s["mask"].any()
+
+
+def test_download_is_refused_when_several_processes_start_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(DataError, match="runs several processes at once; download it first with one"):
+        OxfordPets(tmp_path, download=True).prepare_data()

@@ -101,6 +101,27 @@ def test_image_folder_without_boxes_logs_explanations_without_localization(tmp_p
     scores = summary["runs"][0]["localization"]["gradcam"]
     assert list(scores) == ["deletion_auc"] and 0.0 <= scores["deletion_auc"] <= 1.0
     assert (tmp_path / "outputs/kaggle/simple_cnn-gap/explanations/epoch_000.png").is_file()
+    # explain.py on the same split: no ground truth, so no localization columns (not misses)
+    out = tmp_path / "explained"
+    cfg = load_config(
+        [f"checkpoint={summary['runs'][0]['best_checkpoint']}", "split=val", f"out={out}", "methods=[gradcam]"],
+        schema=OfflineConfig,
+        defaults="explain.yaml",
+    )
+    assert offline.run(cfg, progress=False) == offline.EXIT_OK
+    results = list(csv.DictReader(open(out / "results.csv")))
+    assert len(results) == 6 and not any(k.endswith("pointing_game") for k in results[0])
+
+
+def test_batches_of_only_unreadable_files_do_not_stop_training(tmp_path):
+    make_image_folder(tmp_path / "bad", classes=("cat", "dog"), per_class=8, val_per_class=4, boxes=None)
+    train = sorted((tmp_path / "bad/train").rglob("*.JPEG"))
+    for path in train:
+        truncate(path)
+    argv = _argv(tmp_path, "bad", "data.name=image_folder", f"data.root={tmp_path / 'bad'}", "explain.enabled=false")
+    with pytest.warns(UserWarning, match="16 of the 24 photos under .* could not be used"):
+        summary = fit.run(load_config(argv))
+    assert summary["runs"][0]["skipped_files"] == 16 and summary["runs"][0]["val_acc"] is not None
 
 
 def _train(tmp_path, *argv):

@@ -14,7 +14,7 @@ from camlight.datamodules.image_folder import ImageFolder
 from camlight.datamodules.io import BadFile, DataError
 from camlight.datamodules.oxford_pets import OxfordPets
 from camlight.datamodules.synthetic import SyntheticPets, SyntheticPetsDataset
-from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_SCALE
 
 DATASETS = ("synthetic", "oxford_pets", "image_folder")
 
@@ -51,7 +51,7 @@ def from_config(d: Mapping, mean=None, std=None, pin_memory: bool = False, num_w
         num_workers=workers,
         pin_memory=pin_memory,
         seed=d["seed"],
-        train_scale=tuple(d.get("train_scale") or (0.35, 1.0)),
+        train_scale=tuple(d.get("train_scale") or TRAIN_SCALE),
         mean=tuple(mean or IMAGENET_MEAN),
         std=tuple(std or IMAGENET_STD),
     )

@@ -76,10 +76,8 @@ class PhotoDataset(Dataset):
                 region = boxes_region(boxes, h, w)
             head = r.head_box(h, w) if r.head_box else None
             out = sample(rgb, r.label, self.transform, region, head, boxes)
-        except BadFile as e:
+        except BadFile as e:  # anything else is a bug, and raises
             return Skipped(str(r.path), str(e))
-        except (ValueError, OSError) as e:  # e.g. a trimap of another size than its photo
-            return Skipped(str(r.path), f"{type(e).__name__}: {e}")
         out["index"] = torch.tensor(index)
         return out
 
@@ -169,12 +167,16 @@ class PhotoDataModule(pl.LightningDataModule):
             self.dataset(split, train),
             batch_size=self.batch_size,
             shuffle=train,
-            drop_last=train and len(self.records[split]) > self.batch_size,
+            drop_last=train and len(self.records[split]) // self._world() > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
         )
+
+    def _world(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return max(1, getattr(trainer, "world_size", 1) or 1)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

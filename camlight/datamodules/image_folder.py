@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from camlight.datamodules.base import PhotoDataModule, Record
-from camlight.datamodules.io import WNID, DataError, check_boxes, is_image, read_loc_csv, read_voc_xml
+from camlight.datamodules.io import WNID, BadFile, DataError, check_boxes, is_image, read_loc_csv, read_voc_xml
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,14 @@ class ImageFolder(PhotoDataModule):
         train = self.root / "train"
         if not train.is_dir():
             found = ", ".join(sorted(p.name for p in self.root.iterdir())[:8]) or "nothing"
-            raise DataError(f"{train} not found (found {found}); an ImageFolder root holds {LAYOUT}")
+            hint = ""
+            if any(p.is_dir() and any(is_image(f) for f in p.iterdir()) for p in self.root.iterdir()):
+                hint = f"; to use the class folders found there, move them into {train}/"
+            raise DataError(f"{train} not found (found {found}); an ImageFolder root holds {LAYOUT}{hint}")
         folders = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not folders:
-            raise DataError(f"{train} holds no class folders; expected {LAYOUT}")
+        if len(folders) < 2:
+            found = f"only {folders[0]}/" if folders else "no class folders"
+            raise DataError(f"{train} holds {found}; a classifier needs two or more, as {LAYOUT}")
         readable = {**KNOWN_WNIDS, **synset_names(self.root, self.root.parent, self.box_dir)}
         chosen = self._choose(folders, readable)
         self.folders = chosen
@@ -140,7 +145,7 @@ class ImageFolder(PhotoDataModule):
             files["train"], files["val"] = self._hold_out(files["train"])
         elif not any(files["val"].values()):
             raise DataError(f"{self.root / 'val'} holds no images of the chosen classes; add them or remove val/")
-        lookup = self._box_lookup()
+        lookup = self._box_lookup(set(chosen) if all(WNID.match(f) for f in chosen) else None)
         self.records = {
             split: [
                 Record(path, label, boxes=lookup(split, path, chosen[label], self.class_names[label]))
@@ -149,6 +154,29 @@ class ImageFolder(PhotoDataModule):
             ]
             for split, per_class in files.items()
         }
+        self._check_box_scale()
+
+    def _check_box_scale(self, n: int = 32) -> None:
+        """Boxes drawn on other photos (LOC boxes of full-size ImageNet beside a resized copy such as
+        Imagenette-320, which keeps ImageNet's file names) land outside the images: refuse them
+        here, rather than skip most photos or misplace their boxes."""
+        with_boxes = [r for split in ("val", "train") for r in self.records[split] if r.boxes is not None][:n]
+        outside, example = 0, ""
+        for r in with_boxes:
+            try:
+                with Image.open(r.path) as img:  # the header only
+                    width, height = img.size
+                r.boxes(height, width)
+            except BadFile as e:
+                outside, example = outside + 1, example or f"{r.path.name}: {e}"
+            except OSError:  # an unreadable photo is skipped later, with its reason
+                continue
+        if with_boxes and outside > len(with_boxes) // 2:
+            raise DataError(
+                f"{outside} of {len(with_boxes)} sampled photos have boxes outside the image ({example}); the boxes "
+                f"({self.box_source}) were drawn on other copies of these photos (full-size ImageNet beside a resized "
+                "set such as Imagenette-320?). Use the photos the boxes belong to, or data.boxes=none"
+            )
 
     def _choose(self, folders: list[str], readable: dict[str, str]) -> list[str]:
         if not self.classes:
@@ -199,7 +227,7 @@ class ImageFolder(PhotoDataModule):
             train[folder] = sorted(paths[i] for i in order[n_val:])
         return train, val
 
-    def _box_lookup(self):
+    def _box_lookup(self, wnids: set[str] | None):
         """(split, path, folder, class name) → region function or None, for the chosen box source."""
         mode = self.boxes
         loc = {s: self.box_dir / f"LOC_{s}_solution.csv" for s in ("train", "val")}
@@ -219,7 +247,7 @@ class ImageFolder(PhotoDataModule):
             table: dict[str, list] = {}  # ImageNet ids are unique across splits; a held-out val is in train's file
             for p in loc.values():
                 if p.is_file():
-                    table.update({k: (v, p.name) for k, v in read_loc_csv(p).items()})
+                    table.update({k: (v, p.name) for k, v in read_loc_csv(p, wnids).items()})
 
             def from_loc(split, path, folder, name):
                 objects, file = table.get(path.stem, (None, None))

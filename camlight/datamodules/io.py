@@ -106,11 +106,12 @@ def read_voc_xml(path: Path) -> tuple[tuple[int, int] | None, list[tuple[str, li
     return size, objects
 
 
-def read_loc_csv(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
+def read_loc_csv(path: Path, wnids: set[str] | None = None) -> dict[str, list[tuple[str, list[float]]]]:
     """ImageNet's `LOC_{train,val}_solution.csv`: {ImageId: [(wnid, [x0, y0, x1, y1]), ...]}.
 
     Rows are `ImageId,PredictionString` where the string repeats `wnid xmin ymin xmax ymax`; the
-    coordinates are those of the ImageNet XML files, converted like `read_voc_xml`.
+    coordinates are those of the ImageNet XML files, converted like `read_voc_xml`. With `wnids`,
+    only rows holding a box of one of those classes are kept (every row is still checked).
 
     Raises:
         DataError: a header or row in another format, with the line number.
@@ -138,7 +139,8 @@ def read_loc_csv(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
             except ValueError:
                 raise DataError(f"{path} line {line}: non-numeric box {' '.join(coords)!r}; {expected}") from None
             boxes.append((wnid, [xmin - 1, ymin - 1, xmax, ymax]))
-        out.setdefault(row[0].strip(), []).extend(boxes)
+        if wnids is None or any(w in wnids for w, _ in boxes):
+            out.setdefault(row[0].strip(), []).extend(boxes)
     return out
 
 

@@ -20,6 +20,7 @@ annotators were unsure):
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,13 @@ class OxfordPets(PhotoDataModule):
         """Download with torchvision when asked and the files are not there (rank zero only)."""
         if not self.download or (self.base / "annotations" / "trainval.txt").is_file():
             return
+        if max(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("SLURM_NTASKS", "1"))) > 1:
+            # processes started together (torchrun, SLURM) would all download into the same folder
+            raise DataError(
+                f"Oxford-IIIT Pet is not in {self.root} yet, and this job runs several processes at once; "
+                f'download it first with one: python -c "from camlight.datamodules import OxfordPets; '
+                f"OxfordPets('{self.root}', download=True).prepare_data()\""
+            )
         from torchvision.datasets import OxfordIIITPet
 
         try:
@@ -137,6 +145,10 @@ class OxfordPets(PhotoDataModule):
                     f"{needed} not found; an Oxford-IIIT Pet root holds {LAYOUT} "
                     f"(or set data.download=true with network)"
                 )
+        if not (ann / "trimaps").is_dir():
+            log.warning(
+                "Oxford-IIIT Pet: %s not found; training without masks, so nothing can be scored", ann / "trimaps"
+            )
         trainval, test = read_list(ann / "trainval.txt"), read_list(ann / "test.txt")
         if not trainval:
             raise DataError(f"{ann / 'trainval.txt'} lists no images")
@@ -205,8 +217,17 @@ class _HeadBox:
         self.path = path
 
     def __call__(self, height: int, width: int) -> np.ndarray | None:
-        _, objects = read_voc_xml(self.path)
-        if not objects:
+        """The head box, or None (also for a broken XML: the head box is not scored, so the photo stays)."""
+        try:
+            _, objects = read_voc_xml(self.path)
+            if not objects:
+                return None
+            return check_boxes(np.array([objects[0][1]], dtype=np.float64), width, height, self.path.name)[0]
+        except BadFile as e:
+            if self.path not in _WARNED:
+                _WARNED.add(self.path)
+                log.warning("Oxford-IIIT Pet: head box ignored (%s)", e)
             return None
-        boxes = check_boxes(np.array([objects[0][1]], dtype=np.float64), width, height, self.path.name)
-        return boxes[0]
+
+
+_WARNED: set[Path] = set()

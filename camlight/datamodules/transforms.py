@@ -16,6 +16,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from camlight.datamodules.io import BadFile
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_SCALE = (0.35, 1.0)  # of the image area; torchvision's (0.08, 1) often crops the object away
@@ -64,8 +66,9 @@ def mask_box(mask: torch.Tensor) -> torch.Tensor:
 def boxes_region(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H,W) uint8 map: OBJECT inside any of the (n,4) end-exclusive boxes, OUTSIDE elsewhere."""
     region = np.zeros((height, width), dtype=np.uint8)
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64):
-        region[int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))] = OBJECT
+    for x0, y0, x1, y1 in np.ceil(np.asarray(boxes, dtype=np.float64)).astype(int):
+        # pixel i is inside when x0 <= i < x1, as the metrics' box masks count it
+        region[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = OBJECT
     return region
 
 
@@ -98,7 +101,7 @@ def sample(
     inputs: dict = {"image": tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))}
     if region is not None:
         if region.shape != (height, width):
-            raise ValueError(f"annotation is {region.shape[1]}×{region.shape[0]}, the image {width}×{height}")
+            raise BadFile(f"annotation is {region.shape[1]}×{region.shape[0]}, the image {width}×{height}")
         inputs["region"] = tv_tensors.Mask(torch.from_numpy(region))
     if head_box is not None:
         inputs["head"] = tv_tensors.BoundingBoxes(

@@ -133,7 +133,11 @@ class Classifier(pl.LightningModule):
 
     def _step(self, batch: dict, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor | None:
         if "image" not in batch or len(batch["image"]) == 0:  # every file of the batch was unreadable
-            return None
+            if stage != "train":
+                return None
+            # A zero loss that still reaches every parameter: under DDP every rank must run the
+            # backward pass (its gradient all-reduce), so the step cannot simply be skipped.
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         accuracy(logits, batch["label"])
