@@ -36,6 +36,17 @@ def _argv(tmp_path, name: str, *extra: str) -> list[str]:
     ]
 
 
+def _explain_val(checkpoint: str, out) -> list[dict]:
+    """`explain.py checkpoint=... split=val methods=[gradcam]`: the rows of results.csv."""
+    cfg = load_config(
+        [f"checkpoint={checkpoint}", "split=val", f"out={out}", "methods=[gradcam]"],
+        schema=OfflineConfig,
+        defaults="explain.yaml",
+    )
+    assert offline.run(cfg, progress=False) == offline.EXIT_OK
+    return list(csv.DictReader(open(out / "results.csv")))
+
+
 def test_oxford_pets_trains_explains_and_scores_localization(tmp_path):
     make_oxford(tmp_path / "pets", per_breed=8, test_per_breed=1)
     truncate(tmp_path / "pets/oxford-iiit-pet/images/beagle_3.jpg")
@@ -60,14 +71,7 @@ def test_oxford_pets_trains_explains_and_scores_localization(tmp_path):
     model = load_classifier(run["best_checkpoint"])
     assert model.preprocessing["eval_resize"] == round(32 * 8 / 7)
     assert model.preprocessing["mean"] == (0.485, 0.456, 0.406)
-    out = tmp_path / "explained"
-    cfg = load_config(
-        [f"checkpoint={run['best_checkpoint']}", "split=val", f"out={out}", "methods=[gradcam]"],
-        schema=OfflineConfig,
-        defaults="explain.yaml",
-    )
-    assert offline.run(cfg, progress=False) == offline.EXIT_OK
-    results = list(csv.DictReader(open(out / "results.csv")))
+    results = _explain_val(run["best_checkpoint"], tmp_path / "explained")
     assert len(results) == 8
     assert all(r["label"] in ("cat", "dog") and r["gradcam/pointing_game"] in ("0", "1") for r in results)
 
@@ -102,14 +106,7 @@ def test_image_folder_without_boxes_logs_explanations_without_localization(tmp_p
     assert list(scores) == ["deletion_auc"] and 0.0 <= scores["deletion_auc"] <= 1.0
     assert (tmp_path / "outputs/kaggle/simple_cnn-gap/explanations/epoch_000.png").is_file()
     # explain.py on the same split: no ground truth, so no localization columns (not misses)
-    out = tmp_path / "explained"
-    cfg = load_config(
-        [f"checkpoint={summary['runs'][0]['best_checkpoint']}", "split=val", f"out={out}", "methods=[gradcam]"],
-        schema=OfflineConfig,
-        defaults="explain.yaml",
-    )
-    assert offline.run(cfg, progress=False) == offline.EXIT_OK
-    results = list(csv.DictReader(open(out / "results.csv")))
+    results = _explain_val(summary["runs"][0]["best_checkpoint"], tmp_path / "explained")
     assert len(results) == 6 and not any(k.endswith("pointing_game") for k in results[0])
 
 
