@@ -57,7 +57,7 @@ class Skipped:
 
 
 class PhotoDataset(Dataset):
-    """Records → samples through a v2 transform; a bad file gives `Skipped`, never an exception."""
+    """Records → samples through a v2 transform; a bad file gives `Skipped` (a bug still raises)."""
 
     def __init__(self, records: list[Record], transform):
         self.records, self.transform = records, transform
