@@ -265,6 +265,16 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     return row
 
 
+def _close_process_group() -> None:
+    """After the last fit, every rank (all run this) leaves the process group together: a rank that
+    exits while its peers still hold gloo connections to it can abort their shutdown."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _gather_skipped(datamodule) -> None:
     """Under DDP each rank saw its own bad files: every rank (all of them call this) learns all."""
     import torch.distributed as dist
@@ -321,6 +331,7 @@ def run(cfg: DictConfig) -> dict:
             rank_zero_info(datamodule.describe())
         rank_zero_info(resolve_pretrained(cfg)[1])
         runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
+        _close_process_group()
     finally:
         if inherited is None:
             os.environ.pop(GROUP_ENV, None)
