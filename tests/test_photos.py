@@ -409,3 +409,28 @@ def test_download_is_refused_when_several_processes_start_together(tmp_path, mon
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(DataError, match="runs several processes at once; download it first with one"):
         OxfordPets(tmp_path, download=True).prepare_data()
+
+
+def test_imagenet_layout_with_a_flat_val_folder_takes_classes_from_the_loc_csv(tmp_path):
+    """ILSVRC/Data/CLS-LOC: train/<wnid>/*.JPEG, val/*.JPEG (flat), test/*.JPEG (flat, unlabelled);
+    the LOC csv files and the synset mapping beside it."""
+    root, top = tmp_path / "ILSVRC/Data/CLS-LOC", tmp_path
+    truth = make_image_folder(root, classes=("n01440764", "n02102040", "n03000684"), boxes="loc")
+    for csv_file in root.glob("LOC_*.csv"):
+        csv_file.rename(top / csv_file.name)
+    for photo_path in list((root / "val").rglob("*.JPEG")):  # flatten val/ as ImageNet ships it
+        photo_path.rename(root / "val" / photo_path.name)
+    for d in (root / "val").iterdir():
+        if d.is_dir():
+            d.rmdir()
+    (root / "test").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "test" / "ILSVRC2012_test_00000001.JPEG")
+    (top / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn02102040 English springer\n")
+    dm = ImageFolder(root, classes=["n02102040", "tench"], box_dir=top, image_size=48)
+    dm.setup()
+    assert dm.class_names == ("English springer", "tench") and dm.box_source == "loc"
+    assert len(dm.records["val"]) == 8 and len(dm.records["test"]) == 0
+    for r in dm.records["val"]:
+        assert r.path.parent == root / "val"
+        assert ("n02102040", "n01440764")[r.label] == ("n01440764", "n02102040", "n03000684")[truth[r.path.stem][0]]
+    assert all(dm.dataset("val")[i]["mask"].any() for i in range(8))

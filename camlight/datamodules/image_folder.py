@@ -5,6 +5,10 @@ Kaggle cats-vs-dogs images, your own), with optional ImageNet LOC or VOC XML box
     root/val/<class>/*.jpg          optional: without it, val_fraction of train is held out
     root/test/<class>/*.jpg         optional
 
+ImageNet's own layout works as it is (`root=.../ILSVRC/Data/CLS-LOC`, `box_dir=` the folder with
+the LOC csv files): a val/ (or test/) without class folders takes each photo's class from
+`LOC_val_solution.csv`, and one without labels (ImageNet's test/) is left out.
+
 Class folders named by ImageNet wnid (`n01440764`) get readable names (`tench`) from
 `LOC_synset_mapping.txt` when it lies in root or its parent, and for the Imagenette and Imagewoof
 classes without it.
@@ -117,6 +121,7 @@ class ImageFolder(PhotoDataModule):
         self.boxes, self.val_fraction = boxes, val_fraction
         self.box_dir = Path(box_dir).expanduser().absolute() if box_dir else self.root
         self.box_source = "none"
+        self._loc: dict | None = None
 
     def index(self) -> None:
         if not self.root.is_dir():
@@ -138,6 +143,7 @@ class ImageFolder(PhotoDataModule):
         names = [readable.get(f, f) if WNID.match(f) else f for f in chosen]
         dupes = {n for n in names if names.count(n) > 1}
         self.class_names = tuple(f"{n} ({f})" if n in dupes else n for n, f in zip(names, chosen, strict=True))
+        self._wnids = set(chosen) if all(WNID.match(f) for f in chosen) else None
         files = {split: self._files(self.root / split, chosen, split != "train") for split in ("train", "val", "test")}
         if not any(files["train"].values()):
             raise DataError(f"no images in the class folders of {train}")
@@ -145,7 +151,7 @@ class ImageFolder(PhotoDataModule):
             files["train"], files["val"] = self._hold_out(files["train"])
         elif not any(files["val"].values()):
             raise DataError(f"{self.root / 'val'} holds no images of the chosen classes; add them or remove val/")
-        lookup = self._box_lookup(set(chosen) if all(WNID.match(f) for f in chosen) else None)
+        lookup = self._box_lookup()
         self.records = {
             split: [
                 Record(path, label, boxes=lookup(split, path, chosen[label], self.class_names[label]))
@@ -198,6 +204,8 @@ class ImageFolder(PhotoDataModule):
         out: dict[str, list[Path]] = {}
         if not split_dir.is_dir():
             return out
+        if optional and not any((split_dir / f).is_dir() for f in folders):
+            return self._flat_files(split_dir, folders)
         for folder in folders:
             d = split_dir / folder
             if not d.is_dir():
@@ -214,6 +222,35 @@ class ImageFolder(PhotoDataModule):
             out[folder] = paths
         return out
 
+    def _flat_files(self, split_dir: Path, folders: list[str]) -> dict[str, list[Path]]:
+        """A split without class folders, as ImageNet's val/ (ILSVRC/Data/CLS-LOC/val/*.JPEG): each
+        photo's class is the wnid of its boxes in LOC_<split>_solution.csv; without one, the split is
+        left out (ImageNet's test/ has no labels)."""
+        photos = sorted(p for p in split_dir.iterdir() if p.is_file() and is_image(p))
+        labels = {stem: objects[0][0] for stem, (objects, _) in self._loc_table().items() if objects}
+        if not photos or not any(p.stem in labels for p in photos):
+            log.warning(
+                "ImageFolder: %s has no folder for the chosen classes%s; left out",
+                split_dir,
+                " and no LOC csv names its photos' classes" if photos else "",
+            )
+            return {}
+        out: dict[str, list[Path]] = {}
+        for p in photos:
+            if labels.get(p.stem) in folders:
+                out.setdefault(labels[p.stem], []).append(p)
+        return out
+
+    def _loc_table(self) -> dict[str, tuple[list, str]]:
+        """{ImageId: (objects, file name)} from the LOC csv files in box_dir (read once; empty without)."""
+        if self._loc is None:
+            self._loc = {}  # ImageNet ids are unique across splits; a held-out val is in train's file
+            for split in ("train", "val"):
+                path = self.box_dir / f"LOC_{split}_solution.csv"
+                if path.is_file():
+                    self._loc.update({k: (v, path.name) for k, v in read_loc_csv(path, self._wnids).items()})
+        return self._loc
+
     def _hold_out(self, files: dict[str, list[Path]]) -> tuple[dict, dict]:
         """Stratified: val_fraction of every class (at least one image) goes to validation."""
         train, val = {}, {}
@@ -227,7 +264,7 @@ class ImageFolder(PhotoDataModule):
             train[folder] = sorted(paths[i] for i in order[n_val:])
         return train, val
 
-    def _box_lookup(self, wnids: set[str] | None):
+    def _box_lookup(self):
         """(split, path, folder, class name) → region function or None, for the chosen box source."""
         mode = self.boxes
         loc = {s: self.box_dir / f"LOC_{s}_solution.csv" for s in ("train", "val")}
@@ -244,10 +281,7 @@ class ImageFolder(PhotoDataModule):
         if mode == "loc":
             if not any(p.is_file() for p in loc.values()):
                 raise DataError(f"data.boxes=loc but neither {loc['train']} nor {loc['val']} exists")
-            table: dict[str, list] = {}  # ImageNet ids are unique across splits; a held-out val is in train's file
-            for p in loc.values():
-                if p.is_file():
-                    table.update({k: (v, p.name) for k, v in read_loc_csv(p, wnids).items()})
+            table = self._loc_table()
 
             def from_loc(split, path, folder, name):
                 objects, file = table.get(path.stem, (None, None))
