@@ -121,7 +121,8 @@ class ImageFolder(PhotoDataModule):
         self.boxes, self.val_fraction = boxes, val_fraction
         self.box_dir = Path(box_dir).expanduser().absolute() if box_dir else self.root
         self.box_source = "none"
-        self._loc: dict | None = None
+        self._loc: dict | None = None  # the LOC csv rows, read once
+        self._wnids: set[str] | None = None  # the chosen classes when they are all wnids
 
     def index(self) -> None:
         if not self.root.is_dir():
