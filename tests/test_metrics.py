@@ -145,25 +145,97 @@ def _bfs_components(fg):
     return set(comps)
 
 
+def _box(component) -> tuple[int, int, int, int]:
+    ys, xs = zip(*component, strict=True)
+    return (min(xs), min(ys), max(xs) + 1, max(ys) + 1)
+
+
 @pytest.mark.parametrize("density", [0.2, 0.45, 0.6])
-def test_components_agree_with_breadth_first_search(density):
+def test_component_boxes_agree_with_breadth_first_search(density):
+    from camlight.metrics._components import component_boxes
+
     g = torch.Generator().manual_seed(int(density * 100))
     fg = torch.rand(6, 16, 16, generator=g) < density
-    labels = M.localization._components(fg)
     for i in range(len(fg)):
-        ours = {
-            frozenset(map(tuple, (labels[i] == v).nonzero().tolist())) for v in labels[i].unique().tolist() if v > 0
-        }
-        assert ours == _bfs_components(fg[i])
+        ours = sorted(map(tuple, component_boxes(fg[i].numpy()).tolist()))
+        assert ours == sorted(_box(c) for c in _bfs_components(fg[i]))
 
 
 def test_components_of_a_long_snake():
-    fg = torch.zeros(1, 9, 9, dtype=torch.bool)
-    fg[0, ::2, :] = True  # rows 0, 2, 4, 6, 8 joined at alternating ends: one long path
+    from camlight.metrics._components import component_boxes
+
+    fg = torch.zeros(9, 9, dtype=torch.bool)
+    fg[::2, :] = True  # rows 0, 2, 4, 6, 8 joined at alternating ends: one long path
     for r in range(1, 9, 2):
-        fg[0, r, 8 if r % 4 == 1 else 0] = True
-    labels = M.localization._components(fg)
-    assert len(labels[0][fg[0]].unique()) == 1
+        fg[r, 8 if r % 4 == 1 else 0] = True
+    assert component_boxes(fg.numpy()).tolist() == [[0, 0, 9, 9]]
+
+
+def test_of_equal_largest_components_the_one_that_ends_first_wins():
+    maps = torch.zeros(1, 6, 10)
+    maps[0, 0:3, 8] = 1.0  # a column of 3: starts first (row 0) but ends last, at (2, 8)
+    maps[0, 1, 0:3] = 1.0  # a row of 3: starts later (row 1) and ends first, at (1, 2)
+    assert M.box_from_map(maps[0]).tolist() == [0, 1, 3, 2]
+
+
+def _reference_max_box_acc(maps, boxes, thresholds, ious):
+    """MaxBoxAccV2 as Choe et al. define it, from breadth-first components (boxes (B,K,4), zero rows padding)."""
+    accuracy = torch.zeros(len(thresholds), len(ious))
+    for m, gts in zip(maps, boxes, strict=True):
+        gts = [g for g in gts.tolist() if g[2] > g[0]]
+        for t, tau in enumerate(thresholds):
+            fg = (m >= tau * m.max()) & (m > 0)
+            best = 0.0
+            for c in _bfs_components(fg):
+                box = torch.tensor([_box(c)], dtype=torch.float32)
+                best = max([best] + [M.box_iou(box, torch.tensor([g])).item() for g in gts])
+            accuracy[t] += torch.tensor([best >= d for d in ious], dtype=torch.float32)
+    return float((accuracy / len(maps)).amax(0).mean())
+
+
+@pytest.mark.parametrize("kind", ["noise", "plateaus", "blobs"])
+def test_max_box_acc_v2_equals_a_breadth_first_reference(kind):
+    g = torch.Generator().manual_seed(7)
+    if kind == "noise":
+        maps = torch.rand(5, 14, 14, generator=g)
+    elif kind == "plateaus":
+        maps = (torch.rand(5, 14, 14, generator=g) * 4).floor() / 3  # ties at every threshold
+    else:
+        low = torch.rand(5, 1, 3, 3, generator=g) ** 2
+        maps = torch.nn.functional.interpolate(low, size=14, mode="bilinear", align_corners=False)[:, 0]
+    corners = torch.randint(0, 8, (5, 2, 2), generator=g).float()
+    boxes = torch.cat([corners, corners + torch.randint(2, 7, (5, 2, 2), generator=g)], dim=2)
+    boxes[::2, 1] = 0  # padding rows
+    thresholds = tuple(i / 10 for i in range(10))
+    ious = (0.3, 0.5, 0.7)
+    expected = _reference_max_box_acc(maps, boxes, thresholds, ious)
+    assert M.max_box_acc_v2(maps, boxes, thresholds=thresholds, ious=ious) == pytest.approx(expected, abs=1e-7)
+
+
+def test_box_metrics_at_224_px_by_hand():
+    maps = torch.zeros(2, 224, 224)
+    maps[:, 20:100, 30:130] = 1.0  # blob A: 80 × 100 = 8000 px at 1.0
+    maps[:, 150:200, 150:200] = 0.5  # blob B: 50 × 50 = 2500 px at 0.5
+    maps[:, 210, 10:110] = 0.3  # a line: 100 px at 0.3 (energy 30)
+    boxes = torch.tensor(
+        [[[30.0, 20, 130, 100], [0, 0, 0, 0]], [[150.0, 150, 200, 200], [0, 0, 0, 0]]]
+    )  # image 0: A's box; image 1: B's
+    masks = torch.zeros(2, 224, 224, dtype=torch.bool)
+    masks[0, 20:100, 30:130] = True
+    masks[1, 150:200, 150:200] = True
+    # The peak is A's first pixel (20, 30): on image 0's mask, 120+ px from image 1's.
+    assert M.pointing_game(maps, masks).tolist() == [True, False]
+    total = 8000 + 2500 * 0.5 + 30
+    assert M.energy_pointing_game(maps, boxes).tolist() == [pytest.approx(8000 / total), pytest.approx(1250 / total)]
+    # At τ = 0.2 the components are A, B and the line; A is the largest.
+    assert M.box_from_map(maps[0]).tolist() == [30, 20, 130, 100]
+    assert M.box_accuracy(maps, boxes).tolist() == [True, False]
+    # B exists up to τ = 0.5, so with thresholds up to 0.5 both images find their box at IoU 1;
+    # from 0.6 only A remains and image 1 misses at every δ.
+    assert M.max_box_acc_v2(maps, boxes) == 1.0
+    assert M.max_box_acc_v2(maps, boxes, thresholds=(0.6, 0.7)) == 0.5
+    union = 8000 + 2500  # map >= 0.5: A and B, against one of them
+    assert M.mask_iou(maps, masks).tolist() == [pytest.approx(8000 / union), pytest.approx(2500 / union)]
 
 
 # -- masks -----------------------------------------------------------------------------------
@@ -233,16 +305,38 @@ def test_deletion_and_insertion_auc_by_hand():
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_insertion_auc_restores_onto_the_blurred_image():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 3, 12, 12, generator=g)
-    maps = torch.rand(2, 12, 12, generator=g)
-    t = torch.tensor([1, 0])
-    expected = M.faithfulness._causal_auc(SumModel(), x, maps, t, 6, M.faithfulness._blur(x), x, None)
-    torch.testing.assert_close(M.insertion_auc(SumModel(), x, maps, t, steps=6), expected)
-    deleted = M.faithfulness._causal_auc(SumModel(), x, maps, t, 6, x, torch.zeros_like(x), None)
-    torch.testing.assert_close(M.deletion_auc(SumModel(), x, maps, t, steps=6), deleted)
-    assert not torch.allclose(expected, deleted)
+def _blur_by_hand(image, size=11, sigma=5.0):
+    """Gaussian blur of one (H,W) channel with replicated borders, written out as the double sum."""
+    h, w = image.shape
+    r = size // 2
+    k = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-r, r + 1)]
+    k = [v / sum(k) for v in k]
+    out = torch.zeros(h, w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = sum(
+                k[i] * k[j] * float(image[min(max(y + i - r, 0), h - 1), min(max(x + j - r, 0), w - 1)])
+                for i in range(size)
+                for j in range(size)
+            )
+    return out
+
+
+def test_insertion_auc_restores_pixels_onto_the_blurred_image_by_hand():
+    x = torch.zeros(1, 3, 3, 3)
+    x[0, 0] = torch.tensor([[3.0, -1.0, 0.5], [0.0, 2.0, -2.0], [1.0, 0.0, -0.5]])
+    maps = torch.tensor([[[0.9, 0.1, 0.5], [0.2, 0.8, 0.0], [0.7, 0.3, 0.6]]])
+    order = [(0, 0), (1, 1), (2, 0), (2, 2), (0, 2), (2, 1), (1, 0), (0, 1), (1, 2)]  # most salient first
+    current = _blur_by_hand(x[0, 0])
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    # 3 steps over 9 pixels: 0, 3, 6, 9 pixels restored.
+    probs = [sig(float(current.sum()))]
+    for step in range(3):
+        for r, c in order[3 * step : 3 * step + 3]:
+            current[r, c] = x[0, 0, r, c]
+        probs.append(sig(float(current.sum())))
+    expected = sum((probs[i] + probs[i + 1]) / 2 / 3 for i in range(3))
+    assert M.insertion_auc(SumModel(), x, maps, torch.tensor([1]), steps=3).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_average_drop_and_increase_in_confidence_by_hand():

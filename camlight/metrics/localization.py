@@ -8,8 +8,10 @@ truth's resolution (camlight's are in [0,1]); boxes are (B,4) float xyxy pixels,
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+
+from camlight.metrics._components import component_boxes, largest_component_box, to_numpy
 
 # -- pointing game ---------------------------------------------------------------------------
 
@@ -88,66 +90,27 @@ def energy_pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tenso
 # -- boxes from maps -------------------------------------------------------------------------
 
 
-def _components(fg: torch.Tensor) -> torch.Tensor:
-    """8-connected component labels of (N,H,W) bool masks: (N,H,W) float, 0 for background.
-
-    Each foreground pixel starts with its own id (index + 1). Every round, labels spread to
-    neighbours by 3×3 max-pooling and then jump: a pixel takes the label of the pixel its label
-    names. Labels only ever name pixels of the same component and only grow, so each component
-    ends with its largest id. The jumps cut the rounds for blob-like and noisy masks (what maps
-    give) to a few dozen; a worst-case shape still needs one round per pixel of its length.
-    """
-    n, h, w = fg.shape
-    dtype = torch.float32 if h * w < 2**24 else torch.float64  # ids must be exact
-    ids = torch.arange(1, h * w + 1, device=fg.device, dtype=dtype).view(1, h, w).expand(n, h, w)
-    labels = torch.where(fg, ids, torch.zeros_like(ids))
-    mask = fg.to(dtype)
-    while True:
-        spread = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * mask
-        flat = spread.view(n, -1)
-        jumped = flat.gather(1, (flat.long() - 1).clamp(min=0)).view(n, h, w) * mask
-        new = torch.maximum(spread, jumped)
-        if torch.equal(new, labels):
-            return labels
-        labels = new
+def _thresholded(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(B,T,H,W) foreground of maps (B,H,W) at each threshold τ (T,): at least τ · max, and above 0
+    (so a zero map has no box, and τ = 0 does not make the whole image one box — Choe et al.
+    threshold strictly)."""
+    peak = maps.flatten(1).amax(1)[:, None, None, None]
+    t = thresholds.to(maps)[None, :, None, None]
+    return (maps[:, None] >= t * peak) & (maps[:, None] > 0)
 
 
-def _boxes_of(keep: torch.Tensor) -> torch.Tensor:
-    """(N,4) xyxy end-exclusive box of the pixels where `keep` (N,H,W) holds; zeros when none."""
-    rows, cols = keep.any(dim=2), keep.any(dim=1)
-    h, w = keep.shape[-2:]
-    ar_h = torch.arange(h, device=keep.device)
-    ar_w = torch.arange(w, device=keep.device)
-    y0 = torch.where(rows, ar_h, h).amin(1)
-    y1 = torch.where(rows, ar_h + 1, 0).amax(1)
-    x0 = torch.where(cols, ar_w, w).amin(1)
-    x1 = torch.where(cols, ar_w + 1, 0).amax(1)
-    box = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(keep.flatten(1).any(1)[:, None], box, torch.zeros_like(box))
-
-
-def _thresholded(maps: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Foreground: at least threshold · max, and above 0 (so a zero map has no box, and τ = 0 does
-    not make the whole image one box — Choe et al. threshold strictly)."""
-    peak = maps.flatten(1).amax(1)[:, None, None]
-    return (maps >= threshold * peak) & (maps > 0)
-
-
-def _largest_component_boxes(fg: torch.Tensor) -> torch.Tensor:
-    labels = _components(fg)
-    n = labels.shape[0]
-    flat = labels.flatten(1).long()
-    counts = torch.zeros(n, labels.shape[1] * labels.shape[2] + 1, device=labels.device)
-    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
-    counts[:, 0] = 0  # background
-    biggest = counts.argmax(1)  # ties: the smallest id
-    return _boxes_of((labels == biggest[:, None, None].to(labels.dtype)) & fg)
+def _largest_component_boxes(maps: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,4) float box of the largest component of each map above `threshold` · max (zeros: none)."""
+    fg = to_numpy(_thresholded(maps, torch.tensor([threshold], dtype=torch.float64))[:, 0])
+    boxes = np.stack([largest_component_box(f) for f in fg]) if len(fg) else np.zeros((0, 4))
+    return torch.from_numpy(boxes).to(maps.device, torch.float32)
 
 
 def box_from_map(saliency: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
     """Zhou et al. 2016: (4,) xyxy end-exclusive box of the largest 8-connected component of
-    `saliency` (H,W) >= threshold · max (and > 0); zeros when the map has no positive pixel."""
-    return _largest_component_boxes(_thresholded(saliency[None], threshold))[0]
+    `saliency` (H,W) >= threshold · max (and > 0); zeros when the map has no positive pixel. Of
+    components with the same area, the one whose last pixel comes first in row-major order wins."""
+    return _largest_component_boxes(saliency[None], threshold)[0]
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -173,7 +136,7 @@ def box_accuracy(maps: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.2
     one counts, as in the ILSVRC localization protocol. `threshold` 0.2 as in CAM; 0.15 is the
     Grad-CAM paper's choice.
     """
-    predicted = _largest_component_boxes(_thresholded(maps, threshold))
+    predicted = _largest_component_boxes(maps, threshold)
     return _best_iou(predicted, box_sets(boxes).to(predicted)) >= iou
 
 
@@ -183,24 +146,23 @@ DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(100))
 def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     """(T, D) hit counts: images whose best box over all components at τ reaches IoU δ with one
     of their ground-truth boxes."""
-    b, h, w = maps.shape
-    sets = box_sets(boxes)
-    hits = torch.zeros(len(thresholds), len(ious), device=maps.device)
-    iou_t = torch.tensor(ious, device=maps.device)
-    for t, tau in enumerate(thresholds):
-        fg = _thresholded(maps, tau)
-        labels = _components(fg)
-        best = torch.zeros(b, device=maps.device)
-        for i in range(b):
-            ids = labels[i].unique()
-            ids = ids[ids > 0]
-            if len(ids) == 0:
-                continue
-            cand = _boxes_of(labels[i][None] == ids[:, None, None])
-            gt = sets[i].to(cand)
-            best[i] = _best_iou(cand, gt[None].expand(len(cand), *gt.shape)).max()
-        hits[t] = (best[:, None] >= iou_t).sum(0)
-    return hits
+    sets = box_sets(boxes).float().cpu()
+    hits = torch.zeros(len(thresholds), len(ious))
+    iou_t = torch.tensor(ious, dtype=torch.float32)
+    taus = torch.tensor(thresholds, dtype=torch.float64)
+    for i in range(maps.shape[0]):
+        fg = to_numpy(_thresholded(maps[i : i + 1], taus)[0])  # (T,H,W), one image at a time
+        per_tau = [component_boxes(f) for f in fg]
+        found = [t for t, b in enumerate(per_tau) if len(b)]
+        if not found:
+            continue
+        cand = torch.from_numpy(np.concatenate([per_tau[t] for t in found])).float()
+        which = torch.tensor([t for t in found for _ in range(len(per_tau[t]))])
+        gt = sets[i]
+        score = _best_iou(cand, gt[None].expand(len(cand), *gt.shape))
+        best = torch.zeros(len(thresholds)).scatter_reduce(0, which, score, reduce="amax")
+        hits += best[:, None] >= iou_t
+    return hits.to(maps.device)
 
 
 def max_box_acc_v2(maps, boxes, thresholds=None, ious=(0.3, 0.5, 0.7)) -> float:
