@@ -25,6 +25,20 @@ def test_forward_is_head_of_features(backbone, size, head):
     assert a.shape[-1] == size // {"simple_cnn": 8, "resnet18": 32, "vgg16": 16}[backbone]
 
 
+@pytest.mark.parametrize("head", ["gap", "fc"])
+@pytest.mark.parametrize("size", [64, 80, 100, 200, 224])
+@pytest.mark.parametrize("backbone", ["simple_cnn", "resnet18", "vgg16"])
+def test_every_backbone_and_head_runs_at_sizes_that_are_not_multiples_of_its_stride(backbone, size, head):
+    model = Classifier(backbone, head, image_size=size, width=4).eval()
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        a = model.features(x)
+        logits = model(x)
+    assert logits.shape == (1, 2) and torch.equal(logits, model.head(a))
+    if head == "fc":
+        assert model.head.classifier[1].in_features == a[0].numel()  # K·h·w of the map it really gets
+
+
 @pytest.mark.parametrize(("backbone", "size"), CASES)
 def test_target_layer_outputs_the_feature_map(backbone, size):
     model = Classifier(backbone, "gap", image_size=size, width=8).eval()
@@ -59,8 +73,12 @@ def test_bad_architectures_are_refused():
         Classifier("resnet50")
     with pytest.raises(ValueError, match="unknown head 'linear'"):
         Classifier(head="linear")
-    with pytest.raises(ValueError, match="too small for backbone resnet18.*1×1.*>= 64"):
+    with pytest.raises(
+        ValueError,
+        match="image_size=32 is too small for backbone resnet18: its feature map would be 1×1; use image_size >= 33",
+    ):
         Classifier("resnet18", image_size=32)
+    Classifier("resnet18", image_size=33)  # the smallest that gives 2×2, measured
 
 
 def _fit_briefly(model, tmp_path):

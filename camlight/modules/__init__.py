@@ -1,17 +1,29 @@
-"""Models: the `Classifier` LightningModule, its backbones and its GAP and FC heads."""
+"""Models: the `Classifier` LightningModule, its backbones, its GAP and FC heads, and checkpoints."""
 
 from camlight.modules.backbones import BACKBONES, PretrainedWeightsMissing
-from camlight.modules.classifier import Classifier, check_architecture, checkpoint_config, load_classifier
+from camlight.modules.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    load_classifier,
+    read_checkpoint,
+)
+from camlight.modules.classifier import Classifier, check_architecture
 from camlight.modules.heads import HEADS, FcHead, GapHead
 
 __all__ = [
     "BACKBONES",
     "HEADS",
+    "Checkpoint",
+    "CheckpointError",
     "Classifier",
     "FcHead",
     "GapHead",
     "PretrainedWeightsMissing",
     "check_architecture",
     "checkpoint_config",
+    "load_checkpoint",
     "load_classifier",
+    "read_checkpoint",
 ]

@@ -1,8 +1,9 @@
 """Backbones: image (B,3,H,W) → feature map A (B,K,h,w), unpooled.
 
 Each builder returns the backbone as an `nn.Sequential` whose last child is the last conv block,
-so `"backbone.<last child>"` is the target layer (its output is A), together with K and the
-downsampling factor.
+so `"backbone.<last child>"` is the target layer (its output is A). The shape of A for a given
+input size is never worked out by hand: `feature_shape` measures it with one forward pass on the
+meta device (shapes only, no memory, no arithmetic).
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ class PretrainedWeightsMissing(FileNotFoundError):
 @dataclass(frozen=True)
 class BackboneSpec:
     build: Callable[[int], nn.Sequential]  # width → backbone
-    channels: Callable[[int], int]  # width → K
-    stride: int  # H / h
-    min_size: int  # smallest input giving a feature map of at least 2×2
     pretrained: Callable[[], object] | None = None  # → torchvision Weights enum member
 
 
@@ -78,15 +76,36 @@ def _vgg16_weights():
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "simple_cnn": BackboneSpec(simple_cnn, lambda w: 4 * w, stride=8, min_size=32),
-    "resnet18": BackboneSpec(resnet18, lambda w: 512, stride=32, min_size=64, pretrained=_resnet18_weights),
-    "vgg16": BackboneSpec(vgg16, lambda w: 512, stride=16, min_size=32, pretrained=_vgg16_weights),
+    "simple_cnn": BackboneSpec(simple_cnn),
+    "resnet18": BackboneSpec(resnet18, pretrained=_resnet18_weights),
+    "vgg16": BackboneSpec(vgg16, pretrained=_vgg16_weights),
 }
 
 
-def feature_size(backbone: str, image_size: int) -> int:
-    """Side h of the feature map for a square input of side `image_size`."""
-    return image_size // BACKBONES[backbone].stride
+def feature_shape(backbone: str, image_size: int, width: int = 32) -> tuple[int, int, int]:
+    """(K, h, w) of the feature map A for a square input of side `image_size`, measured by one
+    forward pass of the backbone on the meta device; (K, 0, 0) when the input is too small to
+    pass through it at all."""
+    with torch.device("meta"):
+        net = BACKBONES[backbone].build(width).eval()
+        try:
+            a = net(torch.empty(1, 3, image_size, image_size))
+        except RuntimeError:  # a pooling or strided layer left with nothing to work on
+            channels = [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+            return channels, 0, 0
+    return tuple(a.shape[1:])
+
+
+def smallest_input(backbone: str, width: int = 32, largest: int = 2048) -> int:
+    """The smallest square input side whose feature map is at least 2×2 (measured, by bisection)."""
+    low, high = 1, largest
+    while low < high:
+        mid = (low + high) // 2
+        if min(feature_shape(backbone, mid, width)[1:]) >= 2:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def pretrained_path(backbone: str) -> Path:
@@ -98,6 +117,15 @@ def pretrained_path(backbone: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
+def missing_weights_message(backbone: str) -> str:
+    """What is missing and where to put it, as the start of a one-line message."""
+    url = BACKBONES[backbone].pretrained().url
+    return (
+        f"pretrained weights for {backbone} not found at {pretrained_path(backbone)}; download {url} "
+        "to that path (or point TORCH_HOME at a cache holding it)"
+    )
+
+
 def load_pretrained(backbone: str, module: nn.Sequential) -> None:
     """Load torchvision's ImageNet weights into `module` from the local hub cache, never the network.
 
@@ -106,11 +134,7 @@ def load_pretrained(backbone: str, module: nn.Sequential) -> None:
     """
     path = pretrained_path(backbone)
     if not path.is_file():
-        url = BACKBONES[backbone].pretrained().url
-        raise PretrainedWeightsMissing(
-            f"pretrained weights for {backbone} not found at {path}; download {url} to that path "
-            f"(or set TORCH_HOME), or set model.pretrained=false"
-        )
+        raise PretrainedWeightsMissing(f"{missing_weights_message(backbone)}, or set model.pretrained=false")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if backbone == "vgg16":
         prefix = "features."

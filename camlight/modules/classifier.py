@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -11,26 +10,24 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from camlight import __version__
-from camlight.modules.backbones import BACKBONES, feature_size, load_pretrained
+from camlight.modules.backbones import BACKBONES, feature_shape, load_pretrained, smallest_input
 from camlight.modules.heads import HEADS, FcHead, GapHead
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def check_architecture(backbone: str, head: str, image_size: int) -> None:
-    """Raise ValueError, in one line saying what to do, for an impossible architecture."""
+def check_architecture(backbone: str, head: str, image_size: int, width: int = 32) -> tuple[int, int, int]:
+    """The feature map's shape (K, h, w) at `image_size`, measured; ValueError, in one line saying
+    what to do, for an impossible architecture (a feature map smaller than 2×2 among them)."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    spec = BACKBONES[backbone]
-    if image_size < spec.min_size:
-        h = feature_size(backbone, image_size)
+    shape = feature_shape(backbone, image_size, width)
+    if min(shape[1:]) < 2:
         raise ValueError(
             f"image_size={image_size} is too small for backbone {backbone}: its feature map would be "
-            f"{h}×{h}; use image_size >= {spec.min_size}"
+            f"{shape[1]}×{shape[2]}; use image_size >= {smallest_input(backbone, width)}"
         )
+    return shape
 
 
 class Classifier(pl.LightningModule):
@@ -48,7 +45,8 @@ class Classifier(pl.LightningModule):
         head: "gap" or "fc".
         class_names: one name per class; their number is the number of outputs.
         image_size: side of the square inputs the model is trained on.
-        mean, std: per-channel normalisation of the inputs (to undo it for display).
+        mean, std: per-channel normalisation of the inputs, recorded so that new images can be
+            prepared alike and shown (default: none, the model takes pixel values in [0,1]).
         width: base channel count of `simple_cnn` (ignored by the torchvision backbones).
         fc_hidden, dropout: size of the hidden layer and dropout rate of the `fc` head.
         pretrained: load torchvision's ImageNet weights from the local hub cache.
@@ -71,8 +69,8 @@ class Classifier(pl.LightningModule):
         head: str = "gap",
         class_names: Sequence[str] = ("cat", "dog"),
         image_size: int = 64,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
         width: int = 32,
         fc_hidden: int = 256,
         dropout: float = 0.5,
@@ -83,7 +81,7 @@ class Classifier(pl.LightningModule):
         schedule: str = "onecycle",
     ):
         super().__init__()
-        check_architecture(backbone, head, image_size)
+        shape = check_architecture(backbone, head, image_size, width)
         if len(class_names) < 2:
             raise ValueError(f"a classifier needs at least two classes, got {list(class_names)}")
         if schedule not in ("onecycle", "constant"):
@@ -94,11 +92,11 @@ class Classifier(pl.LightningModule):
         self.backbone = spec.build(width)
         if pretrained:
             load_pretrained(backbone, self.backbone)
-        channels, num_classes = spec.channels(width), len(class_names)
+        num_classes = len(class_names)
         if head == "gap":
-            self.head = GapHead(channels, num_classes)
+            self.head = GapHead(shape[0], num_classes)
         else:
-            self.head = FcHead(channels, feature_size(backbone, image_size), num_classes, fc_hidden, dropout)
+            self.head = FcHead(shape, num_classes, fc_hidden, dropout)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -169,21 +167,3 @@ class Classifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["camlight"] = {"version": __version__, "config": self.run_config}
-
-
-def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> Classifier:
-    """Rebuild a `Classifier` from a checkpoint file alone, in eval mode.
-
-    The weights come from the checkpoint, so `pretrained` weights are not looked up again.
-    """
-    model = Classifier.load_from_checkpoint(str(path), map_location=map_location, pretrained=False)
-    return model.eval()
-
-
-def checkpoint_config(path: str | Path) -> dict | None:
-    """The resolved run config stored in a camlight checkpoint (None when it holds none)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    return (ckpt.get("camlight") or {}).get("config")
-
-
-__all__ = ["Classifier", "load_classifier", "checkpoint_config", "check_architecture"]

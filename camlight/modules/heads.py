@@ -24,11 +24,13 @@ class GapHead(nn.Module):
 class FcHead(nn.Module):
     """Flatten, linear, ReLU, dropout, linear: the classic fully connected head (not CAM-compatible)."""
 
-    def __init__(self, channels: int, spatial: int, num_classes: int, hidden: int = 256, dropout: float = 0.5):
+    def __init__(self, feature_shape: tuple[int, int, int], num_classes: int, hidden: int = 256, dropout: float = 0.5):
+        """`feature_shape`: (K, h, w) of the feature maps it takes, as measured for the input size."""
         super().__init__()
+        channels, height, width = feature_shape
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(channels * spatial * spatial, hidden),
+            nn.Linear(channels * height * width, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
