@@ -122,9 +122,15 @@ def test_works_under_no_grad_and_inference_mode(context):
 
 
 def test_maps_come_back_on_the_input_device_as_float32():
-    model = _model().eval()
-    maps = explain(model, torch.randn(1, 3, 32, 32, dtype=torch.float64).float(), ["gradcam", "saliency"])
-    assert all(m.device.type == "cpu" and m.dtype == torch.float32 for m in maps.values())
+    model = _model().eval().double()  # a float64 model on float64 images: the maps are still float32
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    maps = explain(model, x, ["gradcam", "saliency", "cam"])
+    for key, m in maps.items():
+        assert m.device == x.device and m.dtype == torch.float32 and m.shape == (2, 32, 32), key
+    raw = explain(model, x, ["gradcam", "saliency"], raw=True)
+    assert all(m.dtype == torch.float32 for m in raw.values())
+    expected = explain(model.float(), x.float(), ["gradcam"])["gradcam"]
+    torch.testing.assert_close(maps["gradcam"], expected, atol=1e-5, rtol=0)  # the same map, not just a dtype
 
 
 class FunctionalReLU(nn.Module):
@@ -457,8 +463,40 @@ def test_an_in_place_relu_whose_result_is_ignored_still_applies():
 
 def test_a_relu_rule_that_sees_no_relu_warns():
     scripted = torch.jit.script(ModuleReLU(inplace=False))
-    with pytest.warns(UserWarning, match="guided ReLU rule saw no ReLU"):
+    with pytest.warns(UserWarning, match="guided ReLU rule saw no activation at all .*scripted or compiled"):
         explain(scripted, torch.randn(1, 3, 12, 12), ["guided_backprop"])
+
+
+class SiluNet(nn.Module):
+    """EfficientNet's activations: SiLU in the body, a sigmoid gate; no ReLU."""
+
+    def __init__(self, act=nn.SiLU):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.act, self.fc = nn.Conv2d(3, 4, 3), act(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        a = self.act(self.conv(x))
+        return self.fc((a * torch.sigmoid(a)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(("act", "name"), [(nn.SiLU, "SiLU"), (nn.GELU, "GELU"), (nn.Hardswish, "Hardswish")])
+def test_guided_backprop_without_relus_names_the_activations_and_equals_the_gradient(act, name):
+    model, x = SiluNet(act).eval(), torch.randn(2, 3, 12, 12)
+    with pytest.warns(
+        UserWarning, match=f"defined for ReLU, and this model has none \\({name} ×1, sigmoid ×1 instead\\)"
+    ):
+        maps = explain(model, x, ["guided_backprop", "saliency"], raw=True)
+    torch.testing.assert_close(maps["guided_backprop"], maps["saliency"])  # what the warning says
+
+
+def test_guided_backprop_with_some_relus_says_it_is_partly_guided():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Hardswish(), nn.Flatten(), nn.LazyLinear(2)
+    )
+    model(torch.randn(1, 3, 12, 12))
+    with pytest.warns(UserWarning, match="changed 1 of them, while Hardswish ×1 backpropagate plainly"):
+        explain(model.eval(), torch.randn(1, 3, 12, 12), ["guided_backprop"])
 
 
 def test_keyword_mistakes_are_named():
@@ -469,3 +507,47 @@ def test_keyword_mistakes_are_named():
         explain(model, x, ["gradcam"], occlusion=dict(window=4))
     with pytest.raises(TypeError, match="Explainer is a base class"):
         Explainer(model)
+
+
+# -- which methods a model supports --------------------------------------------------------------
+
+
+def test_support_is_decided_from_declared_needs_with_at_most_one_forward_pass():
+    from camlight.explain import supported, unsupported
+
+    fc, gap = _model("fc").eval(), _model("gap").eval()
+    x = torch.randn(1, 3, 32, 32)
+    calls = []
+    for model in (fc, gap):
+        handle = model.register_forward_hook(lambda m, i, o: calls.append(1))
+        try:
+            reasons = unsupported(model, x, ["score_cam", "ablation_cam", "occlusion", "gradcam", "cam", "saliency"])
+        finally:
+            handle.remove()
+        assert len(calls) <= 1  # Score-CAM alone would take one forward per channel if it were run
+        calls.clear()
+        if model is fc:
+            assert list(reasons) == ["cam"] and "global-average-pooling head" in reasons["cam"]
+        else:
+            assert reasons == {}
+    plain = torchvision.models.resnet18(weights=None).eval()
+    reasons = unsupported(plain, torch.randn(1, 3, 64, 64), ["gradcam", "saliency", "cam"])
+    assert set(reasons) == {"gradcam", "cam"} and "needs a target layer: pass layer=" in reasons["gradcam"]
+    assert unsupported(plain, torch.randn(1, 3, 64, 64), ["gradcam", "cam"], layer="layer4") == {}
+    with pytest.warns(UserWarning, match="skipping cam: cam needs the target layer to feed a global-average"):
+        assert supported(fc, x, ["cam", "gradcam"]) == ["gradcam"]
+
+
+def test_a_bug_in_a_method_is_not_taken_for_missing_support(monkeypatch):
+    from dataclasses import replace
+
+    from camlight.explain import REGISTRY, supported
+
+    def broken(ctx):
+        raise ValueError("a bug inside gradcam")
+
+    monkeypatch.setitem(REGISTRY, "gradcam", replace(REGISTRY["gradcam"], compute=broken))
+    model, x = _model("gap").eval(), torch.randn(1, 3, 32, 32)
+    assert supported(model, x, ["gradcam", "cam"]) == ["gradcam", "cam"]  # not run, so not hidden
+    with pytest.raises(ValueError, match="a bug inside gradcam"):
+        explain(model, x, ["gradcam"])

@@ -1,6 +1,7 @@
 """Explanation maps for image classifiers: `explain(model, images, methods)` and one class per method.
 
-No Lightning, no logging, no files: tensors in, tensors out, the model left as it was.
+No Lightning, no logging, no files: tensors in, tensors out, the model left as it was
+(`untouched(model)` is the guard that makes it so; the metrics use it too).
 
 Example::
 
@@ -18,7 +19,9 @@ from torch import nn
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
 from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score)
-from camlight.explain.engine import REGISTRY, explain, supported
+from camlight.explain._state import untouched
+from camlight.explain.blur import gaussian_blur
+from camlight.explain.engine import REGISTRY, check_methods, explain, supported, unsupported
 from camlight.explain.engine import _method_options as _check_options
 
 METHODS = tuple(REGISTRY)
@@ -75,6 +78,10 @@ __all__ = [
     "Saliency",
     "ScoreCAM",
     "SmoothGrad",
+    "check_methods",
     "explain",
+    "gaussian_blur",
     "supported",
+    "unsupported",
+    "untouched",
 ]

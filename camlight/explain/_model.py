@@ -68,12 +68,12 @@ class ModelAccess:
     def has_layer(self) -> bool:
         return self.split or self.layer is not None
 
-    def require_layer(self, method: str) -> None:
-        if not self.has_layer:
-            raise ValueError(
-                f"{method} needs a target layer: pass layer= (a dotted module name such as 'layer4', "
-                f"or the module), or use a camlight Classifier (features(), head, target_layer)"
-            )
+    def missing_layer(self, method: str) -> str:
+        """Why `method` cannot run without a target layer, and what to do."""
+        return (
+            f"{method} needs a target layer: pass layer= (a dotted module name such as 'layer4', "
+            f"or the module), or use a camlight Classifier (features(), head, target_layer)"
+        )
 
     def head_module(self) -> nn.Module | None:
         """The module that maps A to logits, where the model exposes one."""

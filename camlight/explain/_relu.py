@@ -11,11 +11,14 @@ function whose forward is the usual ReLU and whose backward follows the rule:
 
 No module is touched and no hook registered. In-place ReLUs stay in place (an autograd function
 that marks its input dirty), so models that ignore the returned value still work.
-`seen` counts the ReLUs replaced: zero means the model's ReLUs were out of reach (TorchScript,
-`torch.compile`).
+`seen` counts the ReLUs replaced; `others` counts, by name, the other activations the forward pass
+ran (SiLU, GELU, Hardswish, ...), which the rules do not cover and which backpropagate plainly.
+`explanation()` says in one sentence what that means for the map.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +62,27 @@ class _RuleReLUInplace(torch.autograd.Function):
 
 _OUT_OF_PLACE = {F.relu, torch.relu, torch.Tensor.relu}
 _IN_PLACE = {torch.relu_, torch.Tensor.relu_, getattr(F, "relu_", torch.relu_)}
+# Activations the rules do not cover (EfficientNet: SiLU, sigmoid; ConvNeXt, ViT: GELU; MobileNetV3:
+# Hardswish, Hardsigmoid), by the name a user knows them by.
+_OTHERS = {
+    F.silu: "SiLU",
+    F.gelu: "GELU",
+    F.hardswish: "Hardswish",
+    F.hardsigmoid: "Hardsigmoid",
+    F.mish: "Mish",
+    F.elu: "ELU",
+    F.selu: "SELU",
+    F.celu: "CELU",
+    F.leaky_relu: "LeakyReLU",
+    F.relu6: "ReLU6",
+    F.hardtanh: "Hardtanh",
+    F.softplus: "Softplus",
+    F.prelu: "PReLU",
+    torch.sigmoid: "sigmoid",
+    torch.Tensor.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+    torch.Tensor.tanh: "tanh",
+}
 
 
 class ReluRule(TorchFunctionMode):
@@ -68,8 +92,10 @@ class ReluRule(TorchFunctionMode):
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"unknown ReLU rule {rule!r}; choose one of {', '.join(RULES)}")
+        self.rule = rule
         self.guided = rule == "guided"
         self.seen = 0
+        self.others: Counter[str] = Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -77,4 +103,27 @@ class ReluRule(TorchFunctionMode):
             self.seen += 1
             inplace = func in _IN_PLACE or kwargs.get("inplace", len(args) > 1 and args[1])
             return (_RuleReLUInplace if inplace else _RuleReLU).apply(args[0], self.guided)
+        name = _OTHERS.get(func)
+        if name is not None:
+            self.others[name] += 1
         return func(*args, **kwargs)
+
+    def explanation(self) -> str | None:
+        """Why the map is not (wholly) what the rule defines, or None when every activation was a ReLU."""
+        others = ", ".join(f"{name} ×{n}" for name, n in self.others.most_common())
+        if self.seen == 0 and not others:
+            return (
+                f"the {self.rule} ReLU rule saw no activation at all in the forward pass (a scripted or compiled "
+                "model hides its operations); the map is the plain gradient"
+            )
+        if self.seen == 0:
+            return (
+                f"the {self.rule} rule is defined for ReLU, and this model has none ({others} instead); those "
+                "backpropagate plainly, so the map is the plain gradient"
+            )
+        if others:
+            return (
+                f"the {self.rule} rule applies to ReLUs only: it changed {self.seen} of them, while {others} "
+                f"backpropagate plainly, so the map is only partly {self.rule}"
+            )
+        return None

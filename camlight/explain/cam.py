@@ -36,15 +36,22 @@ def gap_linear(ctx: Context) -> nn.Linear | None:
     return None
 
 
-@register("cam", "cam", needs=("layer",))
+NO_GAP_HEAD = (
+    "cam needs the target layer to feed a global-average-pooling head (mean → linear), such as a "
+    "camlight Classifier with head='gap'; use gradcam for this model or layer"
+)
+
+
+def _has_gap_head(ctx: Context) -> str | None:
+    return None if gap_linear(ctx) is not None else NO_GAP_HEAD
+
+
+@register("cam", "cam", needs=("layer",), requires=_has_gap_head)
 def cam(ctx: Context) -> torch.Tensor:
     """Zhou et al. 2016: Σ_k w^c_k A^k with w the GAP head's linear weights (bias ignored); signed."""
     fc = gap_linear(ctx)
     if fc is None:
-        raise ValueError(
-            "cam needs the target layer to feed a global-average-pooling head (mean → linear), such as a "
-            "camlight Classifier with head='gap'; use gradcam for this model or layer"
-        )
+        raise ValueError(NO_GAP_HEAD)
     p = ctx.plain()
     return weighted_sum(fc.weight[ctx.targets].to(p.a.dtype), p.a)
 

@@ -12,19 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from camlight.explain._state import untouched
-
-
-def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
-    k = torch.tensor([-1.0, 0.0, 1.0], dtype=x.dtype, device=x.device)
-    k = torch.exp(-(k**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), k.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 1, 1), mode="replicate"), k.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
+from camlight.explain.blur import gaussian_blur
 
 
 def class_model(
@@ -67,7 +58,7 @@ def class_model(
             # so that one setting works whatever the scale of the model's scores.
             x = (1 - l2) * x + lr * grad / grad.abs().mean().clamp(min=1e-12)
             if blur_every and (step + 1) % blur_every == 0:
-                x = _blur(x)
+                x = gaussian_blur(x, 3, 0.5)
             scores.append(float(score.detach()))
             if on_step is not None:
                 on_step(step, scores[-1])

@@ -42,6 +42,8 @@ class Method:
         compute: (Context, **options) → raw map.
         defaults: option names and default values.
         needs: what it takes from the plain pass: "x_grad", "layer", "layer_grad".
+        requires: a further condition on the model, checked without running the method: Context
+            (one image, the plain pass forward only) → None when met, else why not (CAM: a GAP head).
     """
 
     key: str
@@ -49,16 +51,17 @@ class Method:
     compute: Callable[..., torch.Tensor]
     defaults: dict = field(default_factory=dict)
     needs: frozenset = frozenset()
+    requires: Callable[[Context], str | None] | None = None
 
 
 REGISTRY: dict[str, Method] = {}
 
 
-def register(key: str, kind: str, needs: Sequence[str] = (), **defaults):
+def register(key: str, kind: str, needs: Sequence[str] = (), requires=None, **defaults):
     """Decorator adding `compute` to the registry under `key`."""
 
     def wrap(compute):
-        REGISTRY[key] = Method(key, kind, compute, dict(defaults), frozenset(needs))
+        REGISTRY[key] = Method(key, kind, compute, dict(defaults), frozenset(needs), requires)
         return compute
 
     return wrap
@@ -151,12 +154,9 @@ class Context:
         else:
             with ReluRule(rule) as mode:
                 logits = self.model(x)
-            if mode.seen == 0:
-                warnings.warn(
-                    f"the {rule} ReLU rule saw no ReLU in the forward pass (a scripted or compiled model?); "
-                    "the map is the plain gradient",
-                    stacklevel=4,
-                )
+            why = mode.explanation()
+            if why is not None:
+                warnings.warn(why, stacklevel=4)
         targets = self.resolve_targets(logits.detach())
         targets = targets.repeat(x.shape[0] // targets.shape[0])
         return torch.autograd.grad(self.score(logits, targets).sum(), x)[0], logits.detach()
@@ -222,7 +222,8 @@ def _check_images(images) -> None:
         raise TypeError(f"images must be float (normalised), got {images.dtype}")
 
 
-def _check_methods(methods) -> list[str]:
+def check_methods(methods) -> list[str]:
+    """`methods` (one key or several) without repeats; ValueError naming the valid keys for an unknown one."""
     if isinstance(methods, str):
         methods = [methods]
     methods = list(dict.fromkeys(methods))
@@ -313,14 +314,14 @@ def explain(
         maps["gradcam"].shape   # (B, H, W)
     """
     _check_images(images)
-    methods = _check_methods(methods)
+    methods = check_methods(methods)
     opts = _method_options(methods, options)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     access = ModelAccess(model, layer)
     for m in methods:
-        if REGISTRY[m].needs & {"layer", "layer_grad"}:
-            access.require_layer(m)
+        if REGISTRY[m].needs & {"layer", "layer_grad"} and not access.has_layer:
+            raise ValueError(access.missing_layer(m))
     out = {}
     with untouched(model):
         x = as_input(images)
@@ -332,14 +333,37 @@ def explain(
     return out
 
 
+def unsupported(
+    model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer: str | nn.Module | None = None
+) -> dict[str, str]:
+    """{method: why} for each method of `methods` that `model` cannot give, decided from what the
+    methods declare they need, not by running them: a target layer (`layer=` or the model's
+    split) for the CAM family, and for CAM a global-average-pooling head, checked on `image`
+    (1,3,H,W) by one forward pass without gradients, shared by every method that asks. The model
+    is left as it was. Errors that are not about support (a layer that is not a conv layer, say)
+    raise."""
+    methods = check_methods(methods)
+    _check_images(image)
+    access = ModelAccess(model, layer)
+    reasons = {}
+    for m in methods:
+        if REGISTRY[m].needs & {"layer", "layer_grad"} and not access.has_layer:
+            reasons[m] = access.missing_layer(m)
+    conditions = [m for m in methods if m not in reasons and REGISTRY[m].requires is not None]
+    if conditions:
+        with untouched(model):
+            ctx = Context(access, as_input(image[:1]), 0, {"layer"})
+            for m in conditions:
+                why = REGISTRY[m].requires(ctx)
+                if why is not None:
+                    reasons[m] = why
+    return reasons
+
+
 def supported(model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer=None, who: str = "") -> list[str]:
-    """The methods of `methods` that `model` supports, tried on one image (1,3,H,W); each other
-    one (CAM on an FC head, say) is dropped with one warning saying why."""
-    ok = []
-    for method in methods:
-        try:
-            explain(model, image, [method], targets=0, layer=layer)
-            ok.append(method)
-        except ValueError as e:
-            warnings.warn(f"{who}skipping {method}: {e}", stacklevel=3)
-    return ok
+    """The methods of `methods` that `model` supports (see `unsupported`); each other one (CAM on an
+    FC head, say) is dropped with one warning saying why."""
+    reasons = unsupported(model, image, methods, layer)
+    for method, why in reasons.items():
+        warnings.warn(f"{who}skipping {method}: {why}", stacklevel=2)
+    return [m for m in check_methods(methods) if m not in reasons]

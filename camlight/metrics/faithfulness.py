@@ -8,10 +8,9 @@ same resolution; targets (B,) class indices.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from camlight.explain._state import untouched
+from camlight.explain import gaussian_blur, untouched
 
 
 def _probabilities(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -30,17 +29,10 @@ def _order(maps: torch.Tensor) -> torch.Tensor:
     return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
 
 
-def _blur(images: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Gaussian blur, as Petsiuk et al.'s insertion start (kernel 11, σ = 5). Borders repeat the edge
+def _blur(images: torch.Tensor) -> torch.Tensor:
+    """Petsiuk et al.'s insertion start: a Gaussian blur, kernel 11, σ = 5. Borders repeat the edge
     pixels (their code pads with zeros, which darkens the border towards the dataset mean)."""
-    x = torch.arange(size, dtype=images.dtype, device=images.device) - size // 2
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = images.shape[1]
-    pad = size // 2
-    out = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    out = F.conv2d(out, k.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
-    return F.conv2d(out, k.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+    return gaussian_blur(images, 11, 5.0)
 
 
 def _causal_auc(
