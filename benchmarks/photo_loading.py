@@ -1,15 +1,16 @@
-"""How fast real photos load: the OxfordPets pipeline (JPEG + trimap + head box through the v2
-transforms) against plain decoding, and against a ResNet-18 training step at the same size.
+"""How fast real photos load: the OxfordPets pipeline (JPEG + trimap through the v2 transforms)
+against plain decoding, and against a ResNet-18 training step at the same size.
 
     python benchmarks/photo_loading.py [--n 256] [--size 224] [--workers 2]
 
-Writes `n` ImageNet-sized JPEGs (500×375 and 375×500) with trimaps and VOC head boxes in the
-Oxford-IIIT Pet layout into a temporary folder, then times, in this one process:
+Writes `n` ImageNet-sized JPEGs (500×375 and 375×500) with trimaps and VOC head boxes (as the real
+set has them; camlight does not read them) in the Oxford-IIIT Pet layout into a temporary folder,
+then times, in this one process:
 
 - plain: what torchvision's own recipe does without ground truth: `PIL.Image.open(...)
   .convert("RGB")`, then `v2.ToImage`, `RandomResizedCrop`, flip, `ToDtype`, `Normalize`;
-- ours, train: camlight's training sample (decode, trimap, head box, random resized crop, flip,
-  normalise), then the same through a DataLoader with `workers` processes;
+- ours, train: camlight's training sample (decode, trimap, random resized crop, flip, normalise),
+  then the same through a DataLoader with `workers` processes;
 - ours, eval: resize 256 → centre crop 224 with ground truth;
 - for scale, one ResNet-18 GAP training step (forward + backward + AdamW) per image;
 - the explanation callback's work per epoch with the `pets_gap_vs_fc` preset's settings (32 probe

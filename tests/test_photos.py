@@ -74,12 +74,7 @@ def test_oxford_trimap_gives_mask_ignore_and_boxes_at_native_resolution(oxford_r
     assert torch.equal(s["mask"], (tri == 1) | (tri == 3))  # pet ∪ boundary
     assert torch.equal(s["ignore"], tri == 3)  # the boundary band
     assert torch.equal(s["box"], mask_box((tri == 1) | (tri == 3)))
-    # the head box (top half of the pet) moved with the crop
-    head = read_voc_xml(root / "oxford-iiit-pet/annotations/xmls/Abyssinian_1.xml")[1][0][1]
-    assert torch.allclose(s["head_box"], torch.tensor(head) - torch.tensor([left, 0, left, 0]))
-    # an image without XML has no head box
-    no_xml = next(i for i, r in enumerate(dm.records["train"]) if r.meta["id"] == "Abyssinian_2")
-    assert torch.equal(dm.dataset("train")[no_xml]["head_box"], torch.zeros(4))
+    assert torch.equal(s["boxes"], s["box"][None])
 
 
 def test_trimap_boundary_is_left_out_of_mask_iou_and_pxap():
@@ -102,12 +97,11 @@ def test_masks_and_boxes_stay_aligned_with_the_image_through_crops_and_flips():
     x0, y0, x1, y1 = box
     img[y0:y1, x0:x1] = (255, 0, 0)
     region = boxes_region(np.array([box], dtype=float), 90, 120)
-    head = np.array([x0, y0, x1, y0 + 15], dtype=float)  # the top half, like a pet's head box
     transform = train_transform(64, **PLAIN, scale=(0.3, 1.0))
     torch.manual_seed(0)
     sides = set()
     for _ in range(40):
-        s = sample(img, 0, transform, region=region, head_box=head)
+        s = sample(img, 0, transform, region=region)
         red = s["image"][0] > 0.5
         if not s["mask"].any():
             assert red.sum() <= 4  # the crop missed the square: only resampling fringe, no mask
@@ -116,9 +110,6 @@ def test_masks_and_boxes_stay_aligned_with_the_image_through_crops_and_flips():
         assert (s["box"] - mask_box(red)).abs().max() <= 1.0
         if s["mask"].sum() >= 100:  # on tiny remnants that one-pixel fringe dominates the IoU
             assert mask_iou(red[None].float(), s["mask"][None]).item() > 0.8
-        if s["head_box"].any():  # the head box is the top half of the (clipped) square
-            assert (s["head_box"][[0, 2]] - s["box"][[0, 2]]).abs().max() <= 1.5
-            assert abs(s["head_box"][1] - s["box"][1]) <= 1.5
         cx = (s["box"][0] + s["box"][2]) / 2
         sides.add(bool(cx < 32))
     assert sides == {True, False}  # the square sits left of centre: only flips put it on the right
@@ -168,7 +159,7 @@ def test_probe_batch_is_fixed_and_passes_over_unreadable_files(tmp_path):
     dm.setup()
     first = dm.probe_batch(4)
     assert torch.equal(first["image"], dm.probe_batch(4)["image"])
-    assert {"image", "label", "mask", "ignore", "box", "head_box"} <= set(first)
+    assert {"image", "label", "mask", "ignore", "box", "boxes", "index"} == set(first)
     # break one of the chosen files: the probe set still holds 4 readable images
     victim = dm.records["val"][int(first["index"][0])].path
     truncate(victim)
@@ -395,14 +386,18 @@ def test_a_single_class_folder_is_refused(tmp_path):
         ImageFolder(tmp_path).setup()
 
 
-def test_a_broken_head_box_keeps_the_photo(tmp_path):
+def test_head_box_files_are_not_read(tmp_path, monkeypatch):
+    """No metric scores Oxford's head boxes, so loading a sample never parses their XML."""
+    from camlight.datamodules import io
+
     make_oxford(tmp_path, per_breed=2, test_per_breed=1)
     (tmp_path / "oxford-iiit-pet/annotations/xmls/Abyssinian_1.xml").write_text("<annotation><object>")
+    monkeypatch.setattr(io.ET, "parse", lambda *a: pytest.fail("an XML file was parsed"))
     dm = OxfordPets(tmp_path, image_size=32)
     dm.setup()
     split, i = next((s, i) for s in dm.records for i, r in enumerate(dm.records[s]) if r.meta["id"] == "Abyssinian_1")
     s = dm.dataset(split)[i]
-    assert not isinstance(s, Skipped) and torch.equal(s["head_box"], torch.zeros(4)) and s["mask"].any()
+    assert not isinstance(s, Skipped) and s["mask"].any() and "head_box" not in s
 
 
 def test_download_is_refused_when_several_processes_start_together(tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
 """Datamodules: every split yields the camlight batch format (see `SyntheticPets`).
 
 `SyntheticPets` is the embedded default; `OxfordPets` and `ImageFolder` load real photos with
-their boxes and masks through `torchvision.transforms.v2`. `from_config` builds any of them from
-the `data` section of a run config (`train.py` and `explain.py split=` both use it).
+their boxes and masks through `torchvision.transforms.v2`. All of them offer the same interface
+(`CamlightDataModule`). `from_config` builds any of them from the `data` section of a run config
+(`train.py` and `explain.py split=` both use it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 
 from camlight.datamodules.base import PhotoDataModule
 from camlight.datamodules.image_folder import ImageFolder
+from camlight.datamodules.interface import SPLITS, CamlightDataModule, Skipped
 from camlight.datamodules.io import BadFile, DataError
 from camlight.datamodules.oxford_pets import OxfordPets
 from camlight.datamodules.synthetic import SyntheticPets, SyntheticPetsDataset
@@ -73,11 +75,14 @@ def from_config(d: Mapping, mean=None, std=None, pin_memory: bool = False, num_w
 
 __all__ = [
     "DATASETS",
+    "SPLITS",
     "BadFile",
+    "CamlightDataModule",
     "DataError",
     "ImageFolder",
     "OxfordPets",
     "PhotoDataModule",
+    "Skipped",
     "SyntheticPets",
     "SyntheticPetsDataset",
     "from_config",

@@ -3,8 +3,8 @@
 A dataset yields `sample(...)` dicts; a file that cannot be used (unreadable or truncated image,
 annotation outside the image) yields a `Skipped` instead. `collate` drops those and hands their
 paths to the batch under `skipped`; the datamodule takes them out in the main process before the
-batch moves to the device, logs each file once and counts them (`datamodule.skipped`), so one bad
-file never stops an epoch.
+batch moves to the device, logs each file once and counts them (`datamodule.bad_files()`), so one
+bad file never stops an epoch.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
+from camlight.datamodules.interface import CamlightDataModule, Skipped
 from camlight.datamodules.io import BadFile, read_rgb
 from camlight.datamodules.transforms import (
     IMAGENET_MEAN,
@@ -43,17 +43,10 @@ class Record:
     # → (H,W) uint8 OUTSIDE/OBJECT/BOUNDARY map, given the decoded image's (height, width); None
     # when the photo has no ground truth.
     region: Callable[[int, int], np.ndarray] | None = None
-    head_box: Callable[[int, int], np.ndarray | None] | None = None
     # → (k,4) ground-truth boxes of the labelled class, checked against the image; the mask is
     # then their filled union (used when there is no `region`).
     boxes: Callable[[int, int], np.ndarray | None] | None = None
     meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class Skipped:
-    path: str
-    reason: str
 
 
 class PhotoDataset(Dataset):
@@ -74,8 +67,7 @@ class PhotoDataset(Dataset):
             region = r.region(h, w) if r.region else None
             if region is None and boxes is not None and len(boxes):
                 region = boxes_region(boxes, h, w)
-            head = r.head_box(h, w) if r.head_box else None
-            out = sample(rgb, r.label, self.transform, region, head, boxes)
+            out = sample(rgb, r.label, self.transform, region, boxes)
         except BadFile as e:  # anything else is a bug, and raises
             return Skipped(str(r.path), str(e))
         out["index"] = torch.tensor(index)
@@ -106,15 +98,14 @@ def collate_samples(samples: list[dict]) -> dict:
     return batch
 
 
-class PhotoDataModule(pl.LightningDataModule):
-    """Base of `OxfordPets` and `ImageFolder`: loaders, the probe set and skipped-file counting.
+class PhotoDataModule(CamlightDataModule):
+    """Base of `OxfordPets` and `ImageFolder`: records, transforms, the probe set and skipped files.
 
     Subclasses fill `self.records` ({"train", "val", "test"} → list of Record) and
     `self.class_names` in `index()`, which checks the layout and raises `DataError`.
     """
 
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
+    collate_fn = staticmethod(collate)
 
     def __init__(
         self,
@@ -129,18 +120,13 @@ class PhotoDataModule(pl.LightningDataModule):
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     ):
-        super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        super().__init__(image_size, batch_size, num_workers, pin_memory, mean, std)
         self.root = Path(root).expanduser().absolute()
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.pin_memory, self.seed, self.train_scale = pin_memory, seed, tuple(train_scale)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.seed, self.train_scale = seed, tuple(train_scale)
         self.eval = eval_transform(image_size, resize, self.mean, self.std)
         self.eval_resize = resize or default_resize(image_size)  # recorded in checkpoints for explain.py
         self.records: dict[str, list[Record]] | None = None
         self.class_names: tuple[str, ...] = ()
-        self.skipped: dict[str, str] = {}  # path → reason, every bad file seen in the main process
 
     # -- subclasses ---------------------------------------------------------------------------
 
@@ -162,40 +148,18 @@ class PhotoDataModule(pl.LightningDataModule):
         t = train_transform(self.image_size, self.mean, self.std, self.train_scale) if train else self.eval
         return PhotoDataset(self.records[split], t)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(
-            self.dataset(split, train),
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(self.records[split]) // self._world() > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate,
-        )
+    def drop_last(self, split: str) -> bool:
+        """Drop the last training batch when every rank has more than a batch: a batch of one would
+        break BatchNorm, and ranks must run the same number of steps."""
+        return len(self.records[split]) // self._world() > self.batch_size
 
     def _world(self) -> int:
         trainer = getattr(self, "trainer", None)
         return max(1, getattr(trainer, "world_size", 1) or 1)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        self.count_skipped(batch.pop("skipped", []))
+        self.add_bad_files(batch.pop("skipped", []))
         return batch
-
-    def count_skipped(self, skipped: list[tuple[str, str]]) -> None:
-        for path, reason in skipped:
-            if path not in self.skipped:
-                self.skipped[path] = reason
-                log.warning("skipped %s: %s (%d bad files so far)", path, reason, len(self.skipped))
 
     # -- probe set ----------------------------------------------------------------------------
 
@@ -217,7 +181,7 @@ class PhotoDataModule(pl.LightningDataModule):
             (bad if isinstance(item, Skipped) else good).append(item)
             if len(good) == n:
                 break
-        self.count_skipped([(b.path, b.reason) for b in bad])
+        self.add_bad_files([(b.path, b.reason) for b in bad])
         if not good:
             raise ValueError(f"no readable validation image under {self.root}")
         good.sort(key=lambda s: int(s["index"]))

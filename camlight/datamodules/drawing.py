@@ -272,11 +272,3 @@ def render(scene: Scene) -> Rendered:
         masks[:k] &= ~masks[k]
         parts[:k] &= ~masks[k]
     return Rendered(image.astype(np.float32, copy=False), masks, parts)
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Box (4,) float32 xyxy, end-exclusive, of a (S,S) bool mask; zeros when the mask is empty."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return np.zeros(4, dtype=np.float32)
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)

@@ -304,6 +304,9 @@ class ImageFolder(PhotoDataModule):
     def describe(self) -> str:
         return f"{super().describe()}; boxes: {self.box_source}"
 
+    def paths(self) -> dict[str, str]:
+        return {**super().paths(), "box_dir": str(self.box_dir)}
+
 
 def _of_class(objects: list[tuple[str, list[float]]], folder: str, name: str) -> np.ndarray:
     keys = {folder.lower(), name.lower()}

@@ -2,7 +2,7 @@
 
     root/oxford-iiit-pet/images/<Breed_name>_<n>.jpg
     root/oxford-iiit-pet/annotations/trimaps/<Breed_name>_<n>.png   1 pet, 2 background, 3 boundary
-    root/oxford-iiit-pet/annotations/xmls/<Breed_name>_<n>.xml      VOC head box (trainval only)
+    root/oxford-iiit-pet/annotations/xmls/<Breed_name>_<n>.xml      VOC head box (trainval only; not read)
     root/oxford-iiit-pet/annotations/{trainval,test,list}.txt       Image CLASS-ID SPECIES BREED-ID
 
 Ground truth and the trimap's boundary band (value 3, a few pixels along the outline where the
@@ -13,8 +13,7 @@ annotators were unsure):
   mask, so it encloses the whole outline.
 - `ignore` is the boundary band. Mask IoU and PxAP leave those pixels out altogether (neither
   object nor background), as segmentation benchmarks treat an uncertain band.
-- `head_box` is the head box from the VOC XML where one exists (about half the trainval images),
-  zeros otherwise; it is kept for analysis and not scored by the callback.
+- The head boxes of the VOC XML files are not read: no metric scores them.
 """
 
 from __future__ import annotations
@@ -27,14 +26,14 @@ import numpy as np
 import torch
 
 from camlight.datamodules.base import PhotoDataModule, Record
-from camlight.datamodules.io import BadFile, DataError, check_boxes, read_label_map, read_voc_xml
+from camlight.datamodules.io import BadFile, DataError, read_label_map
 from camlight.datamodules.transforms import BOUNDARY, OBJECT, OUTSIDE
 
 log = logging.getLogger(__name__)
 
 LAYOUT = (
-    "root/oxford-iiit-pet/images/*.jpg, root/oxford-iiit-pet/annotations/trimaps/*.png, "
-    "root/oxford-iiit-pet/annotations/xmls/*.xml and root/oxford-iiit-pet/annotations/{trainval,test}.txt"
+    "root/oxford-iiit-pet/images/*.jpg, root/oxford-iiit-pet/annotations/trimaps/*.png "
+    "and root/oxford-iiit-pet/annotations/{trainval,test}.txt"
 )
 SOURCE = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
 SPECIES = ("cat", "dog")  # SPECIES column: 1 = cat, 2 = dog
@@ -78,7 +77,7 @@ def read_list(path: Path) -> list[tuple[str, int, int, int]]:
 
 
 class OxfordPets(PhotoDataModule):
-    """Oxford-IIIT Pet: 7,349 photos of 37 breeds with pet trimaps and (trainval) head boxes.
+    """Oxford-IIIT Pet: 7,349 photos of 37 breeds with pet trimaps.
 
     Args:
         root: the folder that holds (or will hold) `oxford-iiit-pet/`.
@@ -92,7 +91,7 @@ class OxfordPets(PhotoDataModule):
 
         dm = OxfordPets("~/data", target="binary", image_size=224)
         dm.setup()
-        probe = dm.probe_batch(8)   # image, label, mask, ignore, box, boxes, head_box
+        probe = dm.probe_batch(8)   # image, label, mask, ignore, box, boxes, index
     """
 
     def __init__(
@@ -181,14 +180,13 @@ class OxfordPets(PhotoDataModule):
             path = images / f"{image_id}.jpg"
             if not path.is_file():
                 continue
-            trimap, xml = ann / "trimaps" / f"{image_id}.png", ann / "xmls" / f"{image_id}.xml"
+            trimap = ann / "trimaps" / f"{image_id}.png"
             label = species - 1 if self.target == "binary" else class_id - 1
             out.append(
                 Record(
                     path,
                     label,
                     region=_TrimapRegion(trimap) if trimap.is_file() else None,
-                    head_box=_HeadBox(xml) if xml.is_file() else None,
                     meta={"id": image_id},
                 )
             )
@@ -210,24 +208,3 @@ class _TrimapRegion:
                 f"trimap {self.path.name} holds value {trimap.max()}; expected 1 pet, 2 background, 3 boundary"
             )
         return _TRIMAP[trimap]
-
-
-class _HeadBox:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, height: int, width: int) -> np.ndarray | None:
-        """The head box, or None (also for a broken XML: the head box is not scored, so the photo stays)."""
-        try:
-            _, objects = read_voc_xml(self.path)
-            if not objects:
-                return None
-            return check_boxes(np.array([objects[0][1]], dtype=np.float64), width, height, self.path.name)[0]
-        except BadFile as e:
-            if self.path not in _WARNED:
-                _WARNED.add(self.path)
-                log.warning("Oxford-IIIT Pet: head box ignored (%s)", e)
-            return None
-
-
-_WARNED: set[Path] = set()

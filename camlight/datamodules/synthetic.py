@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
-from camlight.datamodules.drawing import CLASS_NAMES, mask_box, render, sample_scene
+from camlight.datamodules.drawing import CLASS_NAMES, render, sample_scene
+from camlight.datamodules.interface import CamlightDataModule
+from camlight.datamodules.transforms import mask_box
 
 SPLITS = ("train", "val", "test", "pair")
 # Channel mean and std of the drawn images (measured over 4,000 training images at 64 px).
@@ -71,19 +72,19 @@ class SyntheticPetsDataset(Dataset):
         scene = self.scene(index)
         out = render(scene)
         image = (torch.from_numpy(out.image) - self.mean) / self.std
-        mask = out.masks.any(axis=0)
-        sample = {"image": image, "mask": torch.from_numpy(mask), "box": torch.from_numpy(mask_box(mask))}
+        mask = torch.from_numpy(out.masks.any(axis=0))
+        sample = {"image": image, "mask": mask, "box": mask_box(mask)}
         if self.split == "pair":
             order = np.argsort([a.label for a in scene.animals])
             sample["class_masks"] = torch.from_numpy(out.masks[order])
-            sample["class_boxes"] = torch.from_numpy(np.stack([mask_box(m) for m in out.masks[order]]))
+            sample["class_boxes"] = torch.stack([mask_box(m) for m in sample["class_masks"]])
         else:
             sample["label"] = torch.tensor(scene.animals[0].label, dtype=torch.int64)
             sample["parts"] = torch.from_numpy(out.parts[0])
         return sample
 
 
-class SyntheticPets(pl.LightningDataModule):
+class SyntheticPets(CamlightDataModule):
     """Cartoon cats and dogs on cluttered backgrounds; the ears are the only class evidence.
 
     Args:
@@ -104,8 +105,7 @@ class SyntheticPets(pl.LightningDataModule):
     """
 
     class_names = CLASS_NAMES
-    mean = MEAN
-    std = STD
+    probe_modes = ("single", "pair")
 
     def __init__(
         self,
@@ -121,36 +121,26 @@ class SyntheticPets(pl.LightningDataModule):
         mean=MEAN,
         std=STD,
     ):
-        super().__init__()
-        self.mean, self.std = tuple(mean), tuple(std)
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.seed, self.pin_memory = seed, pin_memory
+        super().__init__(image_size, batch_size, num_workers, pin_memory, mean, std)
+        self.seed = seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.datasets = {
             s: SyntheticPetsDataset(s, n, image_size, seed, self.mean, self.std, cache=cache)
             for s, n in self.sizes.items()
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+    def dataset(self, split: str, train: bool = False) -> SyntheticPetsDataset:
+        """The drawn samples of `split` (no augmentation: `train` changes nothing)."""
+        return self.datasets[split]
+
+    def split_size(self, split: str) -> int:
+        return self.sizes[split]
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{s} {n}" for s, n in self.sizes.items())
+        return (
+            f"SyntheticPets at {self.image_size} px (seed {self.seed}): {sizes} images, drawn with exact ground truth"
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def probe_batch(self, n: int, mode: str = "single", seed: int = 0) -> dict[str, torch.Tensor]:
         """The same `n` probe samples on every call, as one batch on the CPU.

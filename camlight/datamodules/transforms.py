@@ -77,7 +77,6 @@ def sample(
     label: int,
     transform: v2.Transform,
     region: np.ndarray | None = None,
-    head_box: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """One sample of the camlight batch format from a decoded photo and its annotations.
@@ -87,15 +86,13 @@ def sample(
         label: class index.
         transform: a v2 transform (`train_transform` or `eval_transform`).
         region: (H,W) uint8 map with OUTSIDE / OBJECT / BOUNDARY values, or None without ground truth.
-        head_box: (4,) xyxy box of a part kept beside the mask (Oxford-IIIT Pet: the head), or None.
         boxes: (k,4) xyxy ground-truth boxes (several objects of the labelled class), or None.
 
     Returns:
         `image` (3,S,S) float32 normalised, `label` int64, `mask` (S,S) bool (OBJECT or BOUNDARY
         pixels: empty without ground truth), `ignore` (S,S) bool (BOUNDARY pixels), `box` (4,) the
         mask's box (zeros when empty), `boxes` (k,4) the transformed `boxes` that are still in the
-        image (without `boxes`: the mask's box, or none when the mask is empty) and `head_box`
-        (4,) (zeros when absent or cropped away).
+        image (without `boxes`: the mask's box, or none when the mask is empty).
     """
     height, width = rgb.shape[:2]
     inputs: dict = {"image": tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))}
@@ -103,10 +100,6 @@ def sample(
         if region.shape != (height, width):
             raise BadFile(f"annotation is {region.shape[1]}×{region.shape[0]}, the image {width}×{height}")
         inputs["region"] = tv_tensors.Mask(torch.from_numpy(region))
-    if head_box is not None:
-        inputs["head"] = tv_tensors.BoundingBoxes(
-            torch.as_tensor(head_box, dtype=torch.float32)[None], format="XYXY", canvas_size=(height, width)
-        )
     if boxes is not None and len(boxes):
         inputs["boxes"] = tv_tensors.BoundingBoxes(
             torch.as_tensor(np.asarray(boxes), dtype=torch.float32).view(-1, 4),
@@ -127,12 +120,7 @@ def sample(
         "mask": mask,
         "ignore": ignore,
         "box": mask_box(mask),
-        "head_box": torch.zeros(4),
     }
-    if head_box is not None:
-        b = _kept(out["head"])
-        if len(b):
-            result["head_box"] = b[0]
     if "boxes" in out:
         result["boxes"] = _kept(out["boxes"])
     else:
