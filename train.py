@@ -29,7 +29,9 @@ def main(argv: list[str]) -> int:
     from pytorch_lightning.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:  # under DDP every rank runs this script; one prints
-        print(fit.format_summary(summary))
+        from camlight.summary import format_summary
+
+        print(format_summary(summary))
     return 0
 
 

@@ -27,10 +27,10 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from camlight.callbacks import ExplanationCallback
 from camlight.config import ConfigError, heads, num_workers
-from camlight.datamodules import DataError, PhotoDataModule, from_config
+from camlight.datamodules import SPLITS, CamlightDataModule, DataError, from_config
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from camlight.modules import BACKBONES, Classifier, check_architecture
-from camlight.modules.backbones import pretrained_path
+from camlight.modules.backbones import missing_weights_message, pretrained_path
 
 log = logging.getLogger(__name__)
 GROUP_ENV = "CAMLIGHT_GROUP"
@@ -57,38 +57,31 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
 def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
     build_explanation_callback(cfg)
-    if cfg.explain.enabled and cfg.data.name == "synthetic" and cfg.explain.probe_size > cfg.data.val_size:
-        raise ConfigError(
-            f"explain.probe_size={cfg.explain.probe_size} is larger than data.val_size={cfg.data.val_size}; "
-            "lower explain.probe_size"
-        )
     for head in heads(cfg):
         try:
             check_architecture(cfg.model.backbone, head, cfg.data.image_size)
         except ValueError as e:
-            raise ConfigError(str(e).replace("image_size", "data.image_size", 1)) from None
+            raise ConfigError(str(e).replace("image_size", "data.image_size")) from None
     if cfg.model.pretrained is True:
         if BACKBONES[cfg.model.backbone].pretrained is None:
             raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
         path = pretrained_path(cfg.model.backbone)
         if not path.is_file():
-            url = BACKBONES[cfg.model.backbone].pretrained().url
             raise ConfigError(
-                f"pretrained weights for {cfg.model.backbone} not found at {path}; download {url} "
-                f"to that path (or point TORCH_HOME at a cache holding it), set model.pretrained=auto "
-                "to train from scratch when they are missing, or set model.pretrained=false"
+                f"{missing_weights_message(cfg.model.backbone)}, set model.pretrained=auto to train from scratch "
+                "when they are missing, or set model.pretrained=false"
             )
 
 
-def check_data(cfg: DictConfig, datamodule) -> None:
-    """Checks that need the indexed photos: run before anything is written. Raises ConfigError."""
-    if isinstance(datamodule, PhotoDataModule) and cfg.explain.enabled:
-        val = datamodule.split_size("val")
-        if cfg.explain.probe_size > val:
-            raise ConfigError(
-                f"explain.probe_size={cfg.explain.probe_size} is larger than the {val} validation images "
-                f"under {datamodule.root}; lower explain.probe_size"
-            )
+def check_data(cfg: DictConfig, datamodule: CamlightDataModule) -> None:
+    """Checks that need the data (photos indexed): run before anything is written. Raises ConfigError."""
+    val = datamodule.split_size("val")
+    if cfg.explain.enabled and cfg.explain.probe_size > val:
+        where = f" under {datamodule.root}" if datamodule.root else ""
+        raise ConfigError(
+            f"explain.probe_size={cfg.explain.probe_size} is larger than the {val} validation images{where}; "
+            "lower explain.probe_size"
+        )
 
 
 def resolve_pretrained(cfg: DictConfig) -> tuple[bool, str]:
@@ -123,8 +116,9 @@ def _pin_memory(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
 
-def build_datamodule(cfg: DictConfig):
-    """The datamodule of `cfg.data`, its layout checked (photos are indexed here).
+def build_datamodule(cfg: DictConfig) -> CamlightDataModule:
+    """The datamodule of `cfg.data`, prepared (rank zero: downloads where asked) and set up (photos
+    are indexed here, their layout checked).
 
     Raises:
         ConfigError: missing root, wrong layout, unreadable list or box files.
@@ -134,10 +128,9 @@ def build_datamodule(cfg: DictConfig):
         dm = from_config(
             cfg.data, mean, std, pin_memory=_pin_memory(cfg), num_workers=num_workers(cfg.data.num_workers)
         )
-        if isinstance(dm, PhotoDataModule):
-            if rank_zero_only.rank == 0:
-                dm.prepare_data()  # downloads only with data.download=true
-            dm.setup()
+        if rank_zero_only.rank == 0:
+            dm.prepare_data()  # downloads only with data.download=true
+        dm.setup()
     except (DataError, ValueError) as e:
         raise ConfigError(str(e)) from None
     return dm
@@ -157,7 +150,7 @@ def build_model(cfg: DictConfig, head: str, datamodule, pretrained: bool | None 
         fc_hidden=m.fc_hidden,
         dropout=m.dropout,
         pretrained=pretrained,
-        eval_resize=getattr(datamodule, "eval_resize", None),
+        eval_resize=datamodule.eval_resize,
         lr=o.lr,
         weight_decay=o.weight_decay,
         schedule=o.schedule,
@@ -183,24 +176,18 @@ def _loggers(cfg: DictConfig, run_cfg: dict, group: str, name: str, run_dir: Pat
     return loggers
 
 
-def _trainer(cfg: DictConfig, loggers: list[Logger], callbacks: list[pl.Callback], run_dir: Path) -> pl.Trainer:
-    t = cfg.trainer
-    return pl.Trainer(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        precision=t.precision,
-        deterministic=t.deterministic,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        logger=loggers,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-    )
+# The `pl.Trainer` arguments camlight sets itself; every other one comes from the config's
+# `trainer` section, whose keys are `pl.Trainer`'s own argument names.
+SET_BY_CAMLIGHT = ("logger", "callbacks", "default_root_dir")
+
+
+def build_trainer(trainer_cfg: DictConfig, **camlight_args) -> pl.Trainer:
+    """`pl.Trainer(**trainer_cfg, **camlight_args)`: the config's trainer section passed through
+    whole, with the arguments of `SET_BY_CAMLIGHT` (and only those) added by camlight."""
+    unexpected = set(camlight_args) - set(SET_BY_CAMLIGHT)
+    if unexpected:
+        raise TypeError(f"build_trainer sets only {', '.join(SET_BY_CAMLIGHT)}, not {', '.join(sorted(unexpected))}")
+    return pl.Trainer(**OmegaConf.to_container(trainer_cfg, resolve=True), **camlight_args)
 
 
 def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path) -> dict:
@@ -211,10 +198,7 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     run_cfg["model"]["head"] = head
     run_cfg["model"]["pretrained"] = pretrained  # "auto" resolved: what this run really did
-    if isinstance(datamodule, PhotoDataModule):  # absolute, so explain.py split= works from anywhere
-        run_cfg["data"]["root"] = str(datamodule.root)
-        if run_cfg["data"].get("box_dir"):
-            run_cfg["data"]["box_dir"] = str(datamodule.box_dir)
+    run_cfg["data"].update(datamodule.paths())  # absolute, so explain.py split= works from anywhere
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, head, datamodule, pretrained)
     model.run_config = run_cfg
@@ -228,7 +212,8 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
     )
     loggers = _loggers(cfg, run_cfg, group, name, run_dir)
     explainer = build_explanation_callback(cfg)
-    trainer = _trainer(cfg, loggers, [checkpoint] + ([explainer] if explainer else []), run_dir)
+    callbacks = [checkpoint] + ([explainer] if explainer else [])
+    trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(run_cfg), run_dir / "config.yaml")
@@ -245,7 +230,7 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path)
         "last_val_acc": _float(trainer.callback_metrics.get("val/acc")),
         "epochs": trainer.current_epoch,
         "pretrained": pretrained,
-        "skipped_files": len(getattr(datamodule, "skipped", {})),
+        "skipped_files": len(datamodule.bad_files()),
         "fit_seconds": round(seconds, 1),
         "best_checkpoint": checkpoint.best_model_path or None,
         "last_checkpoint": checkpoint.last_model_path or None,
@@ -275,27 +260,25 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _gather_skipped(datamodule) -> None:
+def _gather_skipped(datamodule: CamlightDataModule) -> None:
     """Under DDP each rank saw its own bad files: every rank (all of them call this) learns all."""
     import torch.distributed as dist
 
-    if not hasattr(datamodule, "skipped") or not (dist.is_available() and dist.is_initialized()):
+    if not (dist.is_available() and dist.is_initialized()):
         return
     everyone: list[dict] = [{} for _ in range(dist.get_world_size())]
-    dist.all_gather_object(everyone, dict(datamodule.skipped))
-    for skipped in everyone:
-        for path, reason in skipped.items():
-            datamodule.skipped.setdefault(path, reason)
+    dist.all_gather_object(everyone, datamodule.bad_files())
+    for bad in everyone:
+        datamodule.add_bad_files(bad.items())
 
 
-def _warn_if_mostly_unreadable(datamodule) -> None:
-    if not isinstance(datamodule, PhotoDataModule) or not datamodule.records:
-        return
-    total = sum(len(r) for r in datamodule.records.values())
-    bad = len(datamodule.skipped)
+def _warn_if_mostly_unreadable(datamodule: CamlightDataModule) -> None:
+    total = sum(datamodule.split_size(s) for s in SPLITS)
+    bad = len(datamodule.bad_files())
     if total and bad * 2 > total:
+        where = f" under {datamodule.root}" if datamodule.root else ""
         rank_zero_warn(
-            f"{bad} of the {total} photos under {datamodule.root} could not be used (see summary.json); "
+            f"{bad} of the {total} photos{where} could not be used (see summary.json); "
             "this run learned from the rest only: check the files"
         )
 
@@ -327,8 +310,7 @@ def run(cfg: DictConfig) -> dict:
     try:
         datamodule = build_datamodule(cfg)
         check_data(cfg, datamodule)
-        if isinstance(datamodule, PhotoDataModule):
-            rank_zero_info(datamodule.describe())
+        rank_zero_info(datamodule.describe())
         rank_zero_info(resolve_pretrained(cfg)[1])
         runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
         _close_process_group()
@@ -336,7 +318,7 @@ def run(cfg: DictConfig) -> dict:
         if inherited is None:
             os.environ.pop(GROUP_ENV, None)
     summary = {"group": group, "group_dir": str(group_dir), "experiment": cfg.experiment, "runs": runs}
-    skipped = getattr(datamodule, "skipped", {})
+    skipped = datamodule.bad_files()
     if skipped:
         summary["skipped_files"] = dict(sorted(skipped.items()))
     if rank_zero_only.rank == 0:
@@ -351,54 +333,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
-
-
-def _localization_table(runs: list[dict]) -> list[str]:
-    """Last epoch's localization: a row per (head, method), a column per metric."""
-    rows = [(r["head"], method, scores) for r in runs for method, scores in (r.get("localization") or {}).items()]
-    if not rows:
-        return []
-    metrics = list(dict.fromkeys(k for _, _, scores in rows for k in scores))
-    header = ("head", "method", *metrics)
-    body = [(head, method, *(_fmt(scores.get(k)) for k in metrics)) for head, method, scores in rows]
-    return ["", "localization on the probe set, last epoch:", *_table(header, body)]
-
-
-def _table(header: tuple, rows: list[tuple]) -> list[str]:
-    """Left-aligned columns with a dashed rule under the header."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
-def _fmt(value) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
-
-
-def format_summary(summary: dict) -> str:
-    """The summary as a table, followed by where it was written."""
-    header = ("head", "backbone", "val acc", "best checkpoint", "W&B run dir")
-    rows = [
-        (
-            r["head"],
-            r["backbone"],
-            "n/a" if r["val_acc"] is None else f"{100 * r['val_acc']:.2f}%",
-            r["best_checkpoint"] or "-",
-            r["wandb_run_dir"] or "-",
-        )
-        for r in summary["runs"]
-    ]
-    lines = _table(header, rows)
-    lines += _localization_table(summary["runs"])
-    syncs = [r["wandb_sync"] for r in summary["runs"] if r["wandb_sync"]]
-    if syncs:
-        lines += ["", "upload to W&B later with:", *(f"  {s}" for s in syncs)]
-    skipped = summary.get("skipped_files") or {}
-    if skipped:
-        lines += [
-            "",
-            f"{len(skipped)} unreadable files were skipped (listed in summary.json), e.g. {next(iter(skipped))}",
-        ]
-    lines += ["", f"summary: {Path(summary['group_dir']) / 'summary.json'}"]
-    return "\n".join(lines)

@@ -26,3 +26,24 @@ def tiny_argv(tmp_path):
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
     ]
+
+
+def tiny_gap_run(root: Path, *overrides: str) -> dict:
+    """A seconds-long train.py run of one GAP model (W&B off) under `root`; returns its summary."""
+    from camlight import fit
+    from camlight.config import load_config
+
+    argv = [
+        f"out_dir={root}",
+        "name=t",
+        "model.head=gap",
+        "wandb.mode=disabled",
+        "data.train_size=64",
+        "data.val_size=32",
+        "data.test_size=0",
+        "data.batch_size=16",
+        "model.width=4",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    return fit.run(load_config([*argv, *overrides]))

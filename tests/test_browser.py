@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camlight import fit
 from camlight.config import load_config
+
+from .conftest import tiny_gap_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -46,25 +47,10 @@ def _console_errors(stderr: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    cfg = load_config(
-        [
-            f"out_dir={root}",
-            "name=g",
-            "model.head=gap",
-            "wandb.mode=disabled",
-            "data.train_size=64",
-            "data.val_size=32",
-            "data.test_size=0",
-            "data.batch_size=16",
-            "model.width=4",
-            "trainer.max_epochs=3",
-            "trainer.enable_progress_bar=false",
-            "explain.probe_size=4",
-            "explain.max_images=4",
-        ]
+    summary = tiny_gap_run(
+        tmp_path_factory.mktemp("browser"), "trainer.max_epochs=3", "explain.probe_size=4", "explain.max_images=4"
     )
-    return Path(fit.run(cfg)["group_dir"])
+    return Path(summary["group_dir"])
 
 
 def test_run_report_renders_without_errors_and_the_epoch_slider_switches_the_grid(group, tmp_path):

@@ -10,12 +10,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
+from torch import nn
 
 from camlight import fit
 from camlight.callbacks import ExplanationCallback
 from camlight.config import ConfigError, load_config
 from camlight.datamodules import SyntheticPets
 from camlight.modules import Classifier, load_classifier
+from camlight.summary import format_summary
 from camlight.viz import colorize, draw_contour, overlay
 
 
@@ -68,7 +70,7 @@ def test_overlay_colours_and_contour_pixels():
 
 
 def test_arguments_are_checked():
-    with pytest.raises(ValueError, match="unknown method 'gradcm'; choose from saliency"):
+    with pytest.raises(ValueError, match="unknown method 'gradcm'; did you mean 'gradcam'\\? choose from saliency"):
         ExplanationCallback(["gradcm"])
     with pytest.raises(ValueError, match="unknown metric 'iou'; choose from pointing_game"):
         ExplanationCallback(metrics=["iou"])
@@ -187,27 +189,111 @@ def test_fit_run_logs_maps_table_and_scores_to_wandb_and_the_summary(tmp_path, t
     )
     logged = json.loads(out.stdout)["summary"]
     assert logged["explain/gradcam/pointing_game"] == pytest.approx(run["localization"]["gradcam"]["pointing_game"])
-    assert "localization on the probe set" in fit.format_summary(summary)
+    assert "localization on the probe set" in format_summary(summary)
 
 
-def test_every_metric_can_be_scored_by_the_callback():
-    from camlight.callbacks import METRICS
+class SquareNet(nn.Module):
+    """A camlight-style split whose maps are known by hand: A = ReLU(channel 0), logits = w · mean(A).
 
-    model = Classifier("simple_cnn", "gap", width=4).eval()
+    Channel 0 of each image is 1 on a 4×4 square and 0 elsewhere, so Grad-CAM (A weighted by a
+    positive α) and saliency (w/hw where channel 0 is positive) are both exactly the square: 1 on
+    it, 0 elsewhere, after normalisation."""
+
+    target_layer = "features_layer"
+
+    def __init__(self):
+        super().__init__()
+        self.features_layer = nn.ReLU()
+        self.head = nn.Sequential(nn.Flatten(2), Mean(), nn.Linear(1, 2))
+        with torch.no_grad():
+            self.head[2].weight.copy_(torch.tensor([[0.5], [1.0]]))
+            self.head[2].bias.zero_()
+
+    @property
+    def device(self):  # what the callback reads of a LightningModule
+        return torch.device("cpu")
+
+    def features(self, x):
+        return self.features_layer(x[:, :1])
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class Mean(nn.Module):
+    def forward(self, a):
+        return a.mean(dim=2)
+
+
+class HandProbe:
+    """Four 16×16 probe images with hand-placed squares, masks and boxes (see the test)."""
+
+    class_names = ("cat", "dog")
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    probe_modes = ("single",)
+
+    def probe_batch(self, n, mode="single", seed=0):
+        image = torch.zeros(4, 3, 16, 16)
+        mask = torch.zeros(4, 16, 16, dtype=torch.bool)
+        for i, (y, x) in enumerate([(2, 2), (10, 10), (2, 10), (6, 6)]):
+            image[i, 0, y : y + 4, x : x + 4] = 1.0
+        mask[0, 2:6, 2:6] = True  # exactly the square
+        mask[1, 0:4, 0:4] = True  # far from it
+        mask[2, 2:6, 12:16] = True  # half of it (columns 12, 13)
+        box = torch.tensor([[2.0, 2, 6, 6], [0, 0, 4, 4], [12, 2, 16, 6], [0, 0, 0, 0]])  # image 3: no ground truth
+        return {"image": image, "label": torch.tensor([1, 0, 1, 0]), "mask": mask, "box": box}
+
+
+def test_the_callbacks_scores_equal_hand_computed_values():
+    from camlight.metrics import METRICS, deletion_auc, increase_in_confidence, insertion_auc
+    from camlight.metrics import average_drop as drop
+
+    model = SquareNet().eval()
     callback = ExplanationCallback(["gradcam", "saliency"], probe_size=4, metrics=list(METRICS))
-    callback.prepare(_dm(), model)
-    scores, _, _ = callback.evaluate(model)
+    callback.prepare(HandProbe(), model)
+    scores, batch, maps = callback.evaluate(model)
+    square = torch.zeros(4, 16, 16)
+    for i, (y, x) in enumerate([(2, 2), (10, 10), (2, 10), (6, 6)]):
+        square[i, y : y + 4, x : x + 4] = 1.0
     for method in ("gradcam", "saliency"):
-        for name in METRICS:
-            value = scores[f"explain/{method}/{name}"]
-            assert isinstance(value, float) and 0.0 <= value <= 1.0, (method, name, value)
+        torch.testing.assert_close(maps[method], square)  # the premise of the hand values below
+    # Images 0-2 have ground truth (image 3 none, so it is left out): the map's peak is the
+    # square's top-left pixel; the tolerance is 15 · 16/224 ≈ 1.07 px. Image 0 hits; image 1 is
+    # far off; image 2's peak (2,10) is 2 px from the mask's nearest pixel (2,12): a miss.
+    # Energy in the box: 16/16, 0, 8/16. The square's box against the ground-truth box: IoU 1, 0,
+    # 8/24. Mask IoU (map >= 0.5 is the square): 1, 0, 8/24. MaxBoxAccV2: the square is the one
+    # component at every threshold, so IoU >= 0.3 holds for images 0 and 2, IoU >= 0.5 and 0.7
+    # for image 0 only. PxAP over every pixel of the 4 images: 48 mask pixels, 24 of them at 1;
+    # 40 background pixels at 1 (image 1's, half of image 2's, image 3's square): at every
+    # threshold above 0, precision 24/64 at recall 1/2; at 0, precision 48/1024 at recall 1.
+    expected = {
+        "pointing_game": 1 / 3,
+        "pointing_game_class_mean": (0 / 1 + 1 / 2) / 2,  # cat: image 1 misses; dog: image 0 hits, 2 misses
+        "energy_pointing_game": (1 + 0 + 0.5) / 3,
+        "box_accuracy": 1 / 3,
+        "max_box_acc_v2": (2 / 3 + 1 / 3 + 1 / 3) / 3,
+        "mask_iou": (1 + 0 + 1 / 3) / 3,
+        "pxap": 0.5 * 48 / 1024 + 0.5 * 24 / 64,
+    }
+    labels = batch["label"]
+    for method in ("gradcam", "saliency"):
+        for name, value in expected.items():
+            assert scores[method][name] == pytest.approx(value, abs=1e-6), (method, name)
+        # The faithfulness scores are the means of their functional forms over all four images.
+        m = maps[method]
+        for name, fn in (("deletion_auc", deletion_auc), ("insertion_auc", insertion_auc), ("average_drop", drop)):
+            assert scores[method][name] == pytest.approx(float(fn(model, batch["image"], m, labels).mean()), abs=1e-6)
+        rises = increase_in_confidence(model, batch["image"], m, labels).float().mean()
+        assert scores[method]["increase_in_confidence"] == pytest.approx(float(rises))
 
 
 def test_explain_config_mistakes_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="explain: unknown method 'gradcm'"):
         fit.check(load_config([f"out_dir={tmp_path}", "explain.methods=[gradcm]"]))
-    with pytest.raises(ConfigError, match="explain.probe_size=64 is larger than data.val_size=32"):
-        fit.check(load_config([f"out_dir={tmp_path}", "explain.probe_size=64", "data.val_size=32"]))
+    cfg = load_config([f"out_dir={tmp_path / 'out'}", "explain.probe_size=64", "data.val_size=32"])
+    with pytest.raises(ConfigError, match="explain.probe_size=64 is larger than the 32 validation images; lower"):
+        fit.run(cfg)
+    assert not (tmp_path / "out").exists()
 
 
 # -- DDP ------------------------------------------------------------------------------------------
@@ -254,5 +340,54 @@ def test_two_process_ddp_logs_each_image_once_and_reduces_metrics(tmp_path):
     )
     single.prepare(_dm(), final)
     scores, _, _ = single.evaluate(final)
-    for key in ("explain/gradcam/pointing_game", "explain/saliency/mask_iou", "explain/gradcam/class_discrimination"):
-        assert float(rows[-1][key]) == pytest.approx(scores[key], abs=1e-6), key
+    for method, metric in (("gradcam", "pointing_game"), ("saliency", "mask_iou"), ("gradcam", "class_discrimination")):
+        key = f"explain/{method}/{metric}"
+        assert float(rows[-1][key]) == pytest.approx(scores[method][metric], abs=1e-6), key
+
+
+def _empty_share_rank(rank, port, queue):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = Classifier("simple_cnn", "gap", width=4).eval()
+        callback = ExplanationCallback(["gradcam", "cam"], probe_size=1, metrics=["pointing_game", "pxap"])
+        callback.prepare(_dm(), model, rank=rank, world_size=2)
+        assert len(callback.probe["image"]) == (1 if rank == 0 else 0)  # rank 1 has nothing to explain
+        scores, _, _ = callback.evaluate(model)
+        queue.put((rank, scores))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_with_a_rank_whose_share_of_the_probe_is_empty(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    model = Classifier("simple_cnn", "gap", width=4).eval()
+    single = ExplanationCallback(["gradcam", "cam"], probe_size=1, metrics=["pointing_game", "pxap"])
+    single.prepare(_dm(), model)
+    expected, _, _ = single.evaluate(model)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_empty_share_rank, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=180) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    from camlight.callbacks import flatten
+
+    for rank in (0, 1):  # every rank holds the reduced scores: the one image's, as one process finds them
+        assert flatten(results[rank]) == pytest.approx(flatten(expected)), rank

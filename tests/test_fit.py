@@ -10,6 +10,7 @@ import torch
 from camlight import fit
 from camlight.config import ConfigError, load_config
 from camlight.modules import checkpoint_config, load_classifier
+from camlight.summary import format_summary
 
 
 def _wandb_summary(run_dir: Path) -> dict:
@@ -52,7 +53,7 @@ def test_a_short_run_writes_checkpoints_metrics_summary_and_wandb_runs(tmp_path,
         assert abs(logged["summary"]["val/acc"] - row["last_val_acc"]) < 1e-6
         assert "train/loss_epoch" in logged["summary"] and "val/loss" in logged["summary"]
         assert logged["config"]["model"]["head"] == row["head"] and logged["config"]["name"] == "tiny"
-    table = fit.format_summary(summary)
+    table = format_summary(summary)
     assert "gap" in table and "fc" in table and "wandb sync" in table
 
 
@@ -103,3 +104,28 @@ def test_train_py_under_two_process_ddp_writes_one_group(tmp_path, tiny_argv):
     for head in ("gap", "fc"):
         pngs = sorted(p.name for p in (groups[0] / f"simple_cnn-{head}" / "explanations").glob("epoch_*.png"))
         assert pngs == ["epoch_000.png", "epoch_001.png"]
+
+
+def test_the_trainer_section_reaches_pl_trainer_whole(tmp_path):
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from camlight.config import TrainerConfig, fields
+
+    keys = [k for k, _, _ in fields(TrainerConfig)]
+    accepted = inspect.signature(pl.Trainer.__init__).parameters
+    assert all(k in accepted for k in keys), [k for k in keys if k not in accepted]
+    assert not set(keys) & set(fit.SET_BY_CAMLIGHT)
+    cfg = load_config(
+        [
+            "trainer.max_epochs=3",
+            "trainer.limit_val_batches=2",
+            "trainer.log_every_n_steps=7",
+            "trainer.deterministic=false",
+        ]
+    )
+    trainer = fit.build_trainer(cfg.trainer, default_root_dir=str(tmp_path), logger=False)
+    assert (trainer.max_epochs, trainer.limit_val_batches, trainer.log_every_n_steps) == (3, 2, 7)
+    with pytest.raises(TypeError, match="build_trainer sets only logger, callbacks, default_root_dir, not max_epochs"):
+        fit.build_trainer(cfg.trainer, max_epochs=1)

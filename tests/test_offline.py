@@ -13,38 +13,31 @@ from PIL import Image
 from camlight import fit, offline
 from camlight.config import ConfigError, OfflineConfig, load_config
 
-from .conftest import REPO
+from .conftest import REPO, tiny_gap_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny checkpoint from train.py's own code path (so it holds its run config)."""
-    root = tmp_path_factory.mktemp("run")
-    cfg = load_config(
-        [
-            f"out_dir={root}",
-            "name=t",
-            "model.head=gap",
-            "wandb.mode=disabled",
-            "data.train_size=64",
-            "data.val_size=32",
-            "data.test_size=0",
-            "data.batch_size=16",
-            "model.width=4",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            "explain.probe_size=8",
-            "explain.methods=[gradcam]",
-            "explain.metrics=[pointing_game]",
-            "explain.pair_probe=false",
-        ]
+    summary = tiny_gap_run(
+        tmp_path_factory.mktemp("run"),
+        "explain.probe_size=8",
+        "explain.methods=[gradcam]",
+        "explain.metrics=[pointing_game]",
+        "explain.pair_probe=false",
     )
-    summary = fit.run(cfg)
     return summary["runs"][0]
 
 
 def _cfg(*args):
     return load_config(list(args), schema=OfflineConfig, defaults="explain.yaml")
+
+
+def _explained(out: Path, *args) -> tuple[int, list[dict]]:
+    """Run explain.py's code with `args` into `out`; (exit code, rows of results.csv)."""
+    code = offline.run(_cfg(*args, f"out={out}"), progress=False)
+    with open(out / "results.csv") as f:
+        return code, list(csv.DictReader(f))
 
 
 def _folder(root: Path) -> dict[str, str]:
@@ -128,22 +121,10 @@ def test_every_image_explained_exits_0_and_topk_explains_each_class(tmp_path, tr
 
 
 def test_the_val_probe_reproduces_the_callbacks_last_pointing_game(tmp_path, trained):
-    out = tmp_path / "out"
-    code = offline.run(
-        _cfg(
-            f"checkpoint={trained['last_checkpoint']}",
-            "split=val",
-            "probe_size=8",
-            f"out={out}",
-            "target=label",
-            "methods=[gradcam]",
-        ),
-        progress=False,
+    code, rows = _explained(
+        tmp_path / "out", f"checkpoint={trained['last_checkpoint']}", "split=val", "probe_size=8", "target=label"
     )
-    assert code == 0
-    with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 8
+    assert code == 0 and len(rows) == 8
     offline_pg = np.mean([int(r["gradcam/pointing_game"]) for r in rows])
     assert offline_pg == pytest.approx(trained["localization"]["gradcam"]["pointing_game"])
 
@@ -262,3 +243,105 @@ def test_images_beyond_the_pixel_limit_are_skipped_and_others_resized(tmp_path, 
     monkeypatch.setattr(io, "MAX_PIXELS", 100 * 100)
     with pytest.raises(ValueError, match=r"too large \(400×300\)"):
         offline.decode(tmp_path / "in" / "big.png", 64)
+
+
+# -- checkpoints are read once, and safely ----------------------------------------------------------
+
+
+class Payload:
+    """What a malicious checkpoint could hold: unpickling it would create a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_without_running_it(tmp_path, trained):
+    from camlight.modules import CheckpointError, checkpoint_config, load_classifier
+
+    target = tmp_path / "created-by-the-pickle"
+    # A real camlight checkpoint with the payload hidden in its run config, and a bare one.
+    contents = torch.load(trained["best_checkpoint"], weights_only=True)
+    contents["camlight"]["config"]["note"] = Payload(target)
+    torch.save(contents, tmp_path / "trojan.ckpt")
+    torch.save({"state_dict": {}, "x": Payload(target)}, tmp_path / "bare.ckpt")
+    assert not target.exists()  # saving did not run it
+    for name in ("trojan.ckpt", "bare.ckpt"):
+        for load in (load_classifier, checkpoint_config):
+            with pytest.raises(CheckpointError, match=r"was refused: .*\(io\.open\), which could run code"):
+                load(tmp_path / name)
+        out = subprocess.run(
+            [sys.executable, str(REPO / "explain.py"), f"checkpoint={tmp_path / name}", "split=val"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / name} was refused"), out.stderr
+        assert not (tmp_path / "explained").exists()
+    assert not target.exists()
+
+
+def test_explain_py_reads_the_checkpoint_once(tmp_path, trained, monkeypatch):
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k.get("weights_only")) or real(*a, **k))
+    code = offline.run(
+        _cfg(f"checkpoint={trained['best_checkpoint']}", "split=val", "probe_size=4", f"out={tmp_path / 'o'}"),
+        progress=False,
+    )
+    assert code == 0 and calls == [True]
+
+
+# -- the report under several targets ---------------------------------------------------------------
+
+
+def _cells(page: str) -> dict[tuple[str, str], str]:
+    """(file, column) → the HTML of that map's cell in index.html."""
+    import re
+
+    out = {}
+    for row in re.findall(r'<tr class="image">(.*?)</tr>', page):
+        name = re.search(r"<b>(.*?)</b>", row).group(1)
+        for column, cell in re.findall(r'<td data-column="([^"]+)">(.*?)</td>', row):
+            out[(name, column)] = cell
+    return out
+
+
+def test_the_report_shows_each_targets_own_class_and_score_under_topk(tmp_path, trained):
+    out = tmp_path / "out"
+    args = ["target=topk", "k=2", "methods=[gradcam,saliency]", "metrics=[pointing_game]"]
+    code, rows = _explained(out, f"checkpoint={trained['best_checkpoint']}", "split=val", *args)
+    assert code == 0
+    cells = _cells((out / "index.html").read_text())
+    assert len(rows) == 2 * 32 and len(cells) == 2 * 2 * 32
+    for r in rows:
+        cls, rank = r["target"].split(" ")
+        for method in ("gradcam", "saliency"):
+            cell = cells[(r["file"], f"{method}_{rank}")]
+            assert f"<span>{cls} (" in cell  # the class this column explains
+            hit = int(r[f"{method}/pointing_game"])
+            assert ('class="hit">hit<' in cell) is bool(hit) and ('class="miss">miss<' in cell) is (not hit)
+    by_file = {}
+    for r in rows:
+        by_file.setdefault(r["file"], []).append(r["gradcam/pointing_game"])
+    differ = sum(len(set(v)) > 1 for v in by_file.values())
+    assert differ > 0  # top-1 and top-2 disagree somewhere, so the check above could tell them apart
+
+
+def test_report_rows_take_each_cell_from_its_own_result(tmp_path):
+    from camlight.offline.outputs import Writer
+    from camlight.offline.results import Result
+
+    writer = Writer(tmp_path, ("cat", "dog"), (0.0,) * 3, (1.0,) * 3)
+    writer.columns = ["gradcam_top1", "gradcam_top2"]
+    results = [
+        Result("a", 1, 0.7, 1, 0.7, label=1, rank=1, methods=["gradcam"], scores={"gradcam": {"pointing_game": 1}}),
+        Result("a", 1, 0.7, 0, 0.3, label=1, rank=2, methods=["gradcam"], scores={"gradcam": {"pointing_game": 0}}),
+    ]
+    (row,) = writer._report_rows(results)
+    assert row.cells["gradcam_top1"].notes == [("dog (0.70)", None), ("hit", True)]
+    assert row.cells["gradcam_top2"].notes == [("cat (0.30)", None), ("miss", False)]

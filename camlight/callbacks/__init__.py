@@ -1,5 +1,5 @@
-"""Lightning callbacks: thin glue from the ground floor (explain, metrics, viz) to the loggers."""
+"""Lightning callbacks: `ExplanationCallback` explains, scores and logs a probe set every epoch."""
 
-from camlight.callbacks.explanation import DEFAULT_METHODS, DEFAULT_METRICS, METRICS, ExplanationCallback
+from camlight.callbacks.explanation import DEFAULT_METHODS, DEFAULT_METRICS, ExplanationCallback, flatten, log_key
 
-__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "METRICS", "ExplanationCallback"]
+__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "ExplanationCallback", "flatten", "log_key"]

@@ -2,63 +2,37 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
 from camlight import metrics as M
-from camlight.explain import METHODS, explain, supported
-from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid
+from camlight.explain import check_methods, explain, supported
+from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
+from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
 log = logging.getLogger(__name__)
 
-# name → (build(num_classes), update(metric, maps, batch, model, targets)); the metric's compute()
-# gives a float, or a dict for the pointing game.
-_Update = Callable[[Metric, torch.Tensor, dict, torch.nn.Module, torch.Tensor], None]
-METRICS: dict[str, tuple[Callable[[int], Metric], _Update]] = {
-    "pointing_game": (lambda c: M.PointingGame(c), lambda m, maps, b, model, t: m.update(maps, b["mask"], b["label"])),
-    "energy_pointing_game": (lambda c: M.EnergyPointingGame(), lambda m, maps, b, model, t: m.update(maps, _boxes(b))),
-    "box_accuracy": (lambda c: M.BoxAccuracy(), lambda m, maps, b, model, t: m.update(maps, _boxes(b))),
-    "max_box_acc_v2": (lambda c: M.MaxBoxAccV2(), lambda m, maps, b, model, t: m.update(maps, _boxes(b))),
-    "mask_iou": (lambda c: M.MaskIoU(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
-    "pxap": (lambda c: M.PxAP(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
-    "deletion_auc": (lambda c: M.DeletionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
-    "insertion_auc": (lambda c: M.InsertionAUC(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
-    "average_drop": (lambda c: M.AverageDrop(), lambda m, maps, b, model, t: m.update(model, b["image"], maps, t)),
-    "increase_in_confidence": (
-        lambda c: M.IncreaseInConfidence(),
-        lambda m, maps, b, model, t: m.update(model, b["image"], maps, t),
-    ),
-}
-
-
-def _boxes(batch: dict) -> torch.Tensor:
-    """Every ground-truth box of an image ((B,K,4), photos with several objects) or its one box (B,4)."""
-    return batch["boxes"] if "boxes" in batch else batch["box"]
-
-
-# Metrics that need ground-truth masks or boxes; a probe set without any skips them.
-GROUND_TRUTH_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "max_box_acc_v2", "mask_iou", "pxap")
 DEFAULT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam")
 DEFAULT_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou")
 
+Scores = dict[str, dict[str, float]]  # method → metric → value
 
-def _check_names(kind: str, names: Sequence[str], valid: Sequence[str]) -> list[str]:
-    if isinstance(names, str):
-        names = [names]
-    unknown = [n for n in names if n not in valid]
-    if unknown:
-        raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; choose from {', '.join(valid)}")
-    if not names:
-        raise ValueError(f"no {kind} given; choose from {', '.join(valid)}")
-    return list(dict.fromkeys(names))
+
+def log_key(method: str, metric: str) -> str:
+    """The logging key of a score: `explain/<method>/<metric>` (scalars, CSV columns, W&B)."""
+    return f"explain/{method}/{metric}"
+
+
+def flatten(scores: Scores) -> dict[str, float]:
+    """{method: {metric: v}} → {"explain/<method>/<metric>": v}, for loggers and CSV files."""
+    return {log_key(method, metric): v for method, d in scores.items() for metric, v in d.items()}
 
 
 class ExplanationCallback(pl.Callback):
@@ -82,7 +56,7 @@ class ExplanationCallback(pl.Callback):
         methods: `camlight.explain` registry keys.
         every_n_epochs: explain after epochs n−1, 2n−1, ... (and always after the last).
         probe_size: validation images in the probe set (`datamodule.probe_batch(n)`).
-        metrics: names from `METRICS`.
+        metrics: names from `camlight.metrics.METRICS`.
         log_images: log and write the probe grid.
         max_images: rows in the grid (and the table).
         pair_probe: also score class discrimination on `datamodule.probe_batch(n, mode="pair")`.
@@ -103,8 +77,10 @@ class ExplanationCallback(pl.Callback):
         pair_probe: bool = True,
     ):
         super().__init__()
-        self.methods = _check_names("method", methods, METHODS)
-        self.metric_names = _check_names("metric", metrics, list(METRICS))
+        self.methods = check_methods(methods)
+        self.metric_names = check_metrics(metrics)
+        if not self.metric_names:
+            raise ValueError(f"no metric given; choose from {', '.join(METRICS)}")
         self.scored = list(self.metric_names)  # those the probe set has ground truth for (see prepare)
         for name, value, low in (
             ("every_n_epochs", every_n_epochs, 1),
@@ -117,8 +93,8 @@ class ExplanationCallback(pl.Callback):
         self.log_images, self.pair_probe = log_images, pair_probe
         self.probe: dict | None = None
         self.pair: dict | None = None
-        self.history: list[dict] = []
-        self.last: dict[str, dict[str, float]] = {}
+        self.history: list[tuple[int, Scores]] = []  # (epoch, scores) of every explained epoch
+        self.last: Scores = {}
         self._done_epoch: int | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -151,14 +127,13 @@ class ExplanationCallback(pl.Callback):
                     stacklevel=2,
                 )
         self.pair = None
-        if self.pair_probe:
-            try:
-                pair = dm.probe_batch(max(self.probe_size // 2, 1), mode="pair")
-                self.pair = {k: v[rank::world_size] for k, v in pair.items()}
-            except (TypeError, ValueError) as e:  # photos hold one labelled class: nothing to warn about
-                log.info(
-                    "ExplanationCallback: no pair probe from this datamodule (%s); class_discrimination skipped", e
-                )
+        if self.pair_probe and "pair" in getattr(dm, "probe_modes", ()):
+            pair = dm.probe_batch(max(self.probe_size // 2, 1), mode="pair")
+            self.pair = {k: v[rank::world_size] for k, v in pair.items()}
+        elif self.pair_probe:  # photos hold one labelled class: nothing to warn about
+            log.info(
+                "ExplanationCallback: %s draws no cat-and-dog pairs; class_discrimination skipped", type(dm).__name__
+            )
         self.mean, self.std = tuple(dm.mean), tuple(dm.std)
         self.class_names = list(getattr(dm, "class_names", None) or [])
         if not self.class_names:
@@ -187,18 +162,18 @@ class ExplanationCallback(pl.Callback):
             return
         self._done_epoch = trainer.current_epoch
         scores, batch, maps = self.evaluate(pl_module)
-        for key, value in scores.items():
+        for key, value in flatten(scores).items():
             pl_module.log(key, value, sync_dist=False)  # already reduced across ranks
-        self.history.append({"epoch": trainer.current_epoch, **scores})
-        self.last = _nest(scores)
+        self.history.append((trainer.current_epoch, scores))
+        self.last = scores
         if trainer.is_global_zero:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            _write_csv(self.out_dir / "metrics.csv", self.history)
+            self._write_history()
             if self.log_images and maps:
                 self._log_images(trainer, pl_module, batch, maps)
 
-    def evaluate(self, pl_module) -> tuple[dict[str, float], dict, dict]:
-        """Explain and score the probe set: ({"explain/<method>/<metric>": value}, batch, maps).
+    def evaluate(self, pl_module) -> tuple[Scores, dict, dict]:
+        """Explain and score the probe set: ({method: {metric: value}}, batch, maps).
 
         Every rank must call it (the metrics reduce across ranks)."""
         device = pl_module.device
@@ -207,24 +182,26 @@ class ExplanationCallback(pl.Callback):
         maps = explain(pl_module, batch["image"], self.active, targets=batch["label"]) if len(batch["image"]) else {}
         scores = self._score(pl_module, batch, maps)
         if self.pair is not None:
-            scores.update(self._class_discrimination(pl_module))
+            for method, value in self._class_discrimination(pl_module).items():
+                scores[method]["class_discrimination"] = value
         return scores, batch, maps
 
-    def _score(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
-        scores = {}
+    def _score(self, pl_module, batch: dict, maps: dict) -> Scores:
+        scores: Scores = {}
         num_classes = len(self.class_names)
         for method in self.active:
+            scores[method] = {}
             for name in self.scored:
-                build, update = METRICS[name]
-                metric = build(num_classes).to(pl_module.device)
+                spec = METRICS[name]
+                metric = spec.build(num_classes).to(pl_module.device)
                 if method in maps:
-                    update(metric, maps[method], batch, pl_module, batch["label"])
+                    spec.update(metric, maps[method], batch, pl_module, batch["label"])
                 value = metric.compute()  # every rank calls it: the reduction is collective
-                if isinstance(value, dict):
-                    scores[f"explain/{method}/{name}"] = value["accuracy"]
-                    scores[f"explain/{method}/{name}_class_mean"] = value["mean_class_accuracy"]
+                if isinstance(value, dict):  # the pointing game: overall and mean over classes
+                    scores[method][name] = value["accuracy"]
+                    scores[method][f"{name}_class_mean"] = value["mean_class_accuracy"]
                 else:
-                    scores[f"explain/{method}/{name}"] = value
+                    scores[method][name] = value
         return scores
 
     def _class_discrimination(self, pl_module) -> dict[str, float]:
@@ -242,7 +219,7 @@ class ExplanationCallback(pl.Callback):
                     density = (maps[m][:, None] * masks).flatten(2).sum(2) / area  # (N,C)
                     others = torch.cat([density[:, :c], density[:, c + 1 :]], dim=1)
                     metrics[m].update((density[:, c] > others.amax(1)).float())
-        return {f"explain/{m}/class_discrimination": float(metric.compute()) for m, metric in metrics.items()}
+        return {m: float(metric.compute()) for m, metric in metrics.items()}
 
     # -- images ----------------------------------------------------------------------------
 
@@ -281,7 +258,7 @@ class ExplanationCallback(pl.Callback):
         from camlight.viz.grid import to_pil
 
         methods = list(overlays)
-        epg = {m: M.energy_pointing_game(maps[m][:n], _boxes(batch)[:n]) for m in methods}
+        epg = {m: M.energy_pointing_game(maps[m][:n], boxes_of(batch)[:n]) for m in methods}
         columns = ["epoch", "image_id", "label", "prediction", "probability"]
         columns += [c for m in methods for c in (m, f"{m}/pointing_game", f"{m}/energy_pointing_game")]
         data = []
@@ -298,26 +275,13 @@ class ExplanationCallback(pl.Callback):
             data.append(row)
         logger.log_table("explain/probe", columns=columns, data=data, step=trainer.global_step)
 
+    def _write_history(self) -> None:
+        """`explanations/metrics.csv`: a row per explained epoch, a column per logging key."""
+        rows = [{"epoch": epoch, **flatten(scores)} for epoch, scores in self.history]
+        columns = ["epoch", *sorted({k for row in rows for k in row if k != "epoch"})]
+        write_csv(self.out_dir / "metrics.csv", rows, columns)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.history:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             localization_plot(self.history, self.out_dir / "localization.png")
-
-
-def _nest(scores: dict[str, float]) -> dict[str, dict[str, float]]:
-    """{"explain/<method>/<metric>": v} → {method: {metric: v}}."""
-    out: dict[str, dict[str, float]] = {}
-    for key, value in scores.items():
-        _, method, metric = key.split("/", 2)
-        out.setdefault(method, {})[metric] = value
-    return out
-
-
-def _write_csv(path: Path, history: list[dict]) -> None:
-    keys = ["epoch", *sorted({k for row in history for k in row if k != "epoch"})]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)

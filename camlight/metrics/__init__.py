@@ -1,4 +1,5 @@
-"""Localization and faithfulness metrics: functional forms and torchmetrics `Metric` classes."""
+"""Localization and faithfulness metrics: functional forms, torchmetrics `Metric` classes, and the
+table of both by name (`METRICS`)."""
 
 from camlight.metrics.classes import (
     AverageDrop,
@@ -23,8 +24,20 @@ from camlight.metrics.localization import (
     pointing_game,
     pxap,
 )
+from camlight.metrics.registry import (
+    GROUND_TRUTH_METRICS,
+    METRICS,
+    PER_IMAGE_METRICS,
+    MetricSpec,
+    boxes_of,
+    check_metrics,
+    has_ground_truth,
+)
 
 __all__ = [
+    "GROUND_TRUTH_METRICS",
+    "METRICS",
+    "PER_IMAGE_METRICS",
     "AverageDrop",
     "BoxAccuracy",
     "DeletionAUC",
@@ -33,14 +46,18 @@ __all__ = [
     "InsertionAUC",
     "MaskIoU",
     "MaxBoxAccV2",
+    "MetricSpec",
     "PointingGame",
     "PxAP",
     "average_drop",
     "box_accuracy",
     "box_from_map",
     "box_iou",
+    "boxes_of",
+    "check_metrics",
     "deletion_auc",
     "energy_pointing_game",
+    "has_ground_truth",
     "increase_in_confidence",
     "insertion_auc",
     "mask_iou",

@@ -1,7 +1,18 @@
-"""Overlays, the probe grid and localization plots."""
+"""Overlays, the probe grid, localization plots, HTML reports and the files they are written to."""
 
+from camlight.viz.files import save_png, write_csv
 from camlight.viz.grid import probe_grid
 from camlight.viz.overlay import colorize, contour, denormalize, draw_contour, overlay
 from camlight.viz.plots import localization_plot
 
-__all__ = ["colorize", "contour", "denormalize", "draw_contour", "localization_plot", "overlay", "probe_grid"]
+__all__ = [
+    "colorize",
+    "contour",
+    "denormalize",
+    "draw_contour",
+    "localization_plot",
+    "overlay",
+    "probe_grid",
+    "save_png",
+    "write_csv",
+]

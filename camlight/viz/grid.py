@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from PIL import Image, ImageDraw
 
+from camlight.viz.files import to_uint8
+
 TITLE_H = 14
 PAD = 2
 HIT, MISS = (0, 150, 0), (200, 0, 0)
@@ -13,8 +15,7 @@ HIT, MISS = (0, 150, 0), (200, 0, 0)
 
 def to_pil(image: torch.Tensor, size: int) -> Image.Image:
     """(3,H,W) in [0,1] → PIL image of side `size` (nearest-neighbour, so pixels stay sharp)."""
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array).resize((size, size), Image.NEAREST)
+    return Image.fromarray(to_uint8(image)).resize((size, size), Image.NEAREST)
 
 
 def probe_grid(

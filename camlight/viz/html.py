@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass, field
 from pathlib import Path
 
 STYLE = """
@@ -20,36 +21,43 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def offline_report(
-    title: str, rows: list[dict], methods: list[str], images: dict[str, Path], overlays: dict[tuple[str, str], Path]
-) -> str:
-    """An HTML page: a row per result row (file, class, probability, scores), a column per method.
+@dataclass
+class Cell:
+    """One map in the offline report: its overlay and notes under it ((text, good): good colours
+    the text green, bad red, None leaves it plain)."""
 
-    Args:
-        rows: results.csv rows ("file", "predicted", "probability", "target", optional scores).
-        methods: column order (map keys, e.g. "gradcam" or "gradcam_top2").
-        images: file → input PNG; overlays: (file, method) → overlay PNG.
-    """
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
+    image: Path | None
+    notes: list[tuple[str, bool | None]] = field(default_factory=list)
+
+
+@dataclass
+class ReportRow:
+    """One image in the offline report: a title, lines about it, its input and a cell per map column."""
+
+    title: str
+    lines: list[str]
+    image: Path
+    cells: dict[str, Cell]
+
+
+def _note(text: str, good: bool | None) -> str:
+    cls = "" if good is None else (' class="hit"' if good else ' class="miss"')
+    return f"<span{cls}>{html.escape(text)}</span>"
+
+
+def offline_report(title: str, columns: list[str], rows: list[ReportRow]) -> str:
+    """An HTML page: a row per image (title, lines, input), then a column per map (e.g. "gradcam",
+    or "gradcam_top1", "gradcam_top2" with several targets); every image inlined."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for r in rows:
-        meta = (
-            f"<b>{html.escape(r['file'])}</b><br>predicted {html.escape(r['predicted'])} "
-            f"({float(r['probability']):.2f})<br>target {html.escape(r['target'])}"
-        )
-        if "label" in r:
-            meta += f"<br>label {html.escape(r['label'])}"
-        cells = [f'<td class="meta">{meta}</td>', f'<td><img alt="input" src="{data_uri(images[r["file"]])}"></td>']
-        for m in methods:
-            path = overlays.get((r["file"], m))
-            score = r.get(f"{m.split('_top')[0]}/pointing_game")
-            mark = (
-                ""
-                if score in (None, "")
-                else (' <span class="hit">hit</span>' if int(score) else ' <span class="miss">miss</span>')
-            )
-            img = f'<img alt="{html.escape(m)}" src="{data_uri(path)}">' if path else "–"
-            cells.append(f"<td>{img}{mark}</td>")
+        meta = f"<b>{html.escape(r.title)}</b>" + "".join(f"<br>{html.escape(line)}" for line in r.lines)
+        cells = [f'<td class="meta">{meta}</td>', f'<td><img alt="input" src="{data_uri(r.image)}"></td>']
+        for c in columns:
+            cell = r.cells.get(c)
+            img = f'<img alt="{html.escape(c)}" src="{data_uri(cell.image)}">' if cell and cell.image else "–"
+            notes = "<br>".join(_note(t, g) for t, g in cell.notes) if cell else ""
+            cells.append(f'<td data-column="{html.escape(c)}">{img}{notes}</td>')
         body.append('<tr class="image">' + "".join(cells) + "</tr>")
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def localization_plot(history: list[dict], path: str | Path) -> None:
-    """Write a PNG from `history`: rows {"epoch": e, "explain/<method>/<metric>": value, ...}."""
+def localization_plot(history: list[tuple[int, dict[str, dict[str, float]]]], path: str | Path) -> None:
+    """Write a PNG from `history`: (epoch, {method: {metric: value}}) pairs, one per explained epoch."""
     from matplotlib.figure import Figure  # no pyplot: the process's backend is left alone
 
-    keys = sorted({k for row in history for k in row if k.startswith("explain/")})
-    metrics = sorted({k.split("/")[2] for k in keys})
-    methods = sorted({k.split("/")[1] for k in keys})
+    metrics = sorted({metric for _, scores in history for d in scores.values() for metric in d})
+    methods = sorted({method for _, scores in history for method in scores})
     cols = min(3, max(len(metrics), 1))
     rows = -(-max(len(metrics), 1) // cols)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
@@ -20,11 +19,7 @@ def localization_plot(history: list[dict], path: str | Path) -> None:
         ax.axis("off")
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for method in methods:
-            points = [
-                (row["epoch"], row[f"explain/{method}/{metric}"])
-                for row in history
-                if f"explain/{method}/{metric}" in row
-            ]
+            points = [(epoch, scores[method][metric]) for epoch, scores in history if metric in scores.get(method, {})]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=method)
         ax.set_title(metric)

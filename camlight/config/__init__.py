@@ -1,0 +1,43 @@
+"""Run configuration: dataclass schemas merged with OmegaConf.
+
+Order of precedence, lowest first: the schema defaults (`schema`) ← `configs/train.yaml` ←
+`configs/experiment/NAME.yaml` (from `experiment=NAME`) ← `key=value` overrides on the command
+line (`load`). Unknown keys, wrong types and impossible values fail in `load_config`, before
+anything runs, with a `ConfigError` naming the key and the valid choices (`checks`).
+"""
+
+from camlight.config.checks import ConfigError, heads, num_workers, validate
+from camlight.config.load import CONFIG_DIR, experiments, help_text, load_config
+from camlight.config.schema import (
+    Config,
+    DataConfig,
+    ExplainConfig,
+    ModelConfig,
+    OfflineConfig,
+    OptimConfig,
+    TrainerConfig,
+    VisualizeConfig,
+    WandbConfig,
+    fields,
+)
+
+__all__ = [
+    "CONFIG_DIR",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ExplainConfig",
+    "ModelConfig",
+    "OfflineConfig",
+    "OptimConfig",
+    "TrainerConfig",
+    "VisualizeConfig",
+    "WandbConfig",
+    "experiments",
+    "fields",
+    "heads",
+    "help_text",
+    "load_config",
+    "num_workers",
+    "validate",
+]

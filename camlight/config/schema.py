@@ -1,0 +1,184 @@
+"""The run configuration's schemas: a dataclass per section, every field with its help text.
+
+`Config` is `train.py`'s; `OfflineConfig` and `VisualizeConfig` are `explain.py`'s and
+`explain.py visualize-class`'s. A field's metadata carries its help, its valid choices and its
+lower bound, which `--help` prints and `validate` checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None):
+    """A schema field with its help text and, optionally, its valid choices or lower bound."""
+    meta = {"help": help, "choices": choices, "minimum": minimum}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = _f(
+        "synthetic",
+        "dataset: synthetic (embedded), oxford_pets (Oxford-IIIT Pet), image_folder (root/{train,val}/<class>/)",
+        choices=("synthetic", "oxford_pets", "image_folder"),
+    )
+    root: str | None = _f(None, "dataset folder (oxford_pets: holds oxford-iiit-pet/; image_folder: holds train/)")
+    download: bool = _f(False, "oxford_pets: download with torchvision when missing (needs network)")
+    target: str = _f(
+        "binary", "oxford_pets: binary (cat vs dog, species column) or breed (37)", choices=("binary", "breed")
+    )
+    classes: list = _f([], "image_folder: class subset by folder name, wnid or readable name ([] = all)")
+    boxes: str = _f(
+        "auto",
+        "image_folder ground truth: loc (LOC_*_solution.csv), xml, auto or none",
+        choices=("auto", "loc", "xml", "none"),
+    )
+    box_dir: str | None = _f(None, "image_folder: where LOC csv or XML box files are (null = root)")
+    val_fraction: float = _f(
+        0.1,
+        "photos: share of the training images (Oxford: trainval.txt) held out for validation when there is no val/ folder",
+    )
+    image_size: int = _f(64, "side of the square input images in pixels", minimum=32)
+    resize: int | None = _f(
+        None, "photos: evaluation resize of the shorter side before the centre crop (null = 8/7 of image_size)"
+    )
+    train_scale: list = _f([0.35, 1.0], "photos: area range of the training random resized crop")
+    train_size: int = _f(4000, "training samples (synthetic)", minimum=1)
+    val_size: int = _f(1000, "validation samples (synthetic)", minimum=1)
+    test_size: int = _f(1000, "test samples (synthetic)", minimum=0)
+    batch_size: int = _f(64, "samples per batch", minimum=1)
+    num_workers: Any = _f(0, "DataLoader worker processes: a count (0 = main process) or auto (CPU cores, at most 8)")
+    pin_memory: Any = _f("auto", "DataLoader pinned memory: true, false or auto (on when training on a GPU)")
+    seed: int = _f(0, "dataset seed: fixes every synthetic image and the held-out validation split of photos")
+    cache: bool = _f(True, "keep drawn synthetic images in memory after the first epoch")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f("simple_cnn", "feature extractor", choices=("simple_cnn", "resnet18", "vgg16"))
+    head: str = _f(
+        "both", "classifier head; 'both' trains a GAP and an FC model in one group", choices=("gap", "fc", "both")
+    )
+    width: int = _f(32, "base channel count of simple_cnn (blocks have w, 2w, 4w, 4w)", minimum=1)
+    fc_hidden: int = _f(256, "hidden units of the fc head", minimum=1)
+    dropout: float = _f(0.5, "dropout rate of the fc head", minimum=0.0)
+    pretrained: Any = _f(
+        False,
+        "torchvision ImageNet weights from the local torch hub cache: true, false, or auto (when the file is there)",
+    )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _f(3e-3, "peak learning rate (AdamW)", minimum=0.0)
+    weight_decay: float = _f(1e-4, "AdamW weight decay", minimum=0.0)
+    schedule: str = _f("onecycle", "learning-rate schedule", choices=("onecycle", "constant"))
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = _f(6, "training epochs", minimum=1)
+    accelerator: str = _f("auto", "Lightning accelerator: auto, cpu, gpu, mps, ...")
+    devices: Any = _f("auto", "Lightning devices: auto, a count, or a list of ids")
+    strategy: str = _f("auto", "Lightning strategy: auto, ddp, ...")
+    num_nodes: int = _f(1, "nodes for multi-node training", minimum=1)
+    precision: str = _f("32-true", "Lightning precision: 32-true, 16-mixed, bf16-mixed, ...")
+    deterministic: bool = _f(True, "deterministic algorithms (bit-for-bit repeatable runs)")
+    limit_train_batches: Any = _f(1.0, "training batches per epoch: a fraction (float <= 1.0) or a count (int)")
+    limit_val_batches: Any = _f(1.0, "validation batches per epoch: a fraction (float <= 1.0) or a count (int)")
+    log_every_n_steps: int = _f(10, "how often training steps are logged", minimum=1)
+    enable_progress_bar: bool = _f(True, "Lightning's progress bar")
+
+
+@dataclass
+class WandbConfig:
+    mode: str = _f(
+        "offline",
+        "offline writes runs to disk (upload later with `wandb sync`); online needs an account",
+        choices=("offline", "online", "disabled"),
+    )
+    project: str = _f("camlight", "W&B project")
+    entity: str | None = _f(None, "W&B entity (team or user); null = your default")
+    tags: list = _f([], "W&B tags")
+
+
+@dataclass
+class ExplainConfig:
+    enabled: bool = _f(True, "explain the probe set during training (ExplanationCallback)")
+    methods: list = _f(["saliency", "guided_backprop", "cam", "gradcam"], "explanation methods (camlight.explain keys)")
+    metrics: list = _f(["pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou"], "scores of the maps")
+    every_n_epochs: int = _f(1, "explain after every n-th validation epoch (and the last)", minimum=1)
+    probe_size: int = _f(32, "validation images in the fixed probe set", minimum=1)
+    pair_probe: bool = _f(True, "score class discrimination on cat-and-dog images")
+    log_images: bool = _f(True, "log and write the probe grid every time")
+    max_images: int = _f(16, "rows of the probe grid", minimum=0)
+
+
+@dataclass
+class Config:
+    experiment: str | None = _f(None, "preset from configs/experiment/NAME.yaml, applied before overrides")
+    name: str | None = _f(None, "group name: runs go to out_dir/name/ (null = a timestamp)")
+    out_dir: str = _f("outputs", "where run groups are written")
+    seed: int = _f(0, "training seed (weights, shuffling)")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+
+@dataclass
+class OfflineConfig:
+    """`explain.py`: explain a checkpoint on images, offline."""
+
+    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (required)")
+    input: str | None = _f(None, "an image file or a folder of images, searched recursively")
+    split: str | None = _f(
+        None, "instead of input: the checkpoint's own data split, with ground truth", choices=(None, "val", "test")
+    )
+    probe_size: int | None = _f(
+        None, "with split=val: explain the training probe set of this size instead of the whole split", minimum=1
+    )
+    methods: list = _f(["gradcam", "saliency"], "explanation methods (camlight.explain keys)")
+    metrics: list = _f(
+        ["pointing_game", "energy_pointing_game"],
+        "scores of the maps (camlight.metrics keys): per image in results.csv where ground truth exists, "
+        "over all images in scores.csv",
+    )
+    target: str = _f("top1", "top1, topk (with k), label (needs ground truth), or a class name or index")
+    k: int = _f(3, "classes per image with target=topk", minimum=1)
+    out: str = _f("explained", "output folder (created; must not hold an earlier result)")
+    batch_size: int = _f(32, "images per batch", minimum=1)
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
+class VisualizeConfig:
+    """`explain.py visualize-class`: the image a checkpoint finds most class-like."""
+
+    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (required)")
+    target: str | None = _f(None, "the class, by name or index (also accepted as class=)")
+    steps: int = _f(200, "gradient-ascent steps", minimum=1)
+    lr: float = _f(0.1, "step size (on the mean-normalised gradient)", minimum=0.0)
+    l2: float = _f(0.01, "L2 regularisation: the image decays by this fraction every step", minimum=0.0)
+    jitter: int = _f(2, "random shift in pixels before each step (0 = none)", minimum=0)
+    blur_every: int = _f(10, "Gaussian blur every n steps (0 = never)", minimum=0)
+    out: str = _f("class_model", "output folder")
+    device: str = _f("cpu", "cpu, cuda, or auto")
+
+
+def fields(schema: type, prefix: str = ""):
+    """(dotted key, dataclass field, default) for every leaf of the schema, in order."""
+    instance = schema()
+    for f in dataclasses.fields(schema):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from fields(type(value), f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, value

@@ -1,0 +1,191 @@
+"""The `explain.py` commands: explain a checkpoint on images, and visualize a class."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from camlight.config import ConfigError
+from camlight.explain import check_methods, explain, supported
+from camlight.metrics import check_metrics
+from camlight.offline.inputs import Inputs, from_files, from_split, load_model
+from camlight.offline.outputs import Writer
+from camlight.offline.results import (
+    Result,
+    SetScores,
+    class_index,
+    ground_truth_batch,
+    per_image_scores,
+    summary_rows,
+    targets,
+)
+from camlight.viz import save_png
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_SKIPPED = 0, 3
+
+
+def device_of(name: str) -> torch.device:
+    """ "auto" → cuda when available, else cpu; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
+    """Usage mistakes that need the checkpoint's classes; raises ConfigError."""
+    try:
+        check_methods(list(cfg.methods))
+        check_metrics(list(cfg.metrics))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if bool(cfg.input) == bool(cfg.split):
+        raise ConfigError("give exactly one of input= (an image or a folder) and split= (val or test)")
+    t = str(cfg.target)
+    if t == "label" and not cfg.split:
+        raise ConfigError("target=label needs ground truth: use split=val or split=test, or target=top1")
+    if t not in ("top1", "topk", "label"):
+        try:
+            class_index(t, class_names)
+        except ConfigError as e:
+            raise ConfigError(f"{e}; or top1, topk, label") from None
+    _check_out(Path(cfg.out))
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
+
+
+def run(cfg: DictConfig, progress: bool = True) -> int:
+    """Explain, write `cfg.out`, return the exit code (0 all explained, 3 some files skipped).
+
+    Raises:
+        ConfigError: a usage mistake, before anything is written.
+    """
+    checkpoint = load_model(cfg.checkpoint)
+    model = checkpoint.model
+    check(cfg, model.class_names)
+    inputs = from_files(Path(cfg.input), checkpoint) if cfg.input else from_split(cfg, checkpoint)
+    device = device_of(cfg.device)
+    model = model.to(device)
+    methods = list(check_methods(list(cfg.methods)))
+    if inputs.first is not None:
+        methods = supported(model, inputs.first.image[None].to(device), methods)
+    writer = Writer(Path(cfg.out), model.class_names, model.preprocessing["mean"], model.preprocessing["std"])
+    results, set_scores = _explain(cfg, model, methods, inputs, writer, device, progress)
+    skipped = inputs.skipped()
+    title = f"camlight — {Path(str(cfg.checkpoint)).name} on {inputs.source}"
+    writer.finish(results, summary_rows(results, set_scores), skipped, title)
+    explained = len({r.name for r in results})
+    log.info("explained %d images, skipped %d; results in %s", explained, len(skipped), cfg.out)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _explain(cfg, model, methods, inputs: Inputs, writer: Writer, device, progress) -> tuple[list[Result], SetScores]:
+    """Explain every input in batches, for every target; write overlays as they come; return the
+    records and the set-level scores."""
+    metrics = list(cfg.metrics)
+    set_scores = SetScores(metrics, len(model.class_names))
+    results: list[Result] = []
+    bar = _progress(inputs.total, progress)
+    for chunk in _batches(inputs.items, cfg.batch_size):
+        batch, valid = ground_truth_batch(chunk, device)
+        x = batch["image"]
+        with torch.no_grad():
+            probs = model(x).softmax(1)
+        conf, pred = probs.max(1)
+        for rank, t in targets(cfg, model.class_names, probs, chunk):
+            maps = explain(model, x, methods, targets=t) if methods else {}
+            scores = per_image_scores(metrics, maps, batch, valid, model, t)
+            rows = [
+                Result(
+                    it.name,
+                    int(pred[i]),
+                    float(conf[i]),
+                    int(t[i]),
+                    float(probs[i, t[i]]),
+                    it.label,
+                    rank,
+                    list(maps),
+                    scores[i],
+                )
+                for i, it in enumerate(chunk)
+            ]
+            suffix = rows[0].suffix
+            set_scores.update(lambda m, s=suffix: f"{m}{s}", maps, batch, valid, model, t)
+            writer.add(chunk, x, rows, maps)
+            results += rows
+        bar.update(len(chunk))
+    bar.close()
+    return results, set_scores
+
+
+def _batches(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _NoBar:
+    def update(self, n): ...
+    def close(self): ...
+
+
+def _progress(total: int, show: bool, unit: str = "img", desc: str = "explaining"):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc)
+
+
+# The options of `class_model` that `explain.py visualize-class` passes through by the same names.
+CLASS_MODEL_OPTIONS = ("steps", "lr", "l2", "jitter", "blur_every")
+
+
+def visualize(cfg: DictConfig, progress: bool = True) -> int:
+    """`explain.py visualize-class`: write `<class>.png` and `<class>_steps.png` into `cfg.out`."""
+    from camlight.explain.class_model import class_model
+
+    model = load_model(cfg.checkpoint).model
+    names = model.class_names
+    if cfg.target is None or str(cfg.target) == "":
+        raise ConfigError(f"class= is required: one of {', '.join(names)} (or its index)")
+    index = class_index(cfg.target, names, what="class")
+    out = Path(cfg.out)
+    _check_out(out)
+    model = model.to(device_of(cfg.device))
+    bar = _progress(cfg.steps, progress, unit="step", desc=f"class {names[index]}")
+
+    def on_step(step: int, score: float) -> None:
+        bar.update(1)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(score=f"{score:.3g}", refresh=False)
+
+    options = {k: cfg[k] for k in CLASS_MODEL_OPTIONS}
+    image, shots, scores = class_model(model, index, model.preprocessing["image_size"], on_step=on_step, **options)
+    bar.close()
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
+    out.mkdir(parents=True, exist_ok=True)
+    name = names[index]
+    save_png(_display(image, mean, std), out / f"{name}.png")
+    save_png(torch.cat([_display(s, mean, std) for s in shots], dim=2), out / f"{name}_steps.png")
+    log.info("class %s: score %.3f → %.3f over %d steps; %s", name, scores[0], scores[-1], len(scores), out)
+    return EXIT_OK
+
+
+def _display(image: torch.Tensor, mean, std) -> torch.Tensor:
+    """Denormalise, then stretch to [0,1] (the optimised image may leave the data's range)."""
+    x = image.cpu()[None] * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-12)
+    return x[0]

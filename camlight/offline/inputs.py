@@ -1,0 +1,176 @@
+"""What `explain.py` explains: the checkpoint, and images from files or from the checkpoint's own data.
+
+Images are prepared one at a time, as the run asks for them, exactly as the checkpoint's evaluation
+data was prepared. A file that cannot be used is skipped and listed, never fatal; a usage mistake
+raises `ConfigError` before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from camlight.config import ConfigError
+from camlight.datamodules import DataError, from_config
+from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
+from camlight.datamodules.transforms import eval_transform
+from camlight.modules import Checkpoint, CheckpointError, load_checkpoint
+
+
+@dataclass
+class Item:
+    """One image to explain, with its ground truth where it has one."""
+
+    name: str  # unique, file-name safe
+    image: torch.Tensor  # (3,S,S) normalised
+    label: int | None = None
+    mask: torch.Tensor | None = None  # (S,S) bool
+    box: torch.Tensor | None = None  # (4,)
+    boxes: torch.Tensor | None = None  # (K,4) every ground-truth box (photos with several objects)
+    ignore: torch.Tensor | None = None  # (S,S) bool, pixels neither object nor background
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.mask is not None and bool(self.mask.any())
+
+
+@dataclass
+class Inputs:
+    """The images of a run, prepared lazily: `items` yields them one at a time."""
+
+    items: Iterable[Item]
+    total: int  # how many will be tried (bad files included), for the progress bar
+    skipped: Callable[[], list[tuple[str, str]]]  # (path, reason) of the bad files met so far
+    source: str  # what was explained, for titles
+    first: Item | None = None  # the first good item (peeked), to decide method support
+
+
+def load_model(path: str | None) -> Checkpoint:
+    """The checkpoint of `checkpoint=`, read once and safely (see `camlight.modules.checkpoint`)."""
+    if not path:
+        raise ConfigError("checkpoint= is required: the .ckpt file of a camlight run")
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+
+
+def image_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_image(p))
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """RGB uint8 (S,S,3): any common image file squashed to `size`²; raises BadFile with the reason."""
+    rgb = read_rgb(path, draft=size)  # JPEG: decode at a reduced scale when possible
+    return np.array(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def _normalise(rgb: np.ndarray, mean, std) -> torch.Tensor:
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def prepare(path: Path, pre: dict) -> torch.Tensor:
+    """(3,S,S) normalised input from an image file, prepared as the checkpoint's evaluation data was:
+    shorter side to `eval_resize` and a centre crop, or (without `eval_resize`) squashed to S².
+
+    Raises:
+        BadFile: unreadable, truncated or too large.
+    """
+    size, resize = pre["image_size"], pre.get("eval_resize")
+    if not resize:
+        return _normalise(decode(path, size), pre["mean"], pre["std"])
+    from torchvision import tv_tensors
+
+    rgb = read_rgb(path)  # no JPEG draft: the datamodules decode at full size, and so must this
+    transform = eval_transform(size, resize, pre["mean"], pre["std"])
+    return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))).as_subclass(torch.Tensor)
+
+
+def _names(paths: list[Path], root: Path) -> list[str]:
+    base = root if root.is_dir() else root.parent
+    return [str(p.relative_to(base).with_suffix("")).replace("/", "__") for p in paths]
+
+
+def from_files(root: Path, checkpoint: Checkpoint) -> Inputs:
+    """An image file, or every image under a folder (recursively), prepared for the checkpoint."""
+    if not root.exists():
+        raise ConfigError(f"input {root} not found; give an image file or a folder")
+    paths = image_files(root)
+    if not paths:
+        raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
+    pre = checkpoint.model.preprocessing
+    skipped: list[tuple[str, str]] = []
+
+    def items() -> Iterator[Item]:
+        for path, name in zip(paths, _names(paths, root), strict=True):
+            try:
+                yield Item(name, prepare(path, pre))
+            except BadFile as e:
+                skipped.append((str(path), str(e)))
+
+    return _peek(Inputs(items(), len(paths), lambda: list(skipped), str(root)))
+
+
+def from_split(cfg: DictConfig, checkpoint: Checkpoint) -> Inputs:
+    """The checkpoint's own validation or test data (or its probe set), with ground truth."""
+    run_cfg = checkpoint.config
+    if not run_cfg or "data" not in run_cfg:
+        raise ConfigError(
+            f"{checkpoint.path} holds no data config (not saved by train.py); use input= instead of split="
+        )
+    pre = checkpoint.model.preprocessing
+    data = {**run_cfg["data"], "cache": False}
+    data.setdefault("name", "synthetic")
+    try:
+        dm = from_config(data, pre["mean"], pre["std"], num_workers=0)
+        dm.setup()
+    except (DataError, ValueError) as e:
+        raise ConfigError(f"cannot load the checkpoint's {cfg.split} data: {e}") from None
+    skipped = lambda: sorted(dm.bad_files().items())  # noqa: E731
+    if cfg.probe_size:
+        if cfg.split != "val":
+            raise ConfigError("probe_size= works with split=val (the probe set is drawn from validation data)")
+        try:
+            batch = dm.probe_batch(cfg.probe_size)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        # photos: the dataset index (a bad file can leave the probe short); synthetic: the probe position
+        ids = batch["index"].tolist() if "index" in batch else list(range(len(batch["image"])))
+        samples = ({k: v[j] for k, v in batch.items()} for j in range(len(ids)))
+        items = (_item(cfg.split, i, s) for i, s in zip(ids, samples, strict=True))
+        return _peek(Inputs(items, len(ids), skipped, f"the {cfg.split} probe set"))
+    size = dm.split_size(cfg.split)
+    if size == 0:
+        raise ConfigError(f"the checkpoint's {cfg.split} split is empty")
+    items = (_item(cfg.split, i, s) for i, s in dm.samples(cfg.split))
+    return _peek(Inputs(items, size, skipped, f"the {cfg.split} split"))
+
+
+def _item(split: str, index: int, s: dict) -> Item:
+    """An Item named by its index in the split."""
+    return Item(
+        f"{split}_{index:05d}", s["image"], int(s["label"]), s["mask"], s["box"], s.get("boxes"), s.get("ignore")
+    )
+
+
+def _peek(inputs: Inputs) -> Inputs:
+    """Draw the first good item now (so that a run knows one before it writes anything) and put it back."""
+    it = iter(inputs.items)
+    first = next(it, None)
+    inputs.first = first
+    inputs.items = it if first is None else _chain(first, it)
+    return inputs
+
+
+def _chain(first: Item, rest: Iterator[Item]) -> Iterator[Item]:
+    yield first
+    yield from rest

@@ -1,0 +1,38 @@
+"""Writing result files: PNG images and CSV tables, each written whole or not at all."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+
+def _atomic(path: Path) -> Path:
+    """A temporary sibling of `path`; `os.replace` it onto `path` once written."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """A CSV with a header: `columns`, or every key of `rows` in the order first seen. Missing
+    values are left empty. The file appears complete or not at all."""
+    path = Path(path)
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    tmp = _atomic(path)
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def to_uint8(image: torch.Tensor):
+    """(3,H,W) float in [0,1] → (H,W,3) uint8 numpy array."""
+    return (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    """(3,H,W) float in [0,1] → a PNG file."""
+    Image.fromarray(to_uint8(image)).save(path)
