@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # torch and torchvision pinned to a pair whose wheels match each other; pyproject allows any
-# torch>=2.3 / torchvision>=0.18 for other installs.
+# torch>=2.4 / torchvision>=0.19 for other installs (2.4: OneCycleLR states load with weights_only=True).
 TORCH := torch==2.14.1 torchvision==0.29.1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true

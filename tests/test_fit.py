@@ -72,7 +72,7 @@ def test_the_same_seed_trains_the_same_weights(tmp_path, tiny_argv):
     for name in ("a", "b"):
         cfg = load_config([*tiny_argv, f"name={name}", "model.head=gap", "wandb.mode=disabled"])
         best = fit.run(cfg)["runs"][0]["last_checkpoint"]
-        weights.append(torch.load(best, weights_only=False)["state_dict"])
+        weights.append(torch.load(best, weights_only=True)["state_dict"])
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
 

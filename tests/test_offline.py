@@ -141,6 +141,7 @@ def test_the_val_probe_reproduces_the_callbacks_last_pointing_game(tmp_path, tra
         (["checkpoint=CKPT", "input=EMPTY", "methods=[gradcm]"], "unknown method 'gradcm'"),
         (["checkpoint=CKPT", "input=EMPTY", "target=horse"], "unknown target 'horse'.*cat, dog"),
         (["checkpoint=CKPT", "input=EMPTY", "target=label"], "target=label needs ground truth"),
+        (["checkpoint=CKPT", "split=test", "probe_size=4"], "probe_size= works with split=val"),
     ],
 )
 def test_usage_mistakes_write_nothing(tmp_path, trained, args, message):
@@ -345,3 +346,23 @@ def test_report_rows_take_each_cell_from_its_own_result(tmp_path):
     (row,) = writer._report_rows(results)
     assert row.cells["gradcam_top1"].notes == [("dog (0.70)", None), ("hit", True)]
     assert row.cells["gradcam_top2"].notes == [("cat (0.30)", None), ("miss", False)]
+
+
+def test_asking_only_for_methods_the_model_lacks_writes_nothing(tmp_path):
+    import pytorch_lightning as pl
+
+    from camlight.modules import Classifier
+
+    model = Classifier("simple_cnn", "fc", image_size=32, width=4)  # CAM needs a GAP head
+    trainer = pl.Trainer(logger=False, max_epochs=0, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "fc.ckpt")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    args = [f"checkpoint={tmp_path / 'fc.ckpt'}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'out'}"]
+    with pytest.raises(ConfigError, match="supports none of the methods asked for: cam needs .* global-average"):
+        offline.run(_cfg(*args, "methods=[cam]"), progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(UserWarning, match="skipping cam"):
+        assert offline.run(_cfg(*args, "methods=[cam,gradcam]"), progress=False) == 0
+    assert sorted(np.load(tmp_path / "out" / "maps.npz").files) == ["a/gradcam"]

@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
 from camlight import metrics as M
-from camlight.explain import check_methods, explain, supported
+from camlight.explain import check_methods, explain, supported, untouched
 from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
 from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
@@ -136,8 +136,8 @@ class ExplanationCallback(pl.Callback):
             )
         self.mean, self.std = tuple(dm.mean), tuple(dm.std)
         self.class_names = list(getattr(dm, "class_names", None) or [])
-        if not self.class_names:
-            with torch.no_grad():
+        if not self.class_names:  # a datamodule that does not name its classes: number them
+            with untouched(pl_module), torch.no_grad():
                 classes = pl_module(self._on(pl_module, probe["image"][:1])).shape[1]
             self.class_names = [str(i) for i in range(classes)]
         self.history, self.last = [], {}

@@ -75,7 +75,7 @@ _OTHERS = {
     F.celu: "CELU",
     F.leaky_relu: "LeakyReLU",
     F.relu6: "ReLU6",
-    F.hardtanh: "Hardtanh",
+    F.hardtanh: "Hardtanh/ReLU6",  # nn.ReLU6 runs as hardtanh(0, 6)
     F.softplus: "Softplus",
     F.prelu: "PReLU",
     torch.sigmoid: "sigmoid",
@@ -113,8 +113,9 @@ class ReluRule(TorchFunctionMode):
         others = ", ".join(f"{name} ×{n}" for name, n in self.others.most_common())
         if self.seen == 0 and not others:
             return (
-                f"the {self.rule} ReLU rule saw no activation at all in the forward pass (a scripted or compiled "
-                "model hides its operations); the map is the plain gradient"
+                f"the {self.rule} ReLU rule saw no ReLU and no other activation it knows in the forward pass (a "
+                "scripted or compiled model hides its operations, or its activations are unusual); the map is "
+                "the plain gradient"
             )
         if self.seen == 0:
             return (

@@ -53,9 +53,8 @@ def largest_component_box(fg: np.ndarray) -> np.ndarray:
         return np.zeros(4, dtype=np.int64)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     tied = np.flatnonzero(areas == areas.max()) + 1
-    if len(tied) > 1:
-        flat = labels.ravel()
-        last = [np.flatnonzero(flat == t)[-1] for t in tied]
+    if len(tied) > 1:  # each tied component's last pixel (its largest row-major index), in one pass
+        last = ndimage.maximum(np.arange(labels.size).reshape(labels.shape), labels, tied)
         tied = tied[[int(np.argmin(last))]]
     return _boxes([ndimage.find_objects(labels)[tied[0] - 1]])[0]
 

@@ -75,7 +75,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         model.load_state_dict(contents["state_dict"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is not a camlight checkpoint ({str(e).splitlines()[0][:120]})") from None
-    config = (contents.get("camlight") or {}).get("config")
+    config = _config(contents)
     model.run_config = config
     return Checkpoint(Path(path), model.to(map_location).eval(), config)
 
@@ -87,5 +87,10 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def checkpoint_config(path: str | Path) -> dict | None:
     """The resolved run config stored in a camlight checkpoint (None when it holds none)."""
-    contents = read_checkpoint(path)
-    return (contents.get("camlight") or {}).get("config") if isinstance(contents, dict) else None
+    return _config(read_checkpoint(path))
+
+
+def _config(contents) -> dict | None:
+    entry = contents.get("camlight") if isinstance(contents, dict) else None
+    config = entry.get("config") if isinstance(entry, dict) else None
+    return config if isinstance(config, dict) else None

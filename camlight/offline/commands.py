@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from camlight.config import ConfigError
-from camlight.explain import check_methods, explain, supported
+from camlight.explain import check_methods, explain, supported, unsupported
 from camlight.metrics import check_metrics
 from camlight.offline.inputs import Inputs, from_files, from_split, load_model
 from camlight.offline.outputs import Writer
@@ -46,6 +46,8 @@ def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
     if bool(cfg.input) == bool(cfg.split):
         raise ConfigError("give exactly one of input= (an image or a folder) and split= (val or test)")
     t = str(cfg.target)
+    if cfg.probe_size and cfg.split != "val":
+        raise ConfigError("probe_size= works with split=val (the probe set is drawn from validation data)")
     if t == "label" and not cfg.split:
         raise ConfigError("target=label needs ground truth: use split=val or split=test, or target=top1")
     if t not in ("top1", "topk", "label"):
@@ -75,6 +77,9 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     model = model.to(device)
     methods = list(check_methods(list(cfg.methods)))
     if inputs.first is not None:
+        reasons = unsupported(model, inputs.first.image[None].to(device), methods)
+        if len(reasons) == len(methods):
+            raise ConfigError(f"this checkpoint supports none of the methods asked for: {'; '.join(reasons.values())}")
         methods = supported(model, inputs.first.image[None].to(device), methods)
     writer = Writer(Path(cfg.out), model.class_names, model.preprocessing["mean"], model.preprocessing["std"])
     results, set_scores = _explain(cfg, model, methods, inputs, writer, device, progress)
@@ -92,7 +97,7 @@ def _explain(cfg, model, methods, inputs: Inputs, writer: Writer, device, progre
     metrics = list(cfg.metrics)
     set_scores = SetScores(metrics, len(model.class_names))
     results: list[Result] = []
-    bar = _progress(inputs.total, progress)
+    bar, bar_at, explained = _progress(inputs.total, progress), 0, 0
     for chunk in _batches(inputs.items, cfg.batch_size):
         batch, valid = ground_truth_batch(chunk, device)
         x = batch["image"]
@@ -116,11 +121,14 @@ def _explain(cfg, model, methods, inputs: Inputs, writer: Writer, device, progre
                 )
                 for i, it in enumerate(chunk)
             ]
-            suffix = rows[0].suffix
-            set_scores.update(lambda m, s=suffix: f"{m}{s}", maps, batch, valid, model, t)
+            set_scores.update(rows[0].column, maps, batch, valid, model, t)
             writer.add(chunk, x, rows, maps)
             results += rows
-        bar.update(len(chunk))
+        explained += len(chunk)
+        tried = explained + len(inputs.skipped())  # bad files count as done too
+        bar.update(tried - bar_at)
+        bar_at = tried
+    bar.update(explained + len(inputs.skipped()) - bar_at)  # bad files after the last good one
     bar.close()
     return results, set_scores
 

@@ -137,8 +137,6 @@ def from_split(cfg: DictConfig, checkpoint: Checkpoint) -> Inputs:
         raise ConfigError(f"cannot load the checkpoint's {cfg.split} data: {e}") from None
     skipped = lambda: sorted(dm.bad_files().items())  # noqa: E731
     if cfg.probe_size:
-        if cfg.split != "val":
-            raise ConfigError("probe_size= works with split=val (the probe set is drawn from validation data)")
         try:
             batch = dm.probe_batch(cfg.probe_size)
         except ValueError as e:
