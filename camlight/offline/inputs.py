@@ -35,9 +35,13 @@ class Item:
     boxes: torch.Tensor | None = None  # (K,4) every ground-truth box (photos with several objects)
     ignore: torch.Tensor | None = None  # (S,S) bool, pixels neither object nor background
 
-    @property
-    def has_ground_truth(self) -> bool:
-        return self.mask is not None and bool(self.mask.any())
+    def as_sample(self) -> dict[str, torch.Tensor]:
+        """The item in the camlight sample format (the fields it has)."""
+        fields = {"image": self.image, "mask": self.mask, "box": self.box, "boxes": self.boxes, "ignore": self.ignore}
+        sample = {k: v for k, v in fields.items() if v is not None}
+        if self.label is not None:
+            sample["label"] = torch.tensor(self.label)
+        return sample
 
 
 @dataclass

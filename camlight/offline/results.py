@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from camlight.config import ConfigError
+from camlight.datamodules.base import collate_samples
 from camlight.metrics import METRICS, has_ground_truth
 from camlight.offline.inputs import Item
 
@@ -90,19 +91,7 @@ def targets(
 
 def ground_truth_batch(items: list[Item], device) -> tuple[dict, torch.Tensor]:
     """The camlight batch of `items` (ground truth where there is some) and (B,) which items have any."""
-    batch = {"image": torch.stack([it.image for it in items])}
-    if all(it.mask is not None for it in items):
-        batch["mask"] = torch.stack([it.mask.bool() for it in items])
-        batch["box"] = torch.stack([it.box for it in items])
-        batch["label"] = torch.tensor([it.label for it in items])
-        if all(it.boxes is not None for it in items):
-            k = max(1, *(len(it.boxes) for it in items))
-            batch["boxes"] = torch.zeros(len(items), k, 4)
-            for i, it in enumerate(items):
-                batch["boxes"][i, : len(it.boxes)] = it.boxes
-        if all(it.ignore is not None for it in items):
-            batch["ignore"] = torch.stack([it.ignore.bool() for it in items])
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: v.to(device) for k, v in collate_samples([it.as_sample() for it in items]).items()}
     return batch, has_ground_truth(batch).cpu()
 
 
