@@ -3,7 +3,8 @@
     python benchmarks/box_metrics.py [--n 32] [--size 224] [--threads 1] [--wsolevaluation PATH]
 
 Maps: Grad-CAM-like (a 7×7 grid of random blobs upsampled bilinearly, plus pixel noise), min-max
-normalised, with one or two ground-truth boxes each. camlight's `max_box_acc_v2` (100 thresholds,
+normalised, with one ground-truth box around the map's brightest part (half of them) or two
+random boxes. camlight's `max_box_acc_v2` (100 thresholds,
 IoU 30/50/70, boxes from every 8-connected component) is timed on the batch; with
 `--wsolevaluation PATH` (a checkout of https://github.com/clovaai/wsolevaluation) its own
 `BoxEvaluator.accumulate` (multi-contour, the same 100 thresholds and IoUs) is timed on the same
@@ -30,7 +31,8 @@ from camlight import metrics as M
 
 
 def make_maps(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n,S,S) maps in [0,1] and (n,2,4) ground-truth boxes (the second one a zero row for half)."""
+    """(n,S,S) maps in [0,1] and (n,2,4) ground-truth boxes: for even images one box around the
+    pixels at 0.6 and above (the second row zero padding), for odd ones two random boxes."""
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(n, 1, 7, 7, generator=g) ** 2
     maps = F.interpolate(low, size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -40,7 +42,10 @@ def make_maps(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     corners = torch.randint(0, size // 2, (n, 2, 2), generator=g).float()
     sides = torch.randint(size // 8, size // 2, (n, 2, 2), generator=g).float()
     boxes = torch.cat([corners, corners + sides], dim=2)
-    boxes[::2, 1] = 0  # half the images have one box
+    for i in range(0, n, 2):  # half the images: one box, around the map's brightest part (hits happen)
+        ys, xs = torch.nonzero(maps[i] >= 0.6, as_tuple=True)
+        boxes[i, 0] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+        boxes[i, 1] = 0
     return maps, boxes
 
 
