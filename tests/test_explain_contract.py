@@ -237,9 +237,16 @@ def test_cam_on_an_fc_head_says_use_gradcam():
         explain(_model("fc"), torch.randn(1, 3, 32, 32), ["cam"])
 
 
-def test_cam_family_on_a_plain_model_needs_a_layer():
-    with pytest.raises(ValueError, match="gradcam needs a target layer: pass layer="):
-        explain(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), ["gradcam"])
+def test_the_target_layer_of_a_plain_model_is_found():
+    torch.manual_seed(0)
+    model, x = torchvision.models.resnet18().eval(), torch.randn(2, 3, 64, 64)
+    found = explain(model, x, ["gradcam", "cam"], targets=3)
+    given = explain(model, x, ["gradcam", "cam"], targets=3, layer="layer4")
+    for key in found:
+        torch.testing.assert_close(found[key], given[key])
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))  # nothing spatial to explain
+    with pytest.raises(ValueError, match="gradcam needs a target layer: no module of Sequential outputs a spatial"):
+        explain(mlp, torch.randn(1, 3, 8, 8), ["gradcam"])
 
 
 def test_classes_check_options_when_built():
@@ -417,11 +424,15 @@ class Twice(nn.Module):
 
 def test_hooked_layer_errors_say_what_is_wrong():
     x = torch.randn(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="layer 'conv' ran twice in one forward pass"):
+    with pytest.raises(
+        ValueError, match="layer 'conv' ran 2 times in one forward pass; name one call of it, e.g. 'conv@-1'"
+    ):
         explain(Twice(), x, ["gradcam"], layer="conv")
+    with pytest.raises(ValueError, match=r"layer .conv@2.: conv ran 2 time\(s\) in one forward pass"):
+        explain(Twice(), x, ["gradcam"], layer="conv@2")
     with pytest.raises(ValueError, match="layer 'unused' did not run in the forward pass"):
         explain(Twice(), x, ["gradcam"], layer="unused")
-    with pytest.raises(ValueError, match=r"layer 'fc' must output a \(B,K,h,w\) tensor, got \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"layer 'fc' outputs shape \(1, 2\), not a spatial map for a 8×8 input"):
         explain(Twice(), x, ["gradcam"], layer="fc")
 
 
@@ -438,9 +449,8 @@ def test_a_model_with_features_and_head_but_more_between_is_not_taken_for_the_sp
 
     model = SwinLike().eval()
     x = torch.randn(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="gradcam needs a target layer"):
-        explain(model, x, ["gradcam"])
     hooked = explain(model, x, ["gradcam"], layer="norm", targets=1, raw=True)["gradcam"]
+    torch.testing.assert_close(explain(model, x, ["gradcam"], targets=1, raw=True)["gradcam"], hooked)  # found: norm
     a = model.norm(model.features(x)).detach().requires_grad_(True)
     (g,) = torch.autograd.grad(model.head(a.mean(dim=(2, 3)))[:, 1].sum(), a)
     torch.testing.assert_close(hooked, (g.mean(dim=(2, 3))[:, :, None, None] * a).sum(1).clamp(min=0))
@@ -535,10 +545,11 @@ def test_support_is_decided_from_declared_needs_with_at_most_one_forward_pass():
             assert list(reasons) == ["cam"] and "global-average-pooling head" in reasons["cam"]
         else:
             assert reasons == {}
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    reasons = unsupported(mlp, torch.randn(1, 3, 8, 8), ["gradcam", "saliency", "cam"])
+    assert set(reasons) == {"gradcam", "cam"} and "no module of Sequential outputs a spatial map" in reasons["gradcam"]
     plain = torchvision.models.resnet18(weights=None).eval()
-    reasons = unsupported(plain, torch.randn(1, 3, 64, 64), ["gradcam", "saliency", "cam"])
-    assert set(reasons) == {"gradcam", "cam"} and "needs a target layer: pass layer=" in reasons["gradcam"]
-    assert unsupported(plain, torch.randn(1, 3, 64, 64), ["gradcam", "cam"], layer="layer4") == {}
+    assert unsupported(plain, torch.randn(1, 3, 64, 64), ["gradcam", "cam"]) == {}  # layer4 found
     with pytest.warns(UserWarning, match="skipping cam: cam needs the target layer to feed a global-average"):
         assert supported(fc, x, ["cam", "gradcam"]) == ["gradcam"]
 
@@ -556,3 +567,15 @@ def test_a_bug_in_a_method_is_not_taken_for_missing_support(monkeypatch):
     assert supported(model, x, ["gradcam", "cam"]) == ["gradcam", "cam"]  # not run, so not hidden
     with pytest.raises(ValueError, match="a bug inside gradcam"):
         explain(model, x, ["gradcam"])
+
+
+def test_one_call_of_a_module_that_runs_twice_is_a_layer():
+    torch.manual_seed(0)
+    model, x = Twice().eval(), torch.randn(2, 3, 8, 8)
+    maps = {c: explain(model, x, ["gradcam"], layer=f"conv@{c}", targets=1, raw=True)["gradcam"] for c in (0, 1, -1)}
+    torch.testing.assert_close(maps[1], maps[-1])
+    a1 = model.conv(x)
+    a2 = model.conv(a1).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(model.fc(a2.mean(dim=(2, 3)))[:, 1].sum(), a2)
+    torch.testing.assert_close(maps[-1], (g.mean(dim=(2, 3))[:, :, None, None] * a2).sum(1).clamp(min=0))
+    assert not torch.allclose(maps[0], maps[1])

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from camlight.explain._model import ModelAccess
+from camlight.explain._model import ModelAccess, NoLayer
 from camlight.explain._normalize import channel_max_abs, finish, min_max
 from camlight.explain._relu import ReluRule
 from camlight.explain._state import as_input, untouched
@@ -319,12 +319,15 @@ def explain(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     access = ModelAccess(model, layer)
-    for m in methods:
-        if REGISTRY[m].needs & {"layer", "layer_grad"} and not access.has_layer:
-            raise ValueError(access.missing_layer(m))
     out = {}
     with untouched(model):
         x = as_input(images)
+        layered = [m for m in methods if REGISTRY[m].needs & {"layer", "layer_grad"}]
+        if layered:
+            try:
+                access.prepare(x)
+            except NoLayer as e:
+                raise ValueError(access.missing_layer(layered[0], str(e))) from None
         ctx = Context(access, x, targets, needs_of(methods))
         for m in methods:
             method = REGISTRY[m]
@@ -337,22 +340,26 @@ def unsupported(
     model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer: str | nn.Module | None = None
 ) -> dict[str, str]:
     """{method: why} for each method of `methods` that `model` cannot give, decided from what the
-    methods declare they need, not by running them: a target layer (`layer=` or the model's
-    split) for the CAM family, and for CAM a global-average-pooling head, checked on `image`
-    (1,3,H,W) by one forward pass without gradients, shared by every method that asks. The model
-    is left as it was. Errors that are not about support (a layer that is not a conv layer, say)
-    raise."""
+    methods declare they need, not by running them: a target layer for the CAM family (`layer=`,
+    the model's split, or one `locate` finds on `image`), and for CAM a global-average-pooling
+    head, checked on `image` (1,3,H,W) by one forward pass without gradients, shared by every
+    method that asks. The model is left as it was. Errors that are not about support (a layer
+    that is not a conv layer, say) raise."""
     methods = check_methods(methods)
     _check_images(image)
     access = ModelAccess(model, layer)
     reasons = {}
-    for m in methods:
-        if REGISTRY[m].needs & {"layer", "layer_grad"} and not access.has_layer:
-            reasons[m] = access.missing_layer(m)
-    conditions = [m for m in methods if m not in reasons and REGISTRY[m].requires is not None]
-    if conditions:
-        with untouched(model):
-            ctx = Context(access, as_input(image[:1]), 0, {"layer"})
+    layered = [m for m in methods if REGISTRY[m].needs & {"layer", "layer_grad"}]
+    with untouched(model):
+        x = as_input(image[:1])
+        if layered:
+            try:
+                access.prepare(x)
+            except NoLayer as e:  # no layer to be had: every method that needs one is out
+                reasons = {m: access.missing_layer(m, str(e)) for m in layered}
+        conditions = [m for m in methods if m not in reasons and REGISTRY[m].requires is not None]
+        if conditions:
+            ctx = Context(access, x, 0, {"layer"})
             for m in conditions:
                 why = REGISTRY[m].requires(ctx)
                 if why is not None:

@@ -1,0 +1,251 @@
+"""The target layer of any model: given by name (or module, or one call of a module), or found.
+
+A target layer is one call of one module in the forward pass, whose output is a spatial map:
+
+- channels first, (B,C,h,w): CNN blocks;
+- channels last, (B,h,w,C): Swin's stages, ConvNeXt's blocks inside timm;
+- tokens, (B,p+h·w,C): a transformer's patch tokens after p prefix tokens (class, distillation or
+  register tokens), on the h×w patch grid.
+
+`Layer` turns such an output into A (B,C,h,w) and back. Which layout an output has is decided
+from its shape and the input's size (`interpret`): a spatial side is the input's side divided by
+a whole stride (±1 for borders), and both sides share that stride. An output that fits more than
+one layout (say (B,8,8,8) at 64 px) is refused, never guessed.
+
+A layer is named `"layer4"`, or `"_swish@-1"` for one call of a module that runs several times in
+a forward pass (`@0` the first, `@-1` the last). `locate(model, x)` finds one when none is given:
+it runs one forward and one backward pass of one image and takes, in the order module calls
+finish, the *last* call whose output is a spatial map on which the top class's score depends
+(a non-zero gradient on its spatial part), passing over `nn.Linear` outputs (inside attention and
+MLP blocks they are projections: q, k and v side by side, or a widened hidden layer). For CNNs
+that is the last conv stage (torchvision's `layer4`, `features`); for ViTs it is the input of the
+last block's attention (`ln_1` / `norm1`), because the patch tokens after it reach the class token
+no more, so gradients there are zero.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import weakref
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+LAYOUTS = ("nchw", "nhwc", "tokens")
+MAX_PREFIX_TOKENS = 8  # class + distillation + register tokens
+
+
+class Ambiguous(ValueError):
+    """An output whose layout cannot be told from its shape."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One call of one module, whose output is a spatial map in a known layout.
+
+    Attributes:
+        name: dotted module name.
+        module: the module.
+        call: which of its calls in one forward pass (None: it must run once; negative: from the end).
+        layout: "nchw", "nhwc" or "tokens"; None until the first output has been seen.
+        prefix: tokens before the patch grid (tokens layout).
+        grid: (h, w) of the patch grid (tokens layout).
+    """
+
+    name: str
+    module: nn.Module
+    call: int | None = None
+    layout: str | None = None
+    prefix: int = 0
+    grid: tuple[int, int] | None = None
+
+    @property
+    def spec(self) -> str:
+        """How to name this layer again: "layer4" or "_swish@-1"."""
+        return self.name if self.call is None else f"{self.name}@{self.call}"
+
+    def describe(self) -> str:
+        if self.layout == "tokens":
+            h, w = self.grid
+            return f"{self.spec} (tokens on a {h}×{w} grid after {self.prefix} prefix token(s))"
+        return f"{self.spec} ({'channels last' if self.layout == 'nhwc' else 'channels first'})"
+
+    def with_layout(self, output: torch.Tensor, size: tuple[int, int]) -> Layer:
+        """This layer with the layout of `output` (its output for an input of `size` (H,W))."""
+        found = interpret(tuple(output.shape), size)
+        if found is None:
+            raise ValueError(
+                f"layer {self.spec!r} outputs shape {tuple(output.shape)}, not a spatial map for a "
+                f"{size[0]}×{size[1]} input ((B,C,h,w), (B,h,w,C) or tokens (B,p+h·w,C)); choose a conv layer or block"
+            )
+        return replace(self, layout=found[0], prefix=found[1], grid=found[2])
+
+    def to_map(self, output: torch.Tensor) -> torch.Tensor:
+        """The module's output → A (B,C,h,w)."""
+        if self.layout == "nchw":
+            return output
+        if self.layout == "nhwc":
+            return output.permute(0, 3, 1, 2)
+        b, _, c = output.shape
+        h, w = self.grid
+        return output[:, self.prefix :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+    def from_map(self, a: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """A (N,C,h,w) → the module's layout; prefix tokens come from `output` (its own batch of
+        1 or N), so the layers after this one see what they would have seen."""
+        if self.layout == "nchw":
+            return a
+        if self.layout == "nhwc":
+            return a.permute(0, 2, 3, 1)
+        n, c = a.shape[:2]
+        tokens = a.permute(0, 2, 3, 1).reshape(n, -1, c)
+        prefix = output[:, : self.prefix].to(tokens.dtype)
+        return torch.cat([prefix.expand(n, *prefix.shape[1:]), tokens], dim=1)
+
+
+# -- layouts --------------------------------------------------------------------------------
+
+
+SLACK = 4  # cells a side may lose to unpadded convolutions (LeNet-like nets), at any stride
+
+
+def _spatial(h: int, w: int, size: tuple[int, int]) -> bool:
+    """Whether (h, w) can be a map of the input (H, W): both sides > 1, the input's aspect ratio
+    within one cell, and one whole stride s with H/s − SLACK ≤ h ≤ ⌈H/s⌉ + 1 (and alike for w)."""
+    height, width = size
+    if not (1 < h <= height and 1 < w <= width) or abs(h * width - w * height) > max(height, width):
+        return False
+
+    def fits(side: int, full: int, s: int) -> bool:
+        return full // s - SLACK <= side <= -(-full // s) + 1
+
+    return any(fits(h, height, s) and fits(w, width, s) for s in range(1, height + 1))
+
+
+def interpret(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[str, int, tuple[int, int]] | None:
+    """(layout, prefix tokens, (h, w)) of an output `shape` for an input of `size` (H, W); None
+    when it is not a spatial map.
+
+    Raises:
+        Ambiguous: the shape fits more than one layout.
+    """
+    found = []
+    if len(shape) == 4:
+        _, a, b, c = shape
+        if _spatial(b, c, size):
+            found.append(("nchw", 0, (b, c)))
+        if _spatial(a, b, size):
+            found.append(("nhwc", 0, (a, b)))
+    elif len(shape) == 3:
+        _, n, _ = shape
+        for prefix in range(min(MAX_PREFIX_TOKENS, n - 4) + 1):
+            cells = n - prefix
+            for h in range(2, cells // 2 + 1):
+                if cells % h == 0 and _spatial(h, cells // h, size):
+                    found.append(("tokens", prefix, (h, cells // h)))
+            if found:  # the fewest prefix tokens that leave a grid: more would be a coincidence
+                break
+    if len(found) > 1:
+        options = ", ".join(f"{lay} {g[0]}×{g[1]}" + (f" after {p} token(s)" if p else "") for lay, p, g in found)
+        raise Ambiguous(f"an output of shape {tuple(shape)} could be {options}")
+    return found[0] if found else None
+
+
+# -- naming a layer -------------------------------------------------------------------------
+
+_SPEC = re.compile(r"^(?P<name>[\w.]*?)(?:@(?P<call>-?\d+))?$")
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module | Layer) -> Layer:
+    """A `Layer` (layout still unknown) from a dotted name, "name@call", a submodule or a Layer."""
+    if isinstance(layer, Layer):
+        return layer
+    names = {m: n for n, m in model.named_modules()}
+    if isinstance(layer, nn.Module):
+        if layer not in names:
+            raise ValueError("layer is not a submodule of the model; pass one of its modules or its dotted name")
+        return Layer(names[layer], layer)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a dotted module name or an nn.Module, got {type(layer).__name__}")
+    match = _SPEC.match(layer)
+    if match is None or not match["name"]:
+        raise ValueError(f"layer {layer!r} is not a module name, or a name@call such as '_swish@-1'")
+    name, call = match["name"], None if match["call"] is None else int(match["call"])
+    try:
+        return Layer(name, model.get_submodule(name), call)
+    except AttributeError:
+        close = difflib.get_close_matches(name, [n for n in names.values() if n], n=5, cutoff=0.4)
+        hint = f"closest: {', '.join(close)}" if close else "see model.named_modules()"
+        raise ValueError(f"layer {name!r} not found in {type(model).__name__}; {hint}") from None
+
+
+# -- finding one ----------------------------------------------------------------------------
+
+_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {(H, W): Layer}
+
+
+def locate(model: nn.Module, x: torch.Tensor) -> Layer:
+    """The target layer of `model` for inputs like `x` (1,3,H,W): the last module call whose output
+    is a spatial map the top class's score depends on (see the module docstring). The model is
+    left as it was. Remembered per model and input size.
+
+    Raises:
+        ValueError: no module output is a spatial map the prediction depends on.
+    """
+    size = tuple(x.shape[-2:])
+    cached = _FOUND.get(model, {}).get(size)
+    if cached is not None:
+        return cached
+    from camlight.explain._state import untouched
+
+    calls: dict[str, int] = {}
+    seen: list[tuple[Layer, torch.Tensor]] = []
+    token_counts: set[int] = set()
+    names = {m: n for n, m in model.named_modules() if n}
+
+    def hook(module, inputs, output):
+        name = names[module]
+        index = calls.get(name, 0)
+        calls[name] = index + 1
+        if isinstance(module, nn.Linear) or not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return None
+        try:
+            found = interpret(tuple(output.shape), size)
+        except Ambiguous:
+            return None
+        if found is None:
+            return None
+        if found[0] == "tokens":
+            token_counts.add(output.shape[1])
+        elif output.shape[-1] == output.shape[-2] in token_counts:
+            return None  # (B, heads, N, N): attention weights over N tokens, not an image map
+        copy = output.clone()  # later in-place ops must not change what we differentiate
+        if copy.requires_grad:
+            seen.append((Layer(name, module, index, *found), copy))
+        return copy
+
+    handles = [m.register_forward_hook(hook) for m in names]
+    try:
+        with untouched(model):
+            inp = x[:1].detach().clone().requires_grad_(True)
+            logits = model(inp)
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+                raise ValueError(f"the model must return logits (B,C); it returned {type(logits).__name__}")
+            outputs = [out for _, out in seen]
+            grads = torch.autograd.grad(logits[0].max(), outputs, allow_unused=True) if outputs else []
+    finally:
+        for h in handles:
+            h.remove()
+    for (layer, _), grad in reversed(list(zip(seen, grads, strict=True))):
+        if grad is not None and layer.to_map(grad).abs().amax() > 0:
+            total = calls[layer.name]
+            found = replace(layer, call=None if total == 1 else layer.call - total)
+            _FOUND.setdefault(model, {})[size] = found
+            return found
+    raise ValueError(
+        f"no module of {type(model).__name__} outputs a spatial map that its prediction depends on "
+        f"(for a {size[0]}×{size[1]} input; an untrained head with zero weights depends on nothing); "
+        "pass layer= (a dotted module name, or name@call)"
+    )
