@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev,parity]'
+	$(PY) -m pip install --quiet -e '.[dev,parity,timm,real]'
 	touch $@
 
 train: $(VENV)/.installed

@@ -474,41 +474,76 @@ def test_an_in_place_relu_whose_result_is_ignored_still_applies():
 def test_a_relu_rule_that_sees_no_relu_warns():
     scripted = torch.jit.script(ModuleReLU(inplace=False))
     with pytest.warns(
-        UserWarning, match="guided ReLU rule saw no ReLU and no other activation it knows .*scripted or compiled"
+        UserWarning, match="the guided rule saw no rectifier .*scripted or compiled model hides them.*plain gradient"
     ):
         explain(scripted, torch.randn(1, 3, 12, 12), ["guided_backprop"])
 
 
-class SiluNet(nn.Module):
-    """EfficientNet's activations: SiLU in the body, a sigmoid gate; no ReLU."""
+class Rectified(nn.Module):
+    """conv → activation → conv → activation (in place where the module allows) → sigmoid gate → mean → fc."""
 
-    def __init__(self, act=nn.SiLU):
+    def __init__(self, act):
         super().__init__()
         torch.manual_seed(0)
-        self.conv, self.act, self.fc = nn.Conv2d(3, 4, 3), act(), nn.Linear(4, 2)
+        self.c1, self.a1, self.c2, self.a2, self.fc = (
+            nn.Conv2d(3, 4, 3),
+            act(),
+            nn.Conv2d(4, 5, 3),
+            act(),
+            nn.Linear(5, 2),
+        )
 
     def forward(self, x):
-        a = self.act(self.conv(x))
-        return self.fc((a * torch.sigmoid(a)).mean(dim=(2, 3)))
+        h = self.a2(self.c2(self.a1(self.c1(x))))
+        return self.fc((h * torch.sigmoid(h)).mean(dim=(2, 3)))  # the gate backpropagates plainly
 
 
-@pytest.mark.parametrize(("act", "name"), [(nn.SiLU, "SiLU"), (nn.GELU, "GELU"), (nn.Hardswish, "Hardswish")])
-def test_guided_backprop_without_relus_names_the_activations_and_equals_the_gradient(act, name):
-    model, x = SiluNet(act).eval(), torch.randn(2, 3, 12, 12)
-    with pytest.warns(
-        UserWarning, match=f"defined for ReLU, and this model has none \\({name} ×1, sigmoid ×1 instead\\)"
-    ):
-        maps = explain(model, x, ["guided_backprop", "saliency"], raw=True)
-    torch.testing.assert_close(maps["guided_backprop"], maps["saliency"])  # what the warning says
+def _by_hand(model, x, target, rule):
+    """The rule written out: through each rectifier f, max(0, f'(z)·g) (guided) or max(0, g) (deconv)."""
+    act = model.a1
+    z1 = model.c1(x)
+    h1 = act(z1.clone())
+    z2 = model.c2(h1)
+    h2 = act(z2.clone())
+    score = model.fc((h2 * torch.sigmoid(h2)).mean(dim=(2, 3)))[:, target].sum()
+    (g_h2,) = torch.autograd.grad(score, h2, retain_graph=True)
+
+    def through(z, g):
+        if rule == "deconv":
+            return g.clamp(min=0)
+        leaf = z.detach().requires_grad_(True)
+        return torch.autograd.grad(act(leaf.clone()), leaf, g)[0].clamp(min=0)
+
+    g_z2 = through(z2, g_h2)
+    (g_h1,) = torch.autograd.grad(z2, h1, g_z2, retain_graph=True)
+    g_z1 = through(z1, g_h1)
+    return torch.autograd.grad(z1, x, g_z1)[0]
 
 
-def test_guided_backprop_with_some_relus_says_it_is_partly_guided():
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Hardswish(), nn.Flatten(), nn.LazyLinear(2)
-    )
-    model(torch.randn(1, 3, 12, 12))
-    with pytest.warns(UserWarning, match="changed 1 of them, while Hardswish ×1 backpropagate plainly"):
-        explain(model.eval(), torch.randn(1, 3, 12, 12), ["guided_backprop"])
+@pytest.mark.parametrize(
+    "act",
+    [
+        nn.SiLU,
+        nn.GELU,
+        lambda: nn.Hardswish(inplace=True),
+        lambda: nn.ReLU6(inplace=True),
+        lambda: nn.LeakyReLU(0.1),
+        nn.Mish,
+        nn.ELU,
+    ],
+    ids=["silu", "gelu", "hardswish_inplace", "relu6_inplace", "leaky_relu", "mish", "elu"],
+)
+@pytest.mark.parametrize("rule", ["guided_backprop", "deconvnet"])
+def test_every_rectifier_follows_the_stated_rule(act, rule):
+    import warnings
+
+    model, x = Rectified(act).eval(), torch.randn(2, 3, 10, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rule reached every rectifier: nothing to warn about
+        ours = explain(model, x, [rule, "saliency"], targets=1, raw=True)
+    expected = _by_hand(model, x.clone().requires_grad_(True), 1, "deconv" if rule == "deconvnet" else "guided")
+    torch.testing.assert_close(ours[rule], expected, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(ours[rule], ours["saliency"])  # not the plain gradient
 
 
 def test_keyword_mistakes_are_named():

@@ -5,7 +5,7 @@ Passes, each run at most once per call:
 - the *plain* pass: one forward (and at most one backward) serving `saliency` (∂y/∂x), every
   CAM-family method (the activations A) and the gradient ones among them (∂y/∂A). Without
   `saliency`, the backward stops at A: the layers before it run without autograd.
-- the *guided* and *deconv* passes: a forward under the modified ReLU rule, a backward to x.
+- the *guided* and *deconv* passes: a forward under the modified rectifier rule, a backward to x.
 - the methods' own passes (SmoothGrad, Integrated Gradients, occlusion, Ablation-CAM, Score-CAM),
   batched, without autograd where none is needed.
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from camlight.explain._model import ModelAccess, NoLayer
 from camlight.explain._normalize import channel_max_abs, finish, min_max
-from camlight.explain._relu import ReluRule
+from camlight.explain._rules import ReluRule
 from camlight.explain._state import as_input, untouched
 
 # Normalisation kinds: "pixel" (B,3,H,W) signed → max |.| over channels → min-max;
@@ -133,7 +133,7 @@ class Context:
 
     def logits(self) -> torch.Tensor:
         """Logits of the clean input: the plain pass's when the call has one, else any pass's
-        that ran (forward values are the same under every ReLU rule), else a no-grad forward."""
+        that ran (forward values are the same under every rectifier rule), else a no-grad forward."""
         if self.needs:
             return self.plain().logits
         for key in ("forward", "guided", "deconv"):
@@ -146,7 +146,7 @@ class Context:
         return logits
 
     def input_gradient(self, x: torch.Tensor, rule: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∂y_t/∂x, logits) for `x`, (B,3,H,W) or several such batches stacked, with ReLUs following
+        """(∂y_t/∂x, logits) for `x`, (B,3,H,W) or several such batches stacked, with rectifiers following
         `rule` (None, "guided", "deconv"); row i is scored for target i mod B."""
         x = x.detach().requires_grad_(True)  # a new leaf over the same storage, no copy
         if rule is None:
@@ -162,7 +162,7 @@ class Context:
         return torch.autograd.grad(self.score(logits, targets).sum(), x)[0], logits.detach()
 
     def rule_gradient(self, rule: str) -> torch.Tensor:
-        """∂y/∂x of the clean input under a ReLU rule, computed once per call."""
+        """∂y/∂x of the clean input under a rectifier rule, computed once per call."""
         if rule not in self._passes:
             grad, logits = self.input_gradient(self.x, rule)
             self._passes[rule] = Pass(logits, grad_x=grad)

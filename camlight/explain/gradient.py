@@ -20,13 +20,14 @@ def saliency(ctx: Context) -> torch.Tensor:
 
 @register("deconvnet", "pixel")
 def deconvnet(ctx: Context) -> torch.Tensor:
-    """Zeiler & Fergus 2014: through every ReLU only the positive gradient passes, whatever the forward sign."""
+    """Zeiler & Fergus 2014: through every rectifier only the positive gradient passes, whatever the forward input."""
     return ctx.rule_gradient("deconv")
 
 
 @register("guided_backprop", "pixel")
 def guided_backprop(ctx: Context) -> torch.Tensor:
-    """Springenberg et al. 2015: gradient passes a ReLU where its input and the gradient are positive."""
+    """Springenberg et al. 2015: through every rectifier f, max(0, f'(x)·g); for ReLU, the gradient
+    passes where its input and the gradient are positive."""
     return ctx.rule_gradient("guided")
 
 
