@@ -614,3 +614,24 @@ def test_one_call_of_a_module_that_runs_twice_is_a_layer():
     (g,) = torch.autograd.grad(model.fc(a2.mean(dim=(2, 3)))[:, 1].sum(), a2)
     torch.testing.assert_close(maps[-1], (g.mean(dim=(2, 3))[:, :, None, None] * a2).sum(1).clamp(min=0))
     assert not torch.allclose(maps[0], maps[1])
+
+
+@pytest.mark.parametrize("method", ["score_cam", "ablation_cam", "occlusion", "integrated_gradients"])
+def test_perturbation_passes_stay_within_the_memory_budget(method):
+    from camlight.explain.engine import forward_bytes
+
+    model = torchvision.models.resnet18(num_classes=4).eval()  # hooked: every row is a full forward pass
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    per_row = forward_bytes(model, x)
+    options = {method: dict(batch_size=64)}
+    unbounded = explain(model, x, [method], targets=1, raw=True, memory=2**40, **options)[method]
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
+    try:
+        bounded = explain(model, x, [method], targets=1, raw=True, memory=3 * per_row, **options)[method]
+    finally:
+        handle.remove()
+    factor = 2 if method == "integrated_gradients" else 1  # kept for a backward pass: twice a forward
+    largest = max(2, 3 // factor)  # a batch of the caller's 2 images is always allowed
+    assert max(sizes) <= largest, sizes
+    torch.testing.assert_close(bounded, unbounded, rtol=1e-4, atol=1e-6)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,13 +76,58 @@ class Pass:
     grad_a: torch.Tensor | None = None
 
 
+DEFAULT_MEMORY = 2**30  # bytes of activations one evaluation of a perturbation method may hold
+
+_FORWARD_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {(shape, dtype): bytes}
+
+
+def forward_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of activations one forward pass of one image like `x` materialises: the sum of every
+    leaf module's output, measured once per model, input shape and dtype (an upper bound of what
+    a pass without autograd holds at once, and about what one with autograd keeps for backward)."""
+    key = (tuple(x.shape[1:]), x.dtype)
+    known = _FORWARD_BYTES.setdefault(model, {})
+    if key not in known:
+        total = [x[:1].numel() * x.element_size()]
+
+        def count(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                total[0] += output.numel() * output.element_size()
+
+        leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad():
+                model(x[:1])
+        finally:
+            for h in handles:
+                h.remove()
+        known[key] = total[0]
+    return known[key]
+
+
 class Context:
     """What the methods of one `explain` call share: input, targets and computed passes."""
 
-    def __init__(self, access: ModelAccess, x: torch.Tensor, targets, needs: set[str]):
+    def __init__(self, access: ModelAccess, x: torch.Tensor, targets, needs: set[str], memory: int = DEFAULT_MEMORY):
         self.access, self.x, self._target_spec, self.needs = access, x, targets, needs
+        self.memory = memory
         self.targets: torch.Tensor | None = None
         self._passes: dict[str, Pass] = {}
+
+    def rows(self, method: str, batch_size: int | None, kind: str = "forward") -> int:
+        """Rows per evaluation of a perturbation method: `batch_size` (default: the caller's batch
+        B), capped so that one evaluation holds at most `memory` bytes of activations, whatever the
+        model. `kind` says what one row costs: "forward" (a forward pass of one image, measured),
+        "backward" (twice that: a forward kept for a backward pass) or "head" (the head alone, on
+        A of one image, with the split)."""
+        requested = batch_limit(method, batch_size, self.x.shape[0])
+        if kind == "head":
+            a = self.plain().a
+            per_row = 3 * a[0].numel() * a.element_size()
+        else:
+            per_row = forward_bytes(self.model, self.x) * (2 if kind == "backward" else 1)
+        return max(1, min(requested, self.memory // per_row))
 
     @property
     def model(self) -> nn.Module:
@@ -241,7 +287,7 @@ def _method_options(methods: list[str], options: dict) -> dict[str, dict]:
     out = {}
     for key, value in options.items():
         if key not in REGISTRY:
-            close = difflib.get_close_matches(key, [*REGISTRY, "targets", "layer", "raw"], n=1)
+            close = difflib.get_close_matches(key, [*REGISTRY, "targets", "layer", "raw", "memory"], n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise TypeError(
                 f"unexpected keyword {key!r}; {hint}per-method options are named after a method: {', '.join(REGISTRY)}"
@@ -287,6 +333,7 @@ def explain(
     targets=None,
     layer: str | nn.Module | None = None,
     raw: bool = False,
+    memory: int = DEFAULT_MEMORY,
     **options,
 ) -> dict[str, torch.Tensor]:
     """Explanation maps for every method in `methods`, computed together.
@@ -300,6 +347,9 @@ def explain(
         layer: target layer for the CAM family: dotted module name or the module.
         raw: return each map as its paper defines it: signed (B,3,H,W) for pixel-space methods,
             (B,h,w) at the layer's resolution for the CAM family, (B,H,W) for occlusion.
+        memory: bytes of activations one evaluation of a perturbation method (occlusion,
+            Ablation-CAM, Score-CAM, Integrated Gradients) may hold; larger `batch_size`s are
+            evaluated in chunks that fit (default 1 GiB).
         **options: per-method options, named after the method: `occlusion=dict(window=16)`.
 
     Returns:
@@ -316,6 +366,8 @@ def explain(
     _check_images(images)
     methods = check_methods(methods)
     opts = _method_options(methods, options)
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise ValueError(f"memory must be a number of bytes >= 1, got {memory!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     access = ModelAccess(model, layer)
@@ -328,7 +380,7 @@ def explain(
                 access.prepare(x)
             except NoLayer as e:
                 raise ValueError(access.missing_layer(layered[0], str(e))) from None
-        ctx = Context(access, x, targets, needs_of(methods))
+        ctx = Context(access, x, targets, needs_of(methods), memory)
         for m in methods:
             method = REGISTRY[m]
             result = method.compute(ctx, **opts[m])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from camlight.explain.engine import Context, batch_limit, register
+from camlight.explain.engine import Context, register
 
 _BASES = {"saliency": None, "guided_backprop": "guided", "deconvnet": "deconv"}
 
@@ -73,7 +73,7 @@ def integrated_gradients(ctx: Context, steps: int, baseline, batch_size: int | N
     weights[0] = weights[-1] = 0.5 / (steps - 1)
     total = torch.zeros_like(x)
     n = x.shape[0]
-    per_pass = max(1, batch_limit("integrated_gradients", batch_size, n) // n)
+    per_pass = max(1, ctx.rows("integrated_gradients", batch_size, "backward") // n)
     for start in range(0, steps, per_pass):
         a = alphas[start : start + per_pass]
         w = weights[start : start + per_pass]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from camlight.explain._normalize import min_max, upsample
-from camlight.explain.engine import Context, batch_limit, register, weighted_sum
+from camlight.explain.engine import Context, register, weighted_sum
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -25,7 +25,7 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
     """
     x = ctx.x
     b, _, h, w = x.shape
-    batch_size = batch_limit("occlusion", batch_size, b)
+    batch_size = ctx.rows("occlusion", batch_size)
     window = max(1, min(h, w) // 8) if window is None else window
     stride = max(1, window // 2) if stride is None else stride
     if not 1 <= window <= min(h, w) or stride < 1:
@@ -67,7 +67,7 @@ def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
     a, targets = p.a, ctx.targets
     clean = ctx.score(p.logits)
     n_img, k = a.shape[:2]
-    batch_size = batch_limit("ablation_cam", batch_size, n_img)
+    batch_size = ctx.rows("ablation_cam", batch_size, "head" if ctx.access.split else "forward")
     weights = torch.empty(n_img, k, dtype=a.dtype, device=a.device)
     with torch.no_grad():
         if ctx.access.split:
@@ -105,7 +105,7 @@ def score_cam(ctx: Context, batch_size: int | None, score: str) -> torch.Tensor:
     p = ctx.plain()
     a, x, targets = p.a, ctx.x, ctx.targets
     n_img, k = a.shape[:2]
-    batch_size = batch_limit("score_cam", batch_size, n_img)
+    batch_size = ctx.rows("score_cam", batch_size)
     flat = a.flatten(2)
     varying = flat.amax(2) > flat.amin(2)
     if score == "logit_softmax":
