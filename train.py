@@ -16,7 +16,9 @@ def main(argv: list[str]) -> int:
     from camlight.config import ConfigError, help_text, load_config
 
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
+        from camlight.modules.zoo import describe_backbones
+
+        print(help_text(choices={"model.backbone": describe_backbones()}))
         return 0
     try:
         cfg = load_config(argv)

@@ -29,8 +29,8 @@ from camlight.callbacks import ExplanationCallback
 from camlight.config import ConfigError, heads, num_workers
 from camlight.datamodules import SPLITS, CamlightDataModule, DataError, from_config
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
-from camlight.modules import BACKBONES, Classifier, check_architecture
-from camlight.modules.backbones import missing_weights_message, pretrained_path
+from camlight.modules import Classifier, WeightsUnavailable, check_architecture, weights_of
+from camlight.modules.zoo import check_backbone, multi_process_launch
 
 log = logging.getLogger(__name__)
 GROUP_ENV = "CAMLIGHT_GROUP"
@@ -57,20 +57,17 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
 def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
     build_explanation_callback(cfg)
+    try:
+        check_backbone(cfg.model.backbone)
+    except ValueError as e:
+        raise ConfigError(f"model.backbone: {e}") from None
     for head in heads(cfg):
         try:
-            check_architecture(cfg.model.backbone, head, cfg.data.image_size)
+            check_architecture(cfg.model.backbone, head, cfg.data.image_size, cfg.model.width)
         except ValueError as e:
             raise ConfigError(str(e).replace("image_size", "data.image_size")) from None
-    if cfg.model.pretrained is True:
-        if BACKBONES[cfg.model.backbone].pretrained is None:
-            raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
-        path = pretrained_path(cfg.model.backbone)
-        if not path.is_file():
-            raise ConfigError(
-                f"{missing_weights_message(cfg.model.backbone)}, set model.pretrained=auto to train from scratch "
-                "when they are missing, or set model.pretrained=false"
-            )
+    if cfg.model.pretrained is True and weights_of(cfg.model.backbone) is None:
+        raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
 
 
 def check_data(cfg: DictConfig, datamodule: CamlightDataModule) -> None:
@@ -85,26 +82,51 @@ def check_data(cfg: DictConfig, datamodule: CamlightDataModule) -> None:
 
 
 def resolve_pretrained(cfg: DictConfig) -> tuple[bool, str]:
-    """model.pretrained as a bool ("auto": whether the weights are in the local cache) and a line saying which."""
+    """model.pretrained as a bool, and a line saying what the run starts from.
+
+    `true` and `auto` download missing weights into the cache (this process only: under a
+    multi-process launch they must be there already). `true` without them raises ConfigError;
+    `auto` then trains from scratch and says why.
+    """
     backbone, wanted = cfg.model.backbone, cfg.model.pretrained
-    if wanted is False or BACKBONES[backbone].pretrained is None:
+    weights = None if wanted is False else weights_of(backbone)
+    if weights is None:
         note = "" if wanted is False else " (it has no pretrained weights)"
         return False, f"{backbone}: trained from scratch{note}"
-    path = pretrained_path(backbone)
-    if path.is_file():
-        return True, f"{backbone}: starting from ImageNet weights {path}"
-    url = BACKBONES[backbone].pretrained().url
-    return (
-        False,
-        f"{backbone}: ImageNet weights not in the local cache ({path}); trained from scratch (download {url} to use them)",
-    )
+    source = f"{backbone}: starting from ImageNet weights {weights.tag}"
+    if weights.cached():
+        return True, f"{source} ({weights.path})"
+    if multi_process_launch():
+        fetch = f"python -c \"from camlight.modules import weights_of; weights_of('{backbone}').state_dict()\""
+        why = f"the {backbone} weights are not in the cache and this job runs several processes at once; download them first with one: {fetch}"
+        if wanted is True:
+            raise ConfigError(why)
+        return False, f"{backbone}: trained from scratch ({why})"
+    try:
+        weights.state_dict()  # downloads into the cache, with a progress bar
+    except WeightsUnavailable as e:
+        if wanted is True:
+            raise ConfigError(f"{e}; or set model.pretrained=auto or false") from None
+        return False, f"{backbone}: trained from scratch ({e})"
+    return True, f"{source} (downloaded from {weights.url})"
 
 
-def normalization(cfg: DictConfig) -> tuple[tuple, tuple] | tuple[None, None]:
-    """ImageNet mean/std for photos and for torchvision backbones; the dataset's own otherwise."""
+def data_preprocessing(cfg: DictConfig, pretrained: bool) -> dict:
+    """How the data is normalised and evaluation images resized: the weights' own recipe when the run
+    starts from pretrained weights, ImageNet's statistics for photos and zoo backbones, the
+    dataset's own for the synthetic default."""
+    weights = weights_of(cfg.model.backbone) if pretrained else None
+    if weights is not None:
+        pre = weights.preprocessing.scaled_to(cfg.data.image_size)
+        return {
+            "mean": pre.mean,
+            "std": pre.std,
+            "resize": cfg.data.resize or pre.resize,
+            "interpolation": pre.interpolation,
+        }
     if cfg.data.name != "synthetic" or cfg.model.backbone != "simple_cnn":
-        return IMAGENET_MEAN, IMAGENET_STD
-    return None, None
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    return {}
 
 
 def _pin_memory(cfg: DictConfig) -> bool:
@@ -116,17 +138,19 @@ def _pin_memory(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
 
-def build_datamodule(cfg: DictConfig) -> CamlightDataModule:
+def build_datamodule(cfg: DictConfig, pretrained: bool = False) -> CamlightDataModule:
     """The datamodule of `cfg.data`, prepared (rank zero: downloads where asked) and set up (photos
-    are indexed here, their layout checked).
+    are indexed here, their layout checked); normalised as `data_preprocessing` says.
 
     Raises:
         ConfigError: missing root, wrong layout, unreadable list or box files.
     """
-    mean, std = normalization(cfg)
     try:
         dm = from_config(
-            cfg.data, mean, std, pin_memory=_pin_memory(cfg), num_workers=num_workers(cfg.data.num_workers)
+            cfg.data,
+            pin_memory=_pin_memory(cfg),
+            num_workers=num_workers(cfg.data.num_workers),
+            **data_preprocessing(cfg, pretrained),
         )
         if rank_zero_only.rank == 0:
             dm.prepare_data()  # downloads only with data.download=true
@@ -136,9 +160,8 @@ def build_datamodule(cfg: DictConfig) -> CamlightDataModule:
     return dm
 
 
-def build_model(cfg: DictConfig, head: str, datamodule, pretrained: bool | None = None) -> Classifier:
+def build_model(cfg: DictConfig, head: str, datamodule, pretrained: bool = False) -> Classifier:
     m, o = cfg.model, cfg.optim
-    pretrained = resolve_pretrained(cfg)[0] if pretrained is None else pretrained
     return Classifier(
         backbone=m.backbone,
         head=head,
@@ -151,6 +174,7 @@ def build_model(cfg: DictConfig, head: str, datamodule, pretrained: bool | None 
         dropout=m.dropout,
         pretrained=pretrained,
         eval_resize=datamodule.eval_resize,
+        interpolation=datamodule.interpolation,
         lr=o.lr,
         weight_decay=o.weight_decay,
         schedule=o.schedule,
@@ -190,11 +214,10 @@ def build_trainer(trainer_cfg: DictConfig, **camlight_args) -> pl.Trainer:
     return pl.Trainer(**OmegaConf.to_container(trainer_cfg, resolve=True), **camlight_args)
 
 
-def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path) -> dict:
+def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path, pretrained: bool) -> dict:
     """Train one model; return its row of the summary."""
-    name = f"{cfg.model.backbone}-{head}"
+    name = f"{cfg.model.backbone.replace(':', '-')}-{head}"
     run_dir = group_dir / name
-    pretrained, _ = resolve_pretrained(cfg)
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     run_cfg["model"]["head"] = head
     run_cfg["model"]["pretrained"] = pretrained  # "auto" resolved: what this run really did
@@ -308,11 +331,13 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"{group_dir} already holds a run group; choose another name= or out_dir=")
     os.environ[GROUP_ENV] = group
     try:
-        datamodule = build_datamodule(cfg)
+        pretrained, start = resolve_pretrained(cfg)  # downloads missing weights; nothing written yet
+        datamodule = build_datamodule(cfg, pretrained)
         check_data(cfg, datamodule)
         rank_zero_info(datamodule.describe())
-        rank_zero_info(resolve_pretrained(cfg)[1])
-        runs = [fit_one(cfg, head, datamodule, group, group_dir) for head in heads(cfg)]
+        fell_back = cfg.model.pretrained == "auto" and not pretrained and weights_of(cfg.model.backbone) is not None
+        (rank_zero_warn if fell_back else rank_zero_info)(start)
+        runs = [fit_one(cfg, head, datamodule, group, group_dir, pretrained) for head in heads(cfg)]
         _close_process_group()
     finally:
         if inherited is None:

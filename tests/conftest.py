@@ -7,6 +7,10 @@ import pytest
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+# Nor download weights: camlight and timm behave as on a machine without network (the tests that
+# check the download path patch torchvision's downloader instead).
+os.environ["CAMLIGHT_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from camlight.datamodules import SyntheticPets
-from camlight.modules import Classifier, PretrainedWeightsMissing, load_classifier
-from camlight.modules.backbones import pretrained_path
+from camlight.modules import Classifier, WeightsUnavailable, load_classifier, weights_of
 
 # The smallest input each backbone accepts keeps these tests fast.
 CASES = [("simple_cnn", 32), ("simple_cnn", 64), ("resnet18", 64), ("vgg16", 32)]
@@ -69,8 +68,11 @@ def test_gap_head_is_mean_pool_then_linear():
 
 
 def test_bad_architectures_are_refused():
-    with pytest.raises(ValueError, match="unknown backbone 'resnet50'; choose one of simple_cnn, resnet18, vgg16"):
-        Classifier("resnet50")
+    with pytest.raises(
+        ValueError,
+        match="unknown backbone 'resnet5O'; did you mean resnet50.*choose simple_cnn, resnet18, vgg16, any torchvision",
+    ):
+        Classifier("resnet5O")
     with pytest.raises(ValueError, match="unknown head 'linear'"):
         Classifier(head="linear")
     with pytest.raises(
@@ -118,6 +120,7 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path, head):
         "eval_resize": None,
         "mean": (0.1, 0.2, 0.3),
         "std": (0.4, 0.5, 0.6),
+        "interpolation": "bilinear",
     }
     assert loaded.hparams.head == head
     x = torch.randn(4, 3, 64, 64)
@@ -142,13 +145,27 @@ def test_training_lowers_the_loss(tmp_path):
     assert after < 0.5 * before
 
 
-def test_pretrained_weights_missing_says_where_to_put_them(tmp_path, monkeypatch):
+def test_missing_weights_are_downloaded_through_torchvision_and_a_failure_says_where_to_put_them(tmp_path, monkeypatch):
+    import urllib.error
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(PretrainedWeightsMissing) as info:
+    monkeypatch.delenv("CAMLIGHT_OFFLINE")  # the real download path, its network call stubbed
+    asked = []
+
+    def offline(url, dst, *args, **kwargs):
+        asked.append((url, dst))
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsUnavailable) as info:
         Classifier("resnet18", image_size=64, pretrained=True)
-    message = str(info.value)
-    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
-    assert "download https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert asked == [(url, str(path))]  # torchvision's own downloader, into torch's hub cache
+    assert str(info.value) == (
+        f"cannot download the resnet18 weights (IMAGENET1K_V1) from {url} "
+        f"(URLError: <urlopen error [Errno -2] Name or service not known>); put the file at {path}"
+    )
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
@@ -158,7 +175,7 @@ def test_pretrained_weights_load_from_the_local_hub_cache(tmp_path, monkeypatch,
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     torch.manual_seed(1)
     reference = getattr(models, backbone)(weights=None)  # stands in for the ImageNet file
-    path = pretrained_path(backbone)
+    path = weights_of(backbone).path
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     model = Classifier(backbone, image_size=64, pretrained=True)

@@ -192,7 +192,8 @@ def test_presets_run_and_say_whether_they_start_from_imagenet_weights(tmp_path, 
     )
     assert out.returncode == 0, out.stderr[-2000:]
     log = out.stdout + out.stderr
-    assert "resnet18: ImageNet weights not in the local cache" in log and "trained from scratch" in log
+    assert "resnet18: trained from scratch (cannot download the resnet18 weights (IMAGENET1K_V1)" in log
+    assert "(CAMLIGHT_OFFLINE is set); put the file at" in log  # a warning line: the preset wanted them
     assert str(root) in log  # the dataset line says what was found where
     summary = json.loads((tmp_path / "outputs/preset/summary.json").read_text())
     assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
@@ -203,22 +204,22 @@ def test_pretrained_auto_uses_cached_weights_when_they_are_there(tmp_path, monke
     import torch
     from torchvision.models import resnet18
 
-    from camlight.modules.backbones import pretrained_path
+    from camlight.modules import weights_of
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cfg = load_config(["model.backbone=resnet18", "model.pretrained=auto", f"out_dir={tmp_path}"])
     used, line = fit.resolve_pretrained(cfg)
-    assert not used and "not in the local cache" in line and "trained from scratch" in line
-    path = pretrained_path("resnet18")
+    assert not used and line.startswith("resnet18: trained from scratch (cannot download the resnet18 weights")
+    path = weights_of("resnet18").path
     path.parent.mkdir(parents=True)
     torch.manual_seed(0)
     weights = resnet18().state_dict()
     torch.save(weights, path)
     used, line = fit.resolve_pretrained(cfg)
-    assert used and line == f"resnet18: starting from ImageNet weights {path}"
+    assert used and line == f"resnet18: starting from ImageNet weights IMAGENET1K_V1 ({path})"
     from camlight.datamodules import SyntheticPets
 
-    model = fit.build_model(cfg, "gap", SyntheticPets(train_size=1, val_size=1, test_size=0))
+    model = fit.build_model(cfg, "gap", SyntheticPets(train_size=1, val_size=1, test_size=0), pretrained=True)
     assert torch.equal(model.backbone.layer4[1].conv2.weight, weights["layer4.1.conv2.weight"])
     assert fit.resolve_pretrained(load_config(["model.backbone=simple_cnn", "model.pretrained=auto"]))[0] is False
 

@@ -18,13 +18,21 @@ from camlight.config.schema import Config, fields
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
 
-def help_text(schema: type | None = None, usage: str = "python train.py [experiment=NAME] [key=value ...]") -> str:
-    """Every key with its default and meaning, as `train.py --help` (or `explain.py --help`) prints it."""
+def help_text(
+    schema: type | None = None,
+    usage: str = "python train.py [experiment=NAME] [key=value ...]",
+    choices: dict[str, str] | None = None,
+) -> str:
+    """Every key with its default and meaning, as `train.py --help` (or `explain.py --help`) prints it.
+
+    `choices` gives, per key, valid values that live elsewhere (the model zoo's backbones), as text."""
     schema = schema or Config
     entries = []
     for key, f, default in fields(schema):
-        choices = f.metadata.get("choices")
-        extra = f" [{'|'.join(str(c) for c in choices if c is not None)}]" if choices else ""
+        listed = f.metadata.get("choices")
+        extra = f" [{'|'.join(str(c) for c in listed if c is not None)}]" if listed else ""
+        if choices and key in choices:
+            extra = f" [{choices[key]}]"
         shown = (
             f"[{','.join(map(str, default))}]"
             if isinstance(default, list)

@@ -60,7 +60,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = _f("simple_cnn", "feature extractor", choices=("simple_cnn", "resnet18", "vgg16"))
+    backbone: str = _f(
+        "simple_cnn", "feature extractor: a built-in, a torchvision classification model, or timm:<name>"
+    )
     head: str = _f(
         "both", "classifier head; 'both' trains a GAP and an FC model in one group", choices=("gap", "fc", "both")
     )
@@ -69,7 +71,8 @@ class ModelConfig:
     dropout: float = _f(0.5, "dropout rate of the fc head", minimum=0.0)
     pretrained: Any = _f(
         False,
-        "torchvision ImageNet weights from the local torch hub cache: true, false, or auto (when the file is there)",
+        "start from the backbone's ImageNet weights (torchvision's or timm's, downloaded into their cache when "
+        "missing; their preprocessing is used): true, false, or auto (when they can be had, else from scratch)",
     )
 
 

@@ -21,7 +21,15 @@ from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_S
 DATASETS = ("synthetic", "oxford_pets", "image_folder")
 
 
-def from_config(d: Mapping, mean=None, std=None, pin_memory: bool = False, num_workers: int | None = None):
+def from_config(
+    d: Mapping,
+    mean=None,
+    std=None,
+    pin_memory: bool = False,
+    num_workers: int | None = None,
+    resize: int | None = None,
+    interpolation: str = "bilinear",
+):
     """The datamodule of a config's `data` section (a DictConfig or a plain dict).
 
     Args:
@@ -29,6 +37,8 @@ def from_config(d: Mapping, mean=None, std=None, pin_memory: bool = False, num_w
         mean, std: input normalisation (default: the dataset's own, ImageNet's for photos).
         pin_memory: DataLoader pinned memory.
         num_workers: overrides `d["num_workers"]` (which may be "auto").
+        resize, interpolation: photos' evaluation resize (default: `d["resize"]`, else 8/7 of the
+            crop) and the interpolation of every resize (pretrained weights bring their own).
     """
     workers = d["num_workers"] if num_workers is None else num_workers
     if d["name"] == "synthetic":
@@ -48,7 +58,8 @@ def from_config(d: Mapping, mean=None, std=None, pin_memory: bool = False, num_w
         raise DataError(f"data.root is required with data.name={d['name']}: the folder holding the dataset")
     common = dict(
         image_size=d["image_size"],
-        resize=d.get("resize"),
+        resize=resize or d.get("resize"),
+        interpolation=interpolation,
         batch_size=d["batch_size"],
         num_workers=workers,
         pin_memory=pin_memory,

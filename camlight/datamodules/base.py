@@ -119,11 +119,12 @@ class PhotoDataModule(CamlightDataModule):
         train_scale: tuple[float, float] = TRAIN_SCALE,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        interpolation: str = "bilinear",
     ):
         super().__init__(image_size, batch_size, num_workers, pin_memory, mean, std)
         self.root = Path(root).expanduser().absolute()
-        self.seed, self.train_scale = seed, tuple(train_scale)
-        self.eval = eval_transform(image_size, resize, self.mean, self.std)
+        self.seed, self.train_scale, self.interpolation = seed, tuple(train_scale), interpolation
+        self.eval = eval_transform(image_size, resize, self.mean, self.std, interpolation)
         self.eval_resize = resize or default_resize(image_size)  # recorded in checkpoints for explain.py
         self.records: dict[str, list[Record]] | None = None
         self.class_names: tuple[str, ...] = ()
@@ -145,7 +146,11 @@ class PhotoDataModule(CamlightDataModule):
 
     def dataset(self, split: str, train: bool = False) -> PhotoDataset:
         self.setup()
-        t = train_transform(self.image_size, self.mean, self.std, self.train_scale) if train else self.eval
+        t = (
+            train_transform(self.image_size, self.mean, self.std, self.train_scale, self.interpolation)
+            if train
+            else self.eval
+        )
         return PhotoDataset(self.records[split], t)
 
     def drop_last(self, split: str) -> bool:

@@ -4,8 +4,9 @@
 samples come from; to training, the callback and `explain.py` they look the same:
 
 - `class_names`, `mean`/`std` (to undo normalisation for display), `image_size`;
-- `eval_resize`: how evaluation images are prepared (None: squashed to `image_size`²; a number:
-  shorter side to it, then a centre crop), recorded in checkpoints so new images are prepared alike;
+- `eval_resize`, `interpolation`: how evaluation images are prepared (None: squashed to
+  `image_size`²; a number: shorter side to it, then a centre crop), recorded in checkpoints so new
+  images are prepared alike;
 - `root`: the folder the data lives in (None for drawn data), and `paths()`: every config key that
   names a folder, made absolute;
 - `prepare_data()` / `setup()` (Lightning's: download on one process, index on every one);
@@ -58,6 +59,7 @@ class CamlightDataModule(pl.LightningDataModule):
     class_names: tuple[str, ...] = ()
     root: Path | None = None
     eval_resize: int | None = None
+    interpolation: str = "bilinear"
     probe_modes: tuple[str, ...] = ("single",)
 
     def __init__(self, image_size: int, batch_size: int, num_workers: int, pin_memory: bool, mean, std):

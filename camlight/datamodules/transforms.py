@@ -36,23 +36,37 @@ def _finish(mean, std) -> list:
     return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(mean, std)]
 
 
-def train_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=TRAIN_SCALE) -> v2.Compose:
+def _mode(interpolation: str) -> v2.InterpolationMode:
+    return v2.InterpolationMode(interpolation)
+
+
+def train_transform(
+    image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=TRAIN_SCALE, interpolation: str = "bilinear"
+) -> v2.Compose:
     """Random resized crop (area `scale`, aspect 3/4–4/3) and horizontal flip, then normalise."""
     return v2.Compose(
         [
-            v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+            v2.RandomResizedCrop(image_size, scale=tuple(scale), interpolation=_mode(interpolation), antialias=True),
             v2.RandomHorizontalFlip(),
             *_finish(mean, std),
         ]
     )
 
 
-def eval_transform(image_size: int, resize: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
+def eval_transform(
+    image_size: int, resize: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation: str = "bilinear"
+) -> v2.Compose:
     """Resize the shorter side to `resize` (default `default_resize`), centre crop, normalise."""
     resize = resize or default_resize(image_size)
     if resize < image_size:
         raise ValueError(f"resize={resize} is smaller than image_size={image_size}; use resize >= image_size")
-    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(image_size), *_finish(mean, std)])
+    return v2.Compose(
+        [
+            v2.Resize(resize, interpolation=_mode(interpolation), antialias=True),
+            v2.CenterCrop(image_size),
+            *_finish(mean, std),
+        ]
+    )
 
 
 def mask_box(mask: torch.Tensor) -> torch.Tensor:

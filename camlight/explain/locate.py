@@ -186,6 +186,60 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | Layer) -> Layer:
 _FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {(H, W): Layer}
 
 
+class SpatialCalls:
+    """Forward hooks that record every module call whose output is a spatial map, in the order the
+    calls finish: `calls` holds (Layer with call index and layout, the output as the model went on
+    to use it). `counts` is how often each module ran. Used as a context manager around one forward.
+
+    Args:
+        model: the model.
+        size: the input's (H, W).
+        modules: the modules to watch, by name (default: every named submodule).
+        keep: hand the rest of the model a copy of each recorded output (so that later in-place
+            ops leave the recorded one intact, to differentiate it).
+    """
+
+    def __init__(self, model: nn.Module, size: tuple[int, int], modules: dict | None = None, keep: bool = False):
+        self.size, self.keep = size, keep
+        self.names = modules if modules is not None else {m: n for n, m in model.named_modules() if n}
+        self.calls: list[tuple[Layer, torch.Tensor]] = []
+        self.counts: dict[str, int] = {}
+        self._tokens: set[int] = set()
+
+    def _hook(self, module, inputs, output):
+        name = self.names[module]
+        index = self.counts.get(name, 0)
+        self.counts[name] = index + 1
+        if isinstance(module, nn.Linear) or not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return None  # a linear projection on tokens (q, k, v side by side) is no feature map
+        try:
+            found = interpret(tuple(output.shape), self.size)
+        except Ambiguous:
+            return None
+        if found is None:
+            return None
+        if found[0] == "tokens":
+            self._tokens.add(output.shape[1])
+        elif output.shape[-1] == output.shape[-2] in self._tokens:
+            return None  # (B, heads, N, N): attention weights over N tokens, not an image map
+        out = output.clone() if self.keep else output
+        self.calls.append((Layer(name, module, index, *found), out))
+        return out if self.keep else None
+
+    def named(self, layer: Layer) -> Layer:
+        """`layer` named as "name" when its module ran once, else "name@-k" counted from the end."""
+        total = self.counts[layer.name]
+        return replace(layer, call=None if total == 1 else layer.call - total)
+
+    def __enter__(self) -> SpatialCalls:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.names]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 def locate(model: nn.Module, x: torch.Tensor) -> Layer:
     """The target layer of `model` for inputs like `x` (1,3,H,W): the last module call whose output
     is a spatial map the top class's score depends on (see the module docstring). The model is
@@ -200,48 +254,16 @@ def locate(model: nn.Module, x: torch.Tensor) -> Layer:
         return cached
     from camlight.explain._state import untouched
 
-    calls: dict[str, int] = {}
-    seen: list[tuple[Layer, torch.Tensor]] = []
-    token_counts: set[int] = set()
-    names = {m: n for n, m in model.named_modules() if n}
-
-    def hook(module, inputs, output):
-        name = names[module]
-        index = calls.get(name, 0)
-        calls[name] = index + 1
-        if isinstance(module, nn.Linear) or not isinstance(output, torch.Tensor) or not output.is_floating_point():
-            return None
-        try:
-            found = interpret(tuple(output.shape), size)
-        except Ambiguous:
-            return None
-        if found is None:
-            return None
-        if found[0] == "tokens":
-            token_counts.add(output.shape[1])
-        elif output.shape[-1] == output.shape[-2] in token_counts:
-            return None  # (B, heads, N, N): attention weights over N tokens, not an image map
-        copy = output.clone()  # later in-place ops must not change what we differentiate
-        if copy.requires_grad:
-            seen.append((Layer(name, module, index, *found), copy))
-        return copy
-
-    handles = [m.register_forward_hook(hook) for m in names]
-    try:
-        with untouched(model):
-            inp = x[:1].detach().clone().requires_grad_(True)
-            logits = model(inp)
-            if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-                raise ValueError(f"the model must return logits (B,C); it returned {type(logits).__name__}")
-            outputs = [out for _, out in seen]
-            grads = torch.autograd.grad(logits[0].max(), outputs, allow_unused=True) if outputs else []
-    finally:
-        for h in handles:
-            h.remove()
+    with untouched(model), SpatialCalls(model, size, keep=True) as trace:
+        inp = x[:1].detach().clone().requires_grad_(True)
+        logits = model(inp)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValueError(f"the model must return logits (B,C); it returned {type(logits).__name__}")
+        seen = [(layer, out) for layer, out in trace.calls if out.requires_grad]
+        grads = torch.autograd.grad(logits[0].max(), [out for _, out in seen], allow_unused=True) if seen else []
     for (layer, _), grad in reversed(list(zip(seen, grads, strict=True))):
         if grad is not None and layer.to_map(grad).abs().amax() > 0:
-            total = calls[layer.name]
-            found = replace(layer, call=None if total == 1 else layer.call - total)
+            found = trace.named(layer)
             _FOUND.setdefault(model, {})[size] = found
             return found
     raise ValueError(

@@ -1,6 +1,6 @@
 """Models: the `Classifier` LightningModule, its backbones, its GAP and FC heads, and checkpoints."""
 
-from camlight.modules.backbones import BACKBONES, PretrainedWeightsMissing
+from camlight.modules.backbones import BACKBONES
 from camlight.modules.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -11,6 +11,7 @@ from camlight.modules.checkpoint import (
 )
 from camlight.modules.classifier import Classifier, check_architecture
 from camlight.modules.heads import HEADS, FcHead, GapHead
+from camlight.modules.zoo import Preprocessing, Weights, WeightsUnavailable, weights_of
 
 __all__ = [
     "BACKBONES",
@@ -20,10 +21,13 @@ __all__ = [
     "Classifier",
     "FcHead",
     "GapHead",
-    "PretrainedWeightsMissing",
+    "Preprocessing",
+    "Weights",
+    "WeightsUnavailable",
     "check_architecture",
     "checkpoint_config",
     "load_checkpoint",
     "load_classifier",
     "read_checkpoint",
+    "weights_of",
 ]

@@ -10,15 +10,23 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from camlight import __version__
-from camlight.modules.backbones import BACKBONES, feature_shape, load_pretrained, smallest_input
+from camlight.modules.backbones import BACKBONES
 from camlight.modules.heads import HEADS, FcHead, GapHead
+from camlight.modules.zoo import (
+    build_backbone,
+    check_backbone,
+    feature_shape,
+    load_backbone_weights,
+    multi_process_launch,
+    smallest_input,
+    weights_of,
+)
 
 
 def check_architecture(backbone: str, head: str, image_size: int, width: int = 32) -> tuple[int, int, int]:
     """The feature map's shape (K, h, w) at `image_size`, measured; ValueError, in one line saying
     what to do, for an impossible architecture (a feature map smaller than 2×2 among them)."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    check_backbone(backbone)
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     shape = feature_shape(backbone, image_size, width)
@@ -41,7 +49,8 @@ class Classifier(pl.LightningModule):
     model, its class names and its preprocessing (`image_size`, `mean`, `std`) from the file alone.
 
     Args:
-        backbone: "simple_cnn", "resnet18" or "vgg16".
+        backbone: a built-in ("simple_cnn", "resnet18", "vgg16"), any torchvision classification
+            model's name, or "timm:<name>" (see `camlight.modules.zoo`).
         head: "gap" or "fc".
         class_names: one name per class; their number is the number of outputs.
         image_size: side of the square inputs the model is trained on.
@@ -49,10 +58,14 @@ class Classifier(pl.LightningModule):
             prepared alike and shown (default: none, the model takes pixel values in [0,1]).
         width: base channel count of `simple_cnn` (ignored by the torchvision backbones).
         fc_hidden, dropout: size of the hidden layer and dropout rate of the `fc` head.
-        pretrained: load torchvision's ImageNet weights from the local hub cache.
+        pretrained: start from the backbone's ImageNet weights (torchvision's or timm's), loaded
+            now when they are in the cache or can be downloaded by this one process; under a
+            multi-process launch they are downloaded in `prepare_data` (once per machine) and
+            loaded in `setup`.
         eval_resize: how evaluation inputs were prepared: None squashes any image to
             `image_size`² (synthetic data); a number resizes the shorter side to it and centre
             crops `image_size` (photos, as their datamodules do).
+        interpolation: the resize's interpolation ("bilinear", or "bicubic" for some weights).
         lr, weight_decay: AdamW; the learning rate follows a one-cycle schedule when `schedule` is
             "onecycle", and stays constant when it is "constant".
 
@@ -76,6 +89,7 @@ class Classifier(pl.LightningModule):
         dropout: float = 0.5,
         pretrained: bool = False,
         eval_resize: int | None = None,
+        interpolation: str = "bilinear",
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         schedule: str = "onecycle",
@@ -88,10 +102,16 @@ class Classifier(pl.LightningModule):
             raise ValueError(f"unknown schedule {schedule!r}; choose 'onecycle' or 'constant'")
         self.save_hyperparameters()
         self.class_names = tuple(class_names)
-        spec = BACKBONES[backbone]
-        self.backbone = spec.build(width)
+        self.backbone = build_backbone(backbone, width, image_size)
+        self._weights = None  # pretrained weights still to load (see prepare_data and setup)
         if pretrained:
-            load_pretrained(backbone, self.backbone)
+            weights = weights_of(backbone)
+            if weights is None:
+                raise ValueError(f"backbone {backbone!r} has no pretrained weights; set pretrained=False")
+            if weights.cached() or not multi_process_launch():
+                load_backbone_weights(backbone, self.backbone, weights)
+            else:
+                self._weights = weights
         num_classes = len(class_names)
         if head == "gap":
             self.head = GapHead(shape[0], num_classes)
@@ -104,9 +124,22 @@ class Classifier(pl.LightningModule):
 
     @property
     def target_layer(self) -> str:
-        """Dotted name of the last conv block: the module whose output is `features(x)`."""
-        last = list(self.backbone.named_children())[-1][0]
-        return f"backbone.{last}"
+        """Dotted name of the module whose output is `features(x)`: the built-ins' last conv block,
+        or a zoo model's whole trunk."""
+        if self.hparams.backbone in BACKBONES:
+            return f"backbone.{list(self.backbone.named_children())[-1][0]}"
+        return "backbone"
+
+    def prepare_data(self) -> None:
+        """Lightning calls this once per machine: download pretrained weights that are still missing."""
+        if self._weights is not None:
+            self._weights.state_dict()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Lightning calls this on every process after `prepare_data`: load the weights downloaded there."""
+        if self._weights is not None:
+            load_backbone_weights(self.hparams.backbone, self.backbone, self._weights)
+            self._weights = None
 
     @property
     def preprocessing(self) -> dict:
@@ -119,10 +152,13 @@ class Classifier(pl.LightningModule):
             "eval_resize": h.get("eval_resize"),
             "mean": tuple(h.mean),
             "std": tuple(h.std),
+            "interpolation": h.get("interpolation", "bilinear"),
         }
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) normalised images → feature map A (B,K,h,w)."""
+        if self._weights is not None:
+            raise RuntimeError("the pretrained weights are not loaded yet: call prepare_data() and setup() first")
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -95,7 +95,7 @@ def prepare(path: Path, pre: dict) -> torch.Tensor:
     from torchvision import tv_tensors
 
     rgb = read_rgb(path)  # no JPEG draft: the datamodules decode at full size, and so must this
-    transform = eval_transform(size, resize, pre["mean"], pre["std"])
+    transform = eval_transform(size, resize, pre["mean"], pre["std"], pre.get("interpolation", "bilinear"))
     return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))).as_subclass(torch.Tensor)
 
 
