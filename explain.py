@@ -1,6 +1,10 @@
-"""Explain a camlight checkpoint on images, offline: parse the config, then `camlight.offline.run(cfg)`.
+"""Explain a camlight checkpoint, or any classifier, on images, offline: parse the config, then
+`camlight.offline.run(cfg)`.
 
     python explain.py checkpoint=outputs/<group>/simple_cnn-gap/checkpoints/last.ckpt input=photos/
+    python explain.py model=torchvision:resnet50 weights=IMAGENET1K_V2 input=photos/ methods=[gradcam,cam]
+    python explain.py model=timm:convnext_tiny.fb_in1k input=photos/
+    python explain.py model=mypackage.models:build image_size=224 classes=names.txt input=photos/
     python explain.py checkpoint=... split=val probe_size=32 methods=[gradcam,cam]
     python explain.py checkpoint=... input=cat.png target=topk k=2 out=cat_explained
     python explain.py visualize-class checkpoint=... class=dog steps=300
@@ -13,7 +17,7 @@ Exit codes: 0 every image explained, 3 some files were skipped (listed in out/sk
 
 import sys
 
-USAGE = "python explain.py checkpoint=PATH (input=PATH | split=val|test) [key=value ...]"
+USAGE = "python explain.py (checkpoint=PATH | model=SPEC) (input=PATH | split=val|test) [key=value ...]"
 VISUALIZE_USAGE = "python explain.py visualize-class checkpoint=PATH class=NAME [key=value ...]"
 
 

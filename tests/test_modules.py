@@ -192,3 +192,20 @@ def test_pretrained_weights_load_from_the_local_hub_cache(tmp_path, monkeypatch,
 
 def conv_name(backbone):
     return "backbone.conv1" if backbone == "resnet18" else "backbone.0"
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_b0", "swin_t", "vit_b_16", "timm:resnet18"])
+def test_zoo_backbones_train_in_training_mode_and_give_a_map_each_head_takes(backbone):
+    pytest.importorskip("timm") if backbone.startswith("timm:") else None
+    for head in ("gap", "fc"):
+        model = Classifier(backbone, head, image_size=64, width=4)
+        assert all(m.training for m in model.modules())  # tracing the trunk left no module in eval mode
+        x = torch.randn(2, 3, 64, 64)
+        a = model.features(x)
+        assert a.dim() == 4 and a.shape[0] == 2 and min(a.shape[-2:]) >= 2
+        logits = model(x)
+        assert logits.shape == (2, 2) and torch.equal(model.eval()(x), model.head(model.features(x)))
+        assert model.target_layer == "backbone"
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused, unused[:3]  # DDP would stop on parameters no loss reaches

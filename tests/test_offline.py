@@ -132,7 +132,7 @@ def test_the_val_probe_reproduces_the_callbacks_last_pointing_game(tmp_path, tra
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "checkpoint= is required"),
+        ([], "checkpoint= or model= is required"),
         (["checkpoint=/nope.ckpt", "input=x"], "checkpoint /nope.ckpt not found"),
         (["checkpoint=BAD", "input=x"], "is not a camlight checkpoint"),
         (["checkpoint=CKPT"], "give exactly one of input="),

@@ -138,9 +138,19 @@ class Config:
 
 @dataclass
 class OfflineConfig:
-    """`explain.py`: explain a checkpoint on images, offline."""
+    """`explain.py`: explain a checkpoint, or any classifier, on images, offline."""
 
-    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (required)")
+    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (or give model=)")
+    model: str | None = _f(
+        None,
+        "instead of checkpoint: torchvision:<name>[:<weights>], timm:<name>, package.module:function, or a .ckpt",
+    )
+    weights: str | None = _f(None, "with model=torchvision:/timm:: the weights (default: DEFAULT; none: random)")
+    classes: str | None = _f(None, "a text file with one class name per line (models without class names)")
+    image_size: int | None = _f(None, "input side (overrides the weights'; needed for package.module:function)")
+    mean: list | None = _f(None, "input normalisation mean, 3 values in [0,1] (overrides the weights')")
+    std: list | None = _f(None, "input normalisation std, 3 values (overrides the weights')")
+    layer: str | None = _f(None, "target layer of the CAM family: a module name or name@call (null: found)")
     input: str | None = _f(None, "an image file or a folder of images, searched recursively")
     split: str | None = _f(
         None, "instead of input: the checkpoint's own data split, with ground truth", choices=(None, "val", "test")

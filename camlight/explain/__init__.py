@@ -21,8 +21,9 @@ from camlight.explain import gradient as _gradient  # noqa: F401  (registers the
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score)
 from camlight.explain._state import untouched
 from camlight.explain.blur import gaussian_blur
-from camlight.explain.engine import REGISTRY, check_methods, explain, supported, unsupported
+from camlight.explain.engine import REGISTRY, check_methods, explain, supported, target_layer, unsupported
 from camlight.explain.engine import _method_options as _check_options
+from camlight.explain.locate import Layer, locate
 
 METHODS = tuple(REGISTRY)
 
@@ -74,6 +75,7 @@ __all__ = [
     "GuidedBackprop",
     "GuidedGradCAM",
     "IntegratedGradients",
+    "Layer",
     "Occlusion",
     "Saliency",
     "ScoreCAM",
@@ -81,7 +83,9 @@ __all__ = [
     "check_methods",
     "explain",
     "gaussian_blur",
+    "locate",
     "supported",
+    "target_layer",
     "unsupported",
     "untouched",
 ]

@@ -84,6 +84,7 @@ class ModelAccess:
             total = self._calls(x[:1])
             if -self.layer.call > total:
                 raise NoLayer(str(self._missing_call(total)))
+            self._named_call = self.layer.call  # "@-1" stays how it is shown
             self.layer = replace(self.layer, call=total + self.layer.call)
 
     def _calls(self, x: torch.Tensor) -> int:
@@ -105,7 +106,13 @@ class ModelAccess:
         """The layer in words: "the camlight split (backbone.block4)" or the hooked layer's spec and layout."""
         if self.split:
             return f"{self.model.target_layer} (the model's features/head split)"
-        return "not chosen yet" if self.layer is None else self.layer.describe()
+        if self.layer is None:
+            return "not chosen yet"
+        return replace(
+            self.layer, call=self._named_call if self._named_call is not None else self.layer.call
+        ).describe()
+
+    _named_call: int | None = None
 
     def head_module(self) -> nn.Module | None:
         """The module that maps A to logits, where the model exposes one."""

@@ -419,6 +419,26 @@ def unsupported(
     return reasons
 
 
+def target_layer(model: nn.Module, image: torch.Tensor, layer: str | nn.Module | None = None) -> str:
+    """Which layer the CAM family uses on `model` for images like `image` (1,3,H,W), in words:
+    the split, the given `layer=`, or the one `locate` finds, with its layout. One forward pass
+    without gradients; the model is left as it was.
+
+    Raises:
+        ValueError: no layer can be found, or the given one does not fit.
+    """
+    _check_images(image)
+    access = ModelAccess(model, layer)
+    with untouched(model), torch.no_grad():
+        x = as_input(image[:1])
+        try:
+            access.prepare(x)
+        except NoLayer as e:
+            raise ValueError(str(e)) from None
+        access.forward(x, layer=True)  # learns the layout of a given layer
+    return access.describe()
+
+
 def supported(model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer=None, who: str = "") -> list[str]:
     """The methods of `methods` that `model` supports (see `unsupported`); each other one (CAM on an
     FC head, say) is dropped with one warning saying why."""

@@ -39,8 +39,13 @@ def trunk_layer(model: nn.Module, size: int) -> Layer:
     classifier = _classifier_child(model)
     outside = {m: n for n, m in model.named_modules() if n and not (classifier and n.split(".")[0] == classifier)}
     device = next(model.parameters()).device
-    with torch.no_grad(), SpatialCalls(model, (size, size), outside) as trace:
-        model.eval()(torch.zeros(1, 3, size, size, device=device))
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.no_grad(), SpatialCalls(model, (size, size), outside) as trace:
+            model.eval()(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        for m, training in modes:  # a trunk built for training must come back in training mode
+            m.training = training
     if not trace.calls:
         raise ValueError(
             f"{type(model).__name__} has no spatial feature map at {size}×{size} px; use a larger image_size"
@@ -107,6 +112,7 @@ class TimmTrunk(nn.Module):
         self.net = net
         device = next(net.parameters()).device
         side = max(size, REFERENCE_SIZE)
+        training = net.training
         try:
             with torch.no_grad():
                 out = net.eval().forward_features(torch.zeros(1, 3, side, side, device=device))
@@ -114,6 +120,8 @@ class TimmTrunk(nn.Module):
             side = size
             with torch.no_grad():
                 out = net.eval().forward_features(torch.zeros(1, 3, side, side, device=device))
+        finally:
+            net.train(training)
         found = interpret(tuple(out.shape), (side, side))
         if found is None:
             raise ValueError(f"timm model's features {tuple(out.shape)} are not a spatial map at {size}×{size} px")

@@ -1,4 +1,4 @@
-"""The `explain.py` commands: explain a checkpoint on images, and visualize a class."""
+"""The `explain.py` commands: explain a checkpoint or any classifier on images, and visualize a class."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from camlight.config import ConfigError
-from camlight.explain import check_methods, explain, supported, unsupported
+from camlight.explain import check_methods, explain, supported, target_layer, unsupported
 from camlight.metrics import check_metrics
 from camlight.offline.inputs import Inputs, from_files, from_split, load_model
 from camlight.offline.outputs import Writer
@@ -37,7 +37,7 @@ def device_of(name: str) -> torch.device:
 
 
 def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
-    """Usage mistakes that need the checkpoint's classes; raises ConfigError."""
+    """Usage mistakes that need the model's classes; raises ConfigError."""
     try:
         check_methods(list(cfg.methods))
         check_metrics(list(cfg.metrics))
@@ -69,33 +69,51 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     Raises:
         ConfigError: a usage mistake, before anything is written.
     """
-    checkpoint = load_model(cfg.checkpoint)
-    model = checkpoint.model
-    check(cfg, model.class_names)
-    inputs = from_files(Path(cfg.input), checkpoint) if cfg.input else from_split(cfg, checkpoint)
+    loaded = load_model(cfg)
+    model, names = loaded.model, loaded.class_names
+    check(cfg, names)
+    inputs = from_files(Path(cfg.input), loaded) if cfg.input else from_split(cfg, loaded)
     device = device_of(cfg.device)
     model = model.to(device)
-    methods = list(check_methods(list(cfg.methods)))
+    methods, layer, layer_used = list(check_methods(list(cfg.methods))), cfg.get("layer"), None
     if inputs.first is not None:
-        reasons = unsupported(model, inputs.first.image[None].to(device), methods)
-        if len(reasons) == len(methods):
-            raise ConfigError(f"this checkpoint supports none of the methods asked for: {'; '.join(reasons.values())}")
-        methods = supported(model, inputs.first.image[None].to(device), methods)
-    writer = Writer(Path(cfg.out), model.class_names, model.preprocessing["mean"], model.preprocessing["std"])
-    results, set_scores = _explain(cfg, model, methods, inputs, writer, device, progress)
+        first = inputs.first.image[None].to(device)
+        try:
+            reasons = unsupported(model, first, methods, layer)
+            if len(reasons) == len(methods):
+                raise ConfigError(f"this model supports none of the methods asked for: {'; '.join(reasons.values())}")
+            methods = supported(model, first, methods, layer)
+            layer_used = target_layer(model, first, layer) if methods else None
+        except ValueError as e:  # a layer= that does not fit this model
+            raise ConfigError(str(e)) from None
+        if layer_used:
+            log.info("target layer: %s", layer_used)
+    pre = loaded.preprocessing
+    writer = Writer(Path(cfg.out), names, pre.mean, pre.std)
+    results, set_scores = _explain(cfg, model, methods, inputs, writer, device, progress, layer)
     skipped = inputs.skipped()
-    title = f"camlight — {Path(str(cfg.checkpoint)).name} on {inputs.source}"
-    writer.finish(results, summary_rows(results, set_scores), skipped, title)
+    title = f"camlight — {loaded.name} on {inputs.source}"
+    about = {
+        "model": loaded.name,
+        "target_layer": layer_used,
+        "methods": methods,
+        "target": str(cfg.target),
+        "preprocessing": pre.as_dict(),
+        "source": inputs.source,
+    }
+    writer.finish(results, summary_rows(results, set_scores), skipped, title, about)
     explained = len({r.name for r in results})
     log.info("explained %d images, skipped %d; results in %s", explained, len(skipped), cfg.out)
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
-def _explain(cfg, model, methods, inputs: Inputs, writer: Writer, device, progress) -> tuple[list[Result], SetScores]:
+def _explain(
+    cfg, model, methods, inputs: Inputs, writer: Writer, device, progress, layer=None
+) -> tuple[list[Result], SetScores]:
     """Explain every input in batches, for every target; write overlays as they come; return the
     records and the set-level scores."""
     metrics = list(cfg.metrics)
-    set_scores = SetScores(metrics, len(model.class_names))
+    set_scores = SetScores(metrics, len(writer.class_names))
     results: list[Result] = []
     bar, bar_at, explained = _progress(inputs.total, progress), 0, 0
     for chunk in _batches(inputs.items, cfg.batch_size):
@@ -104,8 +122,8 @@ def _explain(cfg, model, methods, inputs: Inputs, writer: Writer, device, progre
         with torch.no_grad():
             probs = model(x).softmax(1)
         conf, pred = probs.max(1)
-        for rank, t in targets(cfg, model.class_names, probs, chunk):
-            maps = explain(model, x, methods, targets=t) if methods else {}
+        for rank, t in targets(cfg, writer.class_names, probs, chunk):
+            maps = explain(model, x, methods, targets=t, layer=layer) if methods else {}
             scores = per_image_scores(metrics, maps, batch, valid, model, t)
             rows = [
                 Result(
@@ -165,8 +183,8 @@ def visualize(cfg: DictConfig, progress: bool = True) -> int:
     """`explain.py visualize-class`: write `<class>.png` and `<class>_steps.png` into `cfg.out`."""
     from camlight.explain.class_model import class_model
 
-    model = load_model(cfg.checkpoint).model
-    names = model.class_names
+    loaded = load_model(cfg)
+    model, names = loaded.model, loaded.class_names
     if cfg.target is None or str(cfg.target) == "":
         raise ConfigError(f"class= is required: one of {', '.join(names)} (or its index)")
     index = class_index(cfg.target, names, what="class")
@@ -181,9 +199,9 @@ def visualize(cfg: DictConfig, progress: bool = True) -> int:
             bar.set_postfix(score=f"{score:.3g}", refresh=False)
 
     options = {k: cfg[k] for k in CLASS_MODEL_OPTIONS}
-    image, shots, scores = class_model(model, index, model.preprocessing["image_size"], on_step=on_step, **options)
+    image, shots, scores = class_model(model, index, loaded.preprocessing.image_size, on_step=on_step, **options)
     bar.close()
-    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
+    mean, std = loaded.preprocessing.mean, loaded.preprocessing.std
     out.mkdir(parents=True, exist_ok=True)
     name = names[index]
     save_png(_display(image, mean, std), out / f"{name}.png")

@@ -20,7 +20,8 @@ from camlight.config import ConfigError
 from camlight.datamodules import DataError, from_config
 from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
 from camlight.datamodules.transforms import eval_transform
-from camlight.modules import Checkpoint, CheckpointError, load_checkpoint
+from camlight.modules import CheckpointError, WeightsUnavailable
+from camlight.modules.zoo import Resolved, resolve
 
 
 @dataclass
@@ -55,13 +56,26 @@ class Inputs:
     first: Item | None = None  # the first good item (peeked), to decide method support
 
 
-def load_model(path: str | None) -> Checkpoint:
-    """The checkpoint of `checkpoint=`, read once and safely (see `camlight.modules.checkpoint`)."""
-    if not path:
-        raise ConfigError("checkpoint= is required: the .ckpt file of a camlight run")
+def load_model(cfg: DictConfig) -> Resolved:
+    """The model of `checkpoint=` (read once and safely, see `camlight.modules.checkpoint`) or of
+    `model=` (see `camlight.modules.zoo.resolve`)."""
+    spec = cfg.get("model") or cfg.checkpoint
+    if not spec:
+        raise ConfigError("checkpoint= or model= is required: a camlight .ckpt, torchvision:<name>, timm:<name> ...")
+    if cfg.get("model") and cfg.checkpoint:
+        raise ConfigError("give one of checkpoint= and model=, not both")
+    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
+        raise ConfigError(f"checkpoint {cfg.checkpoint} not found; give the path of a .ckpt file")
     try:
-        return load_checkpoint(path)
-    except CheckpointError as e:
+        return resolve(
+            str(spec),
+            weights=cfg.get("weights"),
+            classes=cfg.get("classes"),
+            image_size=cfg.get("image_size"),
+            mean=cfg.get("mean"),
+            std=cfg.get("std"),
+        )
+    except (CheckpointError, WeightsUnavailable, ValueError) as e:
         raise ConfigError(str(e)) from None
 
 
@@ -104,14 +118,14 @@ def _names(paths: list[Path], root: Path) -> list[str]:
     return [str(p.relative_to(base).with_suffix("")).replace("/", "__") for p in paths]
 
 
-def from_files(root: Path, checkpoint: Checkpoint) -> Inputs:
-    """An image file, or every image under a folder (recursively), prepared for the checkpoint."""
+def from_files(root: Path, model: Resolved) -> Inputs:
+    """An image file, or every image under a folder (recursively), prepared for the model."""
     if not root.exists():
         raise ConfigError(f"input {root} not found; give an image file or a folder")
     paths = image_files(root)
     if not paths:
         raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
-    pre = checkpoint.model.preprocessing
+    pre = model.preprocessing.as_dict()
     skipped: list[tuple[str, str]] = []
 
     def items() -> Iterator[Item]:
@@ -124,18 +138,16 @@ def from_files(root: Path, checkpoint: Checkpoint) -> Inputs:
     return _peek(Inputs(items(), len(paths), lambda: list(skipped), str(root)))
 
 
-def from_split(cfg: DictConfig, checkpoint: Checkpoint) -> Inputs:
+def from_split(cfg: DictConfig, model: Resolved) -> Inputs:
     """The checkpoint's own validation or test data (or its probe set), with ground truth."""
-    run_cfg = checkpoint.config
+    run_cfg = model.config
     if not run_cfg or "data" not in run_cfg:
-        raise ConfigError(
-            f"{checkpoint.path} holds no data config (not saved by train.py); use input= instead of split="
-        )
-    pre = checkpoint.model.preprocessing
+        raise ConfigError(f"{model.name} holds no data config (not saved by train.py); use input= instead of split=")
+    pre = model.preprocessing.as_dict()
     data = {**run_cfg["data"], "cache": False}
     data.setdefault("name", "synthetic")
     try:
-        dm = from_config(data, pre["mean"], pre["std"], num_workers=0)
+        dm = from_config(data, pre["mean"], pre["std"], num_workers=0, interpolation=pre["interpolation"])
         dm.setup()
     except (DataError, ValueError) as e:
         raise ConfigError(f"cannot load the checkpoint's {cfg.split} data: {e}") from None

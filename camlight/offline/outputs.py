@@ -6,6 +6,7 @@
     scores.csv      each metric over everything explained, per map
     grid.png        the first 16 images with their maps
     index.html      a self-contained report, every image inlined
+    run.json        the model, the target layer used, the methods, the preprocessing
     skipped.txt     bad files and why
 
 A map is named by its method and, with target=topk, the target's rank: "gradcam", "gradcam_top2".
@@ -13,6 +14,7 @@ A map is named by its method and, with target=topk, the target's rank: "gradcam"
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +63,18 @@ class Writer:
             if first_target and len(self.grid) < GRID_IMAGES:
                 self.grid.append((item, images[i], result, {method: m[i].float().cpu() for method, m in maps.items()}))
 
-    def finish(self, results: list[Result], score_rows: list[dict], skipped: list[tuple[str, str]], title: str) -> None:
+    def finish(
+        self, results: list[Result], score_rows: list[dict], skipped: list[tuple[str, str]], title: str, about: dict
+    ) -> None:
+        """Write everything but the overlays; `about` (model, target layer, methods, preprocessing)
+        goes to `run.json` and the report's header."""
         np.savez_compressed(self.out / "maps.npz", **self.maps)
         rows = [r.row(self.class_names) for r in results]
         write_csv(self.out / "results.csv", rows, None if rows else ["file"])
         write_csv(self.out / "scores.csv", score_rows, ["map", "metric", "value", "images"])
-        (self.out / "index.html").write_text(offline_report(title, self.columns, self._report_rows(results)))
+        (self.out / "run.json").write_text(json.dumps(about, indent=2) + "\n")
+        subtitle = f"target layer: {about['target_layer']}" if about.get("target_layer") else ""
+        (self.out / "index.html").write_text(offline_report(title, self.columns, self._report_rows(results), subtitle))
         if self.grid:
             self._grid().save(self.out / "grid.png")
         (self.out / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))

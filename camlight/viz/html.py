@@ -45,7 +45,7 @@ def _note(text: str, good: bool | None) -> str:
     return f"<span{cls}>{html.escape(text)}</span>"
 
 
-def offline_report(title: str, columns: list[str], rows: list[ReportRow]) -> str:
+def offline_report(title: str, columns: list[str], rows: list[ReportRow], subtitle: str = "") -> str:
     """An HTML page: a row per image (title, lines, input), then a column per map (e.g. "gradcam",
     or "gradcam_top1", "gradcam_top2" with several targets); every image inlined."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -62,7 +62,8 @@ def offline_report(title: str, columns: list[str], rows: list[ReportRow]) -> str
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<table><thead><tr><th>image</th><th>input</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        + (f'<p class="meta">{html.escape(subtitle)}</p>' if subtitle else "")
+        + f"<table><thead><tr><th>image</th><th>input</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         "</body></html>"
     )
 

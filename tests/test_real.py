@@ -1,0 +1,192 @@
+"""A real ImageNet network on real photos: EfficientNet-Lite0's published weights, scikit-image's samples.
+
+The photos are squashed to 224² as `explain.py` prepares them for a model without a resize
+recipe. chelsea is a close-up of a tabby cat's face; in the 224×224 image both eyes and the nose lie
+in the box x 40–200, y 40–210 (read off the image: eyes near (80, 80) and (155, 105), nose near
+(125, 175)), outside which are fur edges and background.
+"""
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from camlight.explain import explain, target_layer
+from camlight.offline import decode
+
+from .conftest import REPO
+
+pytest.importorskip("efficientnet_lite_pytorch", reason="real tests need the 'real' extra (make test installs it)")
+skimage_data = pytest.importorskip("skimage.data", reason="real tests need the 'real' extra")
+gradcam_lib = pytest.importorskip("pytorch_grad_cam", reason="parity tests need the 'parity' extra")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+from .real_models import LITE0_MEAN, LITE0_STD, efficientnet_lite0  # noqa: E402
+
+pytestmark = pytest.mark.real
+FACE = (40, 40, 200, 210)  # x0, y0, x1, y1 in the 224² image
+DOMESTIC_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="module")
+def model():
+    return efficientnet_lite0()
+
+
+def _photo(name: str, tmp_path, size: int = 224) -> torch.Tensor:
+    """(1,3,S,S) input as explain.py prepares it: decoded, squashed, (x − 127)/128."""
+    path = tmp_path / f"{name}.png"
+    Image.fromarray(getattr(skimage_data, name)()).save(path)
+    rgb = torch.from_numpy(decode(path, size)).permute(2, 0, 1).float()[None] / 255
+    return (rgb - torch.tensor(LITE0_MEAN)[:, None, None]) / torch.tensor(LITE0_STD)[:, None, None]
+
+
+def _peak(m: torch.Tensor) -> tuple[int, int]:
+    y, x = divmod(int(m.flatten().argmax()), m.shape[-1])
+    return x, y
+
+
+def test_chelsea_is_a_cat_and_every_cam_peaks_on_its_face(model, tmp_path):
+    x = _photo("chelsea", tmp_path)
+    with torch.no_grad():
+        predicted = int(model(x).argmax())
+    assert predicted in DOMESTIC_CATS, predicted
+    # The target layer found: the last call of the activation module the network reuses.
+    assert target_layer(model, x) == "_swish@-1 (channels first)"
+    maps = explain(model, x, ["cam", "gradcam", "gradcam_pp", "score_cam"])
+    for method, m in maps.items():
+        px, py = _peak(m[0])
+        assert FACE[0] <= px < FACE[2] and FACE[1] <= py < FACE[3], (method, px, py)
+    # A GAP head: Grad-CAM is CAM (α_k = w_k / hw), on real weights too.
+    torch.testing.assert_close(maps["gradcam"], maps["cam"], atol=1e-5, rtol=0)
+
+
+def test_methods_disagree_on_real_weights(model, tmp_path):
+    x = _photo("chelsea", tmp_path)
+    maps = explain(model, x, ["saliency", "guided_backprop", "gradcam", "gradcam_pp"], targets=285)
+
+    def top(m, share=0.1):
+        flat = m.flatten()
+        return flat >= flat.kthvalue(int((1 - share) * flat.numel())).values
+
+    def overlap(a, b):
+        ta, tb = top(maps[a][0]), top(maps[b][0])
+        return float((ta & tb).sum() / (ta | tb).sum())
+
+    # Pixel-space gradients and the 7×7 class map pick different pixels...
+    assert overlap("saliency", "gradcam") < 0.3
+    # ...the ReLU6 rule makes guided backprop differ from the plain gradient (not a silent saliency)...
+    assert not torch.allclose(maps["guided_backprop"], maps["saliency"], atol=1e-3)
+    # ...and Grad-CAM++ weighs the channels differently from Grad-CAM, yet both point at the face.
+    assert 0.3 < overlap("gradcam", "gradcam_pp") < 0.99
+
+
+class HeadActivation(nn.Module):
+    """The same network with its head's activation as a module of its own: pytorch-grad-cam records
+    every call of a hooked module and uses the first, so on the reused `_swish` it would take the
+    stem's output. The function computed is the library's `forward` (eval mode: no drop-connect)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.head_act = net, nn.ReLU6()
+
+    def forward(self, x):
+        n = self.net
+        x = n._swish(n._bn0(n._conv_stem(x)))
+        for block in n._blocks:
+            x = block(x)
+        x = self.head_act(n._bn1(n._conv_head(x)))
+        return n._fc(n._dropout(n._avg_pooling(x).flatten(1)))
+
+
+def _theirs(cls_name, model, x, targets, **kwargs):
+    m = copy.deepcopy(model)  # pytorch-grad-cam changes the model it is given
+    with getattr(gradcam_lib, cls_name)(model=m, target_layers=[m.head_act], **kwargs) as cam:
+        out = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
+    return out / out.flatten(1).amax(1)[:, None, None]  # their + 1e-7 in the min-max, undone
+
+
+def test_cam_family_equals_pytorch_grad_cam_on_the_real_network(model, tmp_path):
+    x = torch.cat([_photo("chelsea", tmp_path), _photo("coffee", tmp_path)])
+    wrapped = HeadActivation(model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), model(x))
+        targets = model(x).argmax(1)
+    ours_on_reused = explain(model, x, ["gradcam"], targets=targets)["gradcam"]  # layer found: _swish@-1
+    for method, peer in (("gradcam", "GradCAM"), ("gradcam_pp", "GradCAMPlusPlus")):
+        ours = explain(wrapped, x, [method], targets=targets, layer="head_act")[method]
+        assert (ours - _theirs(peer, wrapped, x, targets)).abs().max() <= 1e-4, method
+    torch.testing.assert_close(
+        ours_on_reused, explain(wrapped, x, ["gradcam"], targets=targets, layer="head_act")["gradcam"]
+    )
+
+
+@pytest.mark.slow
+def test_perturbation_cams_equal_pytorch_grad_cam_on_the_real_network(model, tmp_path, monkeypatch):
+    x = _photo("chelsea", tmp_path, size=128)  # 1280 masked or ablated forward passes each: a smaller photo
+    wrapped = HeadActivation(model).eval()
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+        assert model(x)[0, targets[0]] > 0  # Ablation-CAM: they divide by y_c, we by |y_c|
+    ablation = explain(wrapped, x, ["ablation_cam"], targets=targets, layer="head_act")["ablation_cam"]
+    assert (ablation - _theirs("AblationCAM", wrapped, x, targets)).abs().max() <= 1e-4
+    # Score-CAM: their convention (softmax over channels of the target's logit) and their
+    # align_corners=True mask upsampling, as in tests/test_explain_parity.py.
+    monkeypatch.setattr(
+        torch.nn,
+        "UpsamplingBilinear2d",
+        lambda size: lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False),
+    )
+    score = explain(wrapped, x, ["score_cam"], targets=targets, layer="head_act", score_cam=dict(score="logit_softmax"))
+    assert (score["score_cam"] - _theirs("ScoreCAM", wrapped, x, targets)).abs().max() <= 1e-4
+
+
+def test_explain_py_on_the_real_network_and_real_photos(tmp_path):
+    import torchvision
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        Image.fromarray(getattr(skimage_data, name)()).save(photos / f"{name}.png")
+    categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # ImageNet's 1000 names
+    (tmp_path / "imagenet.txt").write_text("\n".join(categories) + "\n")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "explain.py"),
+            "model=tests.real_models:efficientnet_lite0",
+            "image_size=224",
+            f"mean=[{','.join(map(str, LITE0_MEAN))}]",
+            f"std=[{','.join(map(str, LITE0_STD))}]",
+            f"classes={tmp_path / 'imagenet.txt'}",
+            f"input={photos}",
+            "methods=[gradcam,guided_backprop,cam]",
+            f"out={tmp_path / 'out'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "target layer: _swish@-1 (channels first)" in out.stderr
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["target_layer"] == "_swish@-1 (channels first)" and run["preprocessing"]["image_size"] == 224
+    import csv
+
+    with open(tmp_path / "out" / "results.csv") as f:
+        predicted = {r["file"]: r["predicted"] for r in csv.DictReader(f)}
+    assert predicted["chelsea"] in {categories[i] for i in DOMESTIC_CATS}
+    assert predicted["coffee"] == "espresso"
+    maps = np.load(tmp_path / "out" / "maps.npz")
+    px, py = _peak(torch.from_numpy(maps["chelsea/gradcam"]))
+    assert FACE[0] <= px < FACE[2] and FACE[1] <= py < FACE[3]
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        for method in ("input", "gradcam", "guided_backprop", "cam"):
+            assert (tmp_path / "out" / "overlays" / f"{name}__{method}.png").is_file()
