@@ -353,7 +353,7 @@ def _torchvision_model(name: str, tag: str | None) -> tuple[nn.Module, Weights |
         raise ValueError(
             f"unknown torchvision model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
         )
-    w = None if str(tag).lower() == "none" else _torchvision_weights(name, tag)
+    w = None if _none(tag) else _torchvision_weights(name, tag)
     model = torchvision.models.get_model(name, weights=None)
     if w is not None:
         model.load_state_dict(w.state_dict())
@@ -362,7 +362,7 @@ def _torchvision_model(name: str, tag: str | None) -> tuple[nn.Module, Weights |
 
 def _timm_model(name: str, tag: str | None) -> tuple[nn.Module, Weights | None]:
     timm = _timm()
-    if str(tag).lower() == "none":
+    if _none(tag):
         return timm.create_model(name, pretrained=False), None
     w = _timm_weights(name)
     model = timm.create_model(name, pretrained=False)
@@ -397,3 +397,8 @@ def _class_names(model: nn.Module, pre: Preprocessing, w: Weights | None, classe
     if names and len(names) != outputs:
         raise ValueError(f"classes={classes} names {len(names)} classes, the model has {outputs} outputs")
     return names or tuple(str(i) for i in range(outputs))
+
+
+def _none(tag: str | None) -> bool:
+    """weights=none: random weights, nothing downloaded."""
+    return tag is not None and str(tag).lower() == "none"
