@@ -30,7 +30,8 @@ from camlight.config import ConfigError, heads, num_workers
 from camlight.datamodules import SPLITS, CamlightDataModule, DataError, from_config
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from camlight.modules import Classifier, WeightsUnavailable, check_architecture, weights_of
-from camlight.modules.zoo import check_backbone, multi_process_launch
+from camlight.modules.weights import multi_process_launch
+from camlight.modules.zoo import check_backbone
 
 log = logging.getLogger(__name__)
 GROUP_ENV = "CAMLIGHT_GROUP"

@@ -21,9 +21,10 @@ from camlight.explain import gradient as _gradient  # noqa: F401  (registers the
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score)
 from camlight.explain._state import untouched
 from camlight.explain.blur import gaussian_blur
-from camlight.explain.engine import REGISTRY, check_methods, explain, supported, target_layer, unsupported
+from camlight.explain.engine import REGISTRY, check_methods, explain
 from camlight.explain.engine import _method_options as _check_options
 from camlight.explain.locate import Layer, locate
+from camlight.explain.support import supported, target_layer, unsupported
 
 METHODS = tuple(REGISTRY)
 

@@ -256,7 +256,7 @@ def _targets(spec, logits: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _check_images(images) -> None:
+def check_images(images) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor (B,3,H,W), got {type(images).__name__}")
     if images.dim() != 4:
@@ -363,7 +363,7 @@ def explain(
         maps = explain(model, batch["image"], ["saliency", "cam", "gradcam"])
         maps["gradcam"].shape   # (B, H, W)
     """
-    _check_images(images)
+    check_images(images)
     methods = check_methods(methods)
     opts = _method_options(methods, options)
     if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
@@ -386,63 +386,3 @@ def explain(
             result = method.compute(ctx, **opts[m])
             out[m] = result.detach().float() if raw else normalise(method.kind, result.detach(), ctx.size)
     return out
-
-
-def unsupported(
-    model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer: str | nn.Module | None = None
-) -> dict[str, str]:
-    """{method: why} for each method of `methods` that `model` cannot give, decided from what the
-    methods declare they need, not by running them: a target layer for the CAM family (`layer=`,
-    the model's split, or one `locate` finds on `image`), and for CAM a global-average-pooling
-    head, checked on `image` (1,3,H,W) by one forward pass without gradients, shared by every
-    method that asks. The model is left as it was. Errors that are not about support (a layer
-    that is not a conv layer, say) raise."""
-    methods = check_methods(methods)
-    _check_images(image)
-    access = ModelAccess(model, layer)
-    reasons = {}
-    layered = [m for m in methods if REGISTRY[m].needs & {"layer", "layer_grad"}]
-    with untouched(model):
-        x = as_input(image[:1])
-        if layered:
-            try:
-                access.prepare(x)
-            except NoLayer as e:  # no layer to be had: every method that needs one is out
-                reasons = {m: access.missing_layer(m, str(e)) for m in layered}
-        conditions = [m for m in methods if m not in reasons and REGISTRY[m].requires is not None]
-        if conditions:
-            ctx = Context(access, x, 0, {"layer"})
-            for m in conditions:
-                why = REGISTRY[m].requires(ctx)
-                if why is not None:
-                    reasons[m] = why
-    return reasons
-
-
-def target_layer(model: nn.Module, image: torch.Tensor, layer: str | nn.Module | None = None) -> str:
-    """Which layer the CAM family uses on `model` for images like `image` (1,3,H,W), in words:
-    the split, the given `layer=`, or the one `locate` finds, with its layout. One forward pass
-    without gradients; the model is left as it was.
-
-    Raises:
-        ValueError: no layer can be found, or the given one does not fit.
-    """
-    _check_images(image)
-    access = ModelAccess(model, layer)
-    with untouched(model), torch.no_grad():
-        x = as_input(image[:1])
-        try:
-            access.prepare(x)
-        except NoLayer as e:
-            raise ValueError(str(e)) from None
-        access.forward(x, layer=True)  # learns the layout of a given layer
-    return access.describe()
-
-
-def supported(model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer=None, who: str = "") -> list[str]:
-    """The methods of `methods` that `model` supports (see `unsupported`); each other one (CAM on an
-    FC head, say) is dropped with one warning saying why."""
-    reasons = unsupported(model, image, methods, layer)
-    for method, why in reasons.items():
-        warnings.warn(f"{who}skipping {method}: {why}", stacklevel=2)
-    return [m for m in check_methods(methods) if m not in reasons]

@@ -11,7 +11,7 @@ from camlight.modules.checkpoint import (
 )
 from camlight.modules.classifier import Classifier, check_architecture
 from camlight.modules.heads import HEADS, FcHead, GapHead
-from camlight.modules.zoo import Preprocessing, Weights, WeightsUnavailable, weights_of
+from camlight.modules.weights import Preprocessing, Weights, WeightsUnavailable, weights_of
 
 __all__ = [
     "BACKBONES",

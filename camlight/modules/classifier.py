@@ -12,15 +12,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from camlight import __version__
 from camlight.modules.backbones import BACKBONES
 from camlight.modules.heads import HEADS, FcHead, GapHead
-from camlight.modules.zoo import (
-    build_backbone,
-    check_backbone,
-    feature_shape,
-    load_backbone_weights,
-    multi_process_launch,
-    smallest_input,
-    weights_of,
-)
+from camlight.modules.weights import multi_process_launch, weights_of
+from camlight.modules.zoo import build_backbone, check_backbone, feature_shape, load_backbone_weights, smallest_input
 
 
 def check_architecture(backbone: str, head: str, image_size: int, width: int = 32) -> tuple[int, int, int]:

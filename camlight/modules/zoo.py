@@ -8,19 +8,13 @@ Names:
   `torchvision:resnet50:IMAGENET1K_V2`;
 - `timm:<name>` when timm is installed (`pip install camlight[timm]`).
 
-Weights come through torchvision's weights API and timm's own loader, into their caches, with a
-progress bar; nothing else in camlight touches the network. A download that fails says in one
-line what was fetched, from where, and where to put the file by hand (`WeightsUnavailable`).
-`CAMLIGHT_OFFLINE=1` (with `HF_HUB_OFFLINE=1` for timm) forbids downloads altogether.
-Their preprocessing (resize, crop, mean, std, interpolation) comes with them: `Preprocessing`.
+Their weights and preprocessing: `camlight.modules.weights`.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,41 +22,15 @@ import torch
 from torch import nn
 
 from camlight.modules.backbones import BACKBONES
-
-TIMM = "timm:"
-OFFLINE = "CAMLIGHT_OFFLINE"  # set: never download, as on a machine without network
-
-
-class WeightsUnavailable(OSError):
-    """Pretrained weights that could not be had; the message says from where and where to put them."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes an input: resize the shorter side to `resize` (None: squash the whole
-    image to `image_size`²), centre crop `image_size`, scale to [0,1], normalise with `mean`/`std`."""
-
-    image_size: int
-    resize: int | None = None
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    interpolation: str = "bilinear"
-
-    def scaled_to(self, image_size: int) -> Preprocessing:
-        """The same recipe for another crop size (the resize keeps its ratio to the crop)."""
-        resize = None if self.resize is None else round(self.resize * image_size / self.image_size)
-        return Preprocessing(image_size, resize, self.mean, self.std, self.interpolation)
-
-    def as_dict(self) -> dict:
-        """The `Classifier.preprocessing` form (what checkpoints record)."""
-        return {
-            "image_size": self.image_size,
-            "eval_resize": self.resize,
-            "mean": tuple(self.mean),
-            "std": tuple(self.std),
-            "interpolation": self.interpolation,
-        }
-
+from camlight.modules.weights import (
+    TIMM,
+    Preprocessing,
+    Weights,
+    random_weights_asked,
+    timm_module,
+    timm_weights,
+    torchvision_weights,
+)
 
 # -- names ----------------------------------------------------------------------------------
 
@@ -86,7 +54,7 @@ def check_backbone(name: str) -> None:
     if name in BACKBONES or name in torchvision_names():
         return
     if name.startswith(TIMM):
-        timm = _timm()
+        timm = timm_module()
         if name[len(TIMM) :] not in timm.list_models() and not timm.is_model(name[len(TIMM) :]):
             close = difflib.get_close_matches(name[len(TIMM) :], timm.list_models(), n=3)
             hint = f"; did you mean {', '.join(TIMM + c for c in close)}?" if close else ""
@@ -95,116 +63,6 @@ def check_backbone(name: str) -> None:
     close = difflib.get_close_matches(name, [*BACKBONES, *torchvision_names()], n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ValueError(f"unknown backbone {name!r}; {hint}choose {describe_backbones()}")
-
-
-def _timm():
-    try:
-        return importlib.import_module("timm")
-    except ImportError:
-        raise ValueError("timm:<name> needs timm: pip install 'camlight[timm]' (or pip install timm)") from None
-
-
-# -- weights --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Pretrained weights of a model: where they come from, where they are cached, what they expect."""
-
-    model: str  # the model name
-    tag: str  # e.g. "IMAGENET1K_V1", or timm's pretrained tag
-    url: str
-    path: Path | None  # the cache file (None where the loader keeps its own cache: timm)
-    preprocessing: Preprocessing
-    categories: tuple[str, ...]
-    _load: Callable[[], dict]  # → the state dict (downloads when missing)
-
-    def cached(self) -> bool:
-        return self.path is not None and self.path.is_file()
-
-    def state_dict(self) -> dict:
-        """The weights, downloaded into the cache (with a progress bar) when they are not there.
-
-        Raises:
-            WeightsUnavailable: the download failed, or `CAMLIGHT_OFFLINE` is set and they are not
-                cached; the message says where to put the file.
-        """
-        if os.environ.get(OFFLINE) and self.path is not None and not self.cached():
-            raise self._unavailable(f"{OFFLINE} is set")
-        try:
-            return self._load()
-        except (OSError, RuntimeError, ValueError) as e:  # urllib, http and hub errors
-            raise self._unavailable(f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}") from None
-
-    def _unavailable(self, why: str) -> WeightsUnavailable:
-        where = f"put the file at {self.path}" if self.path else "fill timm's cache (HF_HOME) on a machine with network"
-        return WeightsUnavailable(
-            f"cannot download the {self.model} weights ({self.tag}) from {self.url} ({why}); {where}"
-        )
-
-
-def _torchvision_weights(name: str, tag: str | None = None) -> Weights | None:
-    import torchvision
-
-    try:
-        enum = torchvision.models.get_model_weights(name)
-    except (KeyError, ValueError):
-        return None
-    try:
-        member = enum.DEFAULT if tag in (None, "DEFAULT") else enum[tag]
-    except KeyError:
-        raise ValueError(f"{name} has no weights {tag!r}; choose one of {', '.join(enum.__members__)}") from None
-    t = member.transforms()
-    crop, resize = t.crop_size[0], t.resize_size[0]
-    interpolation = getattr(t.interpolation, "value", str(t.interpolation))
-    pre = Preprocessing(crop, resize, tuple(t.mean), tuple(t.std), interpolation)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / member.url.rsplit("/", 1)[-1]
-    return Weights(
-        name,
-        member.name,
-        member.url,
-        path,
-        pre,
-        tuple(member.meta.get("categories", ())),
-        lambda: member.get_state_dict(progress=True, weights_only=True),
-    )
-
-
-def _timm_weights(name: str) -> Weights:
-    timm = _timm()
-    cfg = timm.create_model(name, pretrained=False).pretrained_cfg
-    size = cfg.get("input_size", (3, 224, 224))[-1]
-    crop_pct = cfg.get("crop_pct", 0.875)
-    pre = Preprocessing(
-        size, round(size / crop_pct), tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bilinear")
-    )
-    where = cfg.get("hf_hub_id") or cfg.get("url") or name
-    url = f"https://huggingface.co/{where}" if cfg.get("hf_hub_id") else where
-    try:
-        info = timm.data.ImageNetInfo(timm.data.infer_imagenet_subset(cfg) or "imagenet-1k")
-        categories = tuple(info.index_to_description(i) for i in range(info.num_classes()))
-    except Exception:  # noqa: BLE001 - not an ImageNet model: classes are numbered
-        categories = ()
-
-    def load() -> dict:
-        return timm.create_model(name, pretrained=True).state_dict()
-
-    return Weights(name, cfg.get("tag") or "default", url, None, pre, categories, load)
-
-
-def weights_of(backbone: str, tag: str | None = None) -> Weights | None:
-    """The pretrained weights of a backbone or model name (None: it has none)."""
-    if backbone.startswith(TIMM):
-        return _timm_weights(backbone[len(TIMM) :])
-    if backbone in BACKBONES:
-        spec = BACKBONES[backbone]
-        return None if spec.pretrained is None else _torchvision_weights(backbone, spec.pretrained().name)
-    return _torchvision_weights(backbone, tag)
-
-
-def multi_process_launch() -> bool:
-    """Whether this process is one of several started together (torchrun, SLURM)."""
-    return max(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("SLURM_NTASKS", "1"))) > 1
 
 
 # -- backbones ------------------------------------------------------------------------------
@@ -220,7 +78,7 @@ def build_backbone(name: str, width: int, image_size: int) -> nn.Module:
     if name in BACKBONES:
         return BACKBONES[name].build(width)
     if name.startswith(TIMM):
-        return TimmTrunk(_timm().create_model(name[len(TIMM) :], pretrained=False), image_size)
+        return TimmTrunk(timm_module().create_model(name[len(TIMM) :], pretrained=False), image_size)
     import torchvision
 
     kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
@@ -353,7 +211,7 @@ def _torchvision_model(name: str, tag: str | None) -> tuple[nn.Module, Weights |
         raise ValueError(
             f"unknown torchvision model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
         )
-    w = None if _none(tag) else _torchvision_weights(name, tag)
+    w = None if random_weights_asked(tag) else torchvision_weights(name, tag)
     model = torchvision.models.get_model(name, weights=None)
     if w is not None:
         model.load_state_dict(w.state_dict())
@@ -361,10 +219,10 @@ def _torchvision_model(name: str, tag: str | None) -> tuple[nn.Module, Weights |
 
 
 def _timm_model(name: str, tag: str | None) -> tuple[nn.Module, Weights | None]:
-    timm = _timm()
-    if _none(tag):
+    timm = timm_module()
+    if random_weights_asked(tag):
         return timm.create_model(name, pretrained=False), None
-    w = _timm_weights(name)
+    w = timm_weights(name)
     model = timm.create_model(name, pretrained=False)
     model.load_state_dict(w.state_dict())
     return model, w
@@ -397,8 +255,3 @@ def _class_names(model: nn.Module, pre: Preprocessing, w: Weights | None, classe
     if names and len(names) != outputs:
         raise ValueError(f"classes={classes} names {len(names)} classes, the model has {outputs} outputs")
     return names or tuple(str(i) for i in range(outputs))
-
-
-def _none(tag: str | None) -> bool:
-    """weights=none: random weights, nothing downloaded."""
-    return tag is not None and str(tag).lower() == "none"
