@@ -635,3 +635,18 @@ def test_perturbation_passes_stay_within_the_memory_budget(method):
     largest = max(2, 3 // factor)  # a batch of the caller's 2 images is always allowed
     assert max(sizes) <= largest, sizes
     torch.testing.assert_close(bounded, unbounded, rtol=1e-4, atol=1e-6)
+
+
+def test_by_default_perturbations_fill_the_memory_budget():
+    from camlight.explain.engine import forward_bytes
+
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
+    try:
+        explain(model, x, ["score_cam"], targets=1, memory=40 * forward_bytes(model, x))
+    finally:
+        handle.remove()
+    # 512 channels, masked images in passes of the 40 rows the budget allows (not one per pass).
+    assert max(sizes) == 40 and sum(s for s in sizes if s > 1) + sizes.count(1) >= 512

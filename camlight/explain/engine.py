@@ -116,18 +116,18 @@ class Context:
         self._passes: dict[str, Pass] = {}
 
     def rows(self, method: str, batch_size: int | None, kind: str = "forward") -> int:
-        """Rows per evaluation of a perturbation method: `batch_size` (default: the caller's batch
-        B), capped so that one evaluation holds at most `memory` bytes of activations, whatever the
-        model. `kind` says what one row costs: "forward" (a forward pass of one image, measured),
+        """Rows per evaluation of a perturbation method: as many as one evaluation may hold within
+        `memory` bytes of activations, whatever the model, or `batch_size` when it is smaller.
+        `kind` says what one row costs: "forward" (a forward pass of one image, measured),
         "backward" (twice that: a forward kept for a backward pass) or "head" (the head alone, on
         A of one image, with the split)."""
-        requested = batch_limit(method, batch_size, self.x.shape[0])
         if kind == "head":
             a = self.plain().a
             per_row = 3 * a[0].numel() * a.element_size()
         else:
             per_row = forward_bytes(self.model, self.x) * (2 if kind == "backward" else 1)
-        return max(1, min(requested, self.memory // per_row))
+        budget = max(1, self.memory // per_row)
+        return budget if batch_size is None else min(batch_limit(method, batch_size), budget)
 
     @property
     def model(self) -> nn.Module:
@@ -215,13 +215,10 @@ class Context:
         return self._passes[rule].grad_x
 
 
-def batch_limit(method: str, batch_size: int | None, images: int) -> int:
-    """Rows per evaluation: `batch_size`, or by default as many as the caller's batch B, so that a
-    method never holds more than one extra batch of activations. Methods that perturb every image
-    alike (occlusion, integrated gradients, split Ablation-CAM) evaluate whole batches, so for
-    them a `batch_size` below B counts as B."""
-    if batch_size is None:
-        return images
+def batch_limit(method: str, batch_size: int) -> int:
+    """A method's `batch_size` option, checked. Methods that perturb every image alike (occlusion,
+    integrated gradients, split Ablation-CAM) evaluate whole batches, so for them a `batch_size`
+    below the caller's batch B counts as B."""
     if batch_size < 1:
         raise ValueError(f"{method} batch_size must be >= 1, got {batch_size}")
     return batch_size

@@ -59,8 +59,8 @@ def integrated_gradients(ctx: Context, steps: int, baseline, batch_size: int | N
     """Sundararajan et al. 2017: (x − x') ⊙ ∫₀¹ ∂y_c/∂x(x' + α(x − x')) dα, trapezoid rule over `steps` points.
 
     `baseline` x' is a number (in the model's normalised input space) or a tensor broadcastable
-    to the images. `batch_size` bounds the images per forward pass (default: B, one point of the
-    path per pass).
+    to the images. `batch_size` bounds the images per forward pass (default: as many as the memory
+    budget allows, at least one point of the path per pass).
     """
     if steps < 2:
         raise ValueError(f"integrated_gradients steps must be >= 2, got {steps}")

@@ -21,7 +21,7 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
     A pixel's value is the drop averaged over the windows covering it, windows placed as captum
     places them (the last one in a row or column cut at the border, so every pixel is covered).
     Defaults: window = H/8, stride = window/2. `batch_size` bounds the occluded images per forward
-    pass (default: B). Raw map: (B,H,W), signed.
+    pass (default: as many as the memory budget allows). Raw map: (B,H,W), signed.
     """
     x = ctx.x
     b, _, h, w = x.shape
@@ -61,7 +61,8 @@ def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
     With a features/head split only the head is re-run: each call ablates one or more channels in
     every image at once. With a hooked layer each call is one forward pass of one image with a
     batch of its ablated activations swapped in at the layer: ⌈K / batch_size⌉ passes per image.
-    `batch_size` bounds the ablated activation tensors per evaluation (default: B, one batch).
+    `batch_size` bounds the ablated activation tensors per evaluation (default: as many as the
+    memory budget allows).
     """
     p = ctx.plain()
     a, targets = p.a, ctx.targets
@@ -98,7 +99,7 @@ def score_cam(ctx: Context, batch_size: int | None, score: str) -> torch.Tensor:
 
     Channels that are constant carry no mask and get weight 0. `score="logit_softmax"` weighs by
     the softmax over channels of the target's logit instead (pytorch-grad-cam's convention).
-    `batch_size` bounds the masked images per forward pass (default: B).
+    `batch_size` bounds the masked images per forward pass (default: as many as the memory budget allows).
     """
     if score not in ("probability", "logit_softmax"):
         raise ValueError(f"score_cam score must be 'probability' or 'logit_softmax', got {score!r}")
