@@ -648,5 +648,5 @@ def test_by_default_perturbations_fill_the_memory_budget():
         explain(model, x, ["score_cam"], targets=1, memory=40 * forward_bytes(model, x))
     finally:
         handle.remove()
-    # 512 channels, masked images in passes of the 40 rows the budget allows (not one per pass).
-    assert max(sizes) == 40 and sum(s for s in sizes if s > 1) + sizes.count(1) >= 512
+    # The varying channels' masked images go in passes of the 40 rows the budget allows, not one by one.
+    assert max(sizes) == 40 and sizes.count(40) >= 2
