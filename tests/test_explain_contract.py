@@ -625,8 +625,8 @@ def test_perturbation_passes_stay_within_the_memory_budget(method):
     per_row = forward_bytes(model, x)
     options = {method: dict(batch_size=64)}
     unbounded = explain(model, x, [method], targets=1, raw=True, memory=2**40, **options)[method]
-    sizes = []
-    handle = model.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
+    sizes = []  # rows reaching the classifier: every method's evaluations pass through it, ablated ones too
+    handle = model.fc.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
     try:
         bounded = explain(model, x, [method], targets=1, raw=True, memory=3 * per_row, **options)[method]
     finally:
@@ -643,7 +643,7 @@ def test_by_default_perturbations_fill_the_memory_budget():
     model = torchvision.models.resnet18(num_classes=4).eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     sizes = []
-    handle = model.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
+    handle = model.fc.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
     try:
         explain(model, x, ["score_cam"], targets=1, memory=40 * forward_bytes(model, x))
     finally:

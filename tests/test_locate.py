@@ -81,10 +81,13 @@ class Reuses(nn.Module):
     ],
 )
 def test_the_layer_found_is_the_last_one_the_prediction_depends_on(build, size, expected):
-    model = build()
+    model = build().train()  # it must come back in training mode
     state = copy.deepcopy(model.state_dict())
+    flags = [p.requires_grad for p in model.parameters()]
     assert locate(model, torch.randn(1, 3, size, size)).describe() == expected
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # BatchNorm statistics too
+    assert all(m.training for m in model.modules()) and flags == [p.requires_grad for p in model.parameters()]
+    assert all(not m._forward_hooks for m in model.modules()) and all(p.grad is None for p in model.parameters())
 
 
 def _vit_reshape(grid):

@@ -59,6 +59,8 @@ def test_weights_that_cannot_be_had_are_named_with_their_url_and_cache_path(hub)
         resolve("torchvision:resnet50:V9")
     with pytest.raises(ValueError, match="unknown torchvision model 'resnet5O'; did you mean resnet50"):
         resolve("torchvision:resnet5O")
+    with pytest.raises(ValueError, match="a checkpoint brings its own weights and preprocessing; drop image_size="):
+        resolve(str(REPO / "tests" / "conftest.py").replace("conftest.py", "x.ckpt"), image_size=64)
     random = resolve("torchvision:resnet18", weights="none", image_size=64)  # no download asked for
     assert random.class_names == tuple(str(i) for i in range(1000)) and random.preprocessing.resize is None
 

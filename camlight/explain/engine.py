@@ -216,9 +216,8 @@ class Context:
 
 
 def batch_limit(method: str, batch_size: int) -> int:
-    """A method's `batch_size` option, checked. Methods that perturb every image alike (occlusion,
-    integrated gradients, split Ablation-CAM) evaluate whole batches, so for them a `batch_size`
-    below the caller's batch B counts as B."""
+    """A method's `batch_size` option, checked (see `Context.rows` for how it combines with the
+    memory budget)."""
     if batch_size < 1:
         raise ValueError(f"{method} batch_size must be >= 1, got {batch_size}")
     return batch_size
@@ -337,11 +336,13 @@ def explain(
 
     Args:
         model: a camlight `Classifier` (its `features`/`head` split is used, no hooks) or any
-            classifier returning logits (B,C) (then `layer=` names the target layer, hooked).
+            classifier returning logits (B,C) (its target layer hooked: `layer=`, or found).
         images: (B,3,H,W) float, normalised as the model expects.
         methods: registry keys, e.g. ["saliency", "gradcam"]; see `REGISTRY`.
         targets: None (predicted class), an int (every image), or a LongTensor (B,).
-        layer: target layer for the CAM family: dotted module name or the module.
+        layer: target layer for the CAM family: a dotted module name, "name@call" for one call of
+            a module that runs several times, or the module; None: the split, or one found by
+            `camlight.explain.locate` on the first image.
         raw: return each map as its paper defines it: signed (B,3,H,W) for pixel-space methods,
             (B,h,w) at the layer's resolution for the CAM family, (B,H,W) for occlusion.
         memory: bytes of activations one evaluation of a perturbation method (occlusion,

@@ -17,10 +17,19 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from camlight.explain.locate import Layer, SpatialCalls, interpret
+from camlight.feature_maps import Layer, SpatialCalls, interpret
 
 CLASSIFIER_CHILDREN = ("fc", "classifier", "head", "heads")
 REFERENCE_SIZE = 224  # the input side the trunk's end is found at
+
+
+def _at_reference_size(trace, size: int):
+    """`trace(side)` at the reference size, where every family's maps are still spatial; at `size`
+    for models that take one size only."""
+    try:
+        return trace(max(size, REFERENCE_SIZE))
+    except (RuntimeError, ValueError, AssertionError):
+        return trace(size)
 
 
 class _Stop(Exception):
@@ -64,10 +73,7 @@ class TorchvisionTrunk(nn.Module):
 
     def __init__(self, net: nn.Module, size: int):
         super().__init__()
-        try:  # traced where every family's maps are still spatial; some models take one size only
-            layer = trunk_layer(net, max(size, REFERENCE_SIZE))
-        except (RuntimeError, ValueError, AssertionError):
-            layer = trunk_layer(net, size)
+        layer = _at_reference_size(lambda side: trunk_layer(net, side), size)
         classifier = _classifier_child(net)
         if classifier is not None:
             setattr(net, classifier, nn.Identity())
@@ -111,15 +117,14 @@ class TimmTrunk(nn.Module):
         net.reset_classifier(0)
         self.net = net
         device = next(net.parameters()).device
-        side = max(size, REFERENCE_SIZE)
         training = net.training
+
+        def features(side: int):
+            with torch.no_grad():
+                return side, net.eval().forward_features(torch.zeros(1, 3, side, side, device=device))
+
         try:
-            with torch.no_grad():
-                out = net.eval().forward_features(torch.zeros(1, 3, side, side, device=device))
-        except (RuntimeError, AssertionError):  # a model that takes one size only
-            side = size
-            with torch.no_grad():
-                out = net.eval().forward_features(torch.zeros(1, 3, side, side, device=device))
+            side, out = _at_reference_size(features, size)
         finally:
             net.train(training)
         found = interpret(tuple(out.shape), (side, side))

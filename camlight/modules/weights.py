@@ -68,8 +68,11 @@ class Weights:
     preprocessing: Preprocessing
     categories: tuple[str, ...]
     _load: Callable[[], dict]  # → the state dict (downloads when missing)
+    _in_cache: Callable[[], bool] | None = None  # where the loader keeps its own cache (timm's hub)
 
     def cached(self) -> bool:
+        if self._in_cache is not None:
+            return self._in_cache()
         return self.path is not None and self.path.is_file()
 
     def state_dict(self) -> dict:
@@ -79,7 +82,7 @@ class Weights:
             WeightsUnavailable: the download failed, or `CAMLIGHT_OFFLINE` is set and they are not
                 cached; the message says where to put the file.
         """
-        if os.environ.get(OFFLINE) and self.path is not None and not self.cached():
+        if os.environ.get(OFFLINE) and not self.cached():
             raise self._unavailable(f"{OFFLINE} is set")
         try:
             return self._load()
@@ -122,14 +125,17 @@ def torchvision_weights(name: str, tag: str | None = None) -> Weights | None:
 
 def timm_weights(name: str) -> Weights:
     timm = timm_module()
-    cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained weights for {name!r}")
+    cfg = cfg.to_dict()
     size = cfg.get("input_size", (3, 224, 224))[-1]
     crop_pct = cfg.get("crop_pct", 0.875)
     pre = Preprocessing(
         size, round(size / crop_pct), tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bilinear")
     )
-    where = cfg.get("hf_hub_id") or cfg.get("url") or name
-    url = f"https://huggingface.co/{where}" if cfg.get("hf_hub_id") else where
+    hub = cfg.get("hf_hub_id")
+    url = f"https://huggingface.co/{hub}" if hub else (cfg.get("url") or name)
     try:
         info = timm.data.ImageNetInfo(timm.data.infer_imagenet_subset(cfg) or "imagenet-1k")
         categories = tuple(info.index_to_description(i) for i in range(info.num_classes()))
@@ -139,7 +145,17 @@ def timm_weights(name: str) -> Weights:
     def load() -> dict:
         return timm.create_model(name, pretrained=True).state_dict()
 
-    return Weights(name, cfg.get("tag") or "default", url, None, pre, categories, load)
+    def in_cache() -> bool:
+        if hub:
+            from huggingface_hub import try_to_load_from_cache
+
+            return any(
+                isinstance(try_to_load_from_cache(hub, f), str) for f in ("model.safetensors", "pytorch_model.bin")
+            )
+        file = Path(torch.hub.get_dir()) / "checkpoints" / str(cfg.get("url", "")).rsplit("/", 1)[-1]
+        return bool(cfg.get("url")) and file.is_file()
+
+    return Weights(name, cfg.get("tag") or "default", url, None, pre, categories, load, in_cache)
 
 
 def weights_of(backbone: str, tag: str | None = None) -> Weights | None:

@@ -81,7 +81,9 @@ def build_backbone(name: str, width: int, image_size: int) -> nn.Module:
         return TimmTrunk(timm_module().create_model(name[len(TIMM) :], pretrained=False), image_size)
     import torchvision
 
-    kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    # inception_v3 and googlenet: no auxiliary heads, and the input transform their weights expect.
+    two_heads = name in ("inception_v3", "googlenet")
+    kwargs = {"aux_logits": False, "init_weights": False, "transform_input": True} if two_heads else {}
     if name.startswith("vit_"):
         kwargs["image_size"] = image_size  # random weights may take any size the patch divides
     return TorchvisionTrunk(torchvision.models.get_model(name, weights=None, **kwargs), image_size)
@@ -111,6 +113,11 @@ def feature_shape(backbone: str, image_size: int, width: int = 32) -> tuple[int,
         with torch.device(device), torch.no_grad():
             try:
                 net = build_backbone(backbone, width, image_size).eval()
+            except NotImplementedError:
+                continue
+            except (RuntimeError, ValueError, AssertionError) as e:
+                raise SizeError(f"backbone {backbone} does not take image_size={image_size}: {e}") from None
+            try:
                 return tuple(net(torch.empty(1, 3, image_size, image_size)).shape[1:])
             except NotImplementedError:
                 continue
@@ -119,12 +126,20 @@ def feature_shape(backbone: str, image_size: int, width: int = 32) -> tuple[int,
     raise RuntimeError(f"cannot measure {backbone}'s feature map")
 
 
+class SizeError(ValueError):
+    """A backbone that cannot be built for an input size at all (a ViT's patch size must divide it)."""
+
+
 def smallest_input(backbone: str, width: int = 32, largest: int = 1024) -> int:
     """The smallest square input side whose feature map is at least 2×2 (measured, by bisection)."""
     low, high = 1, largest
     while low < high:
         mid = (low + high) // 2
-        if min(feature_shape(backbone, mid, width)[1:]) >= 2:
+        try:
+            fits = min(feature_shape(backbone, mid, width)[1:]) >= 2
+        except SizeError:
+            fits = False
+        if fits:
             high = mid
         else:
             low = mid + 1
@@ -170,6 +185,10 @@ def resolve(
     if spec.endswith(".ckpt") or Path(spec).is_file():
         from camlight.modules.checkpoint import load_checkpoint
 
+        given = [k for k, v in (("weights", weights), ("image_size", image_size), ("mean", mean), ("std", std)) if v]
+        if given:
+            raise ValueError(f"a checkpoint brings its own weights and preprocessing; drop {', '.join(given)}=")
+
         ckpt = load_checkpoint(spec)
         pre = ckpt.model.preprocessing
         found = Preprocessing(
@@ -212,16 +231,18 @@ def _torchvision_model(name: str, tag: str | None) -> tuple[nn.Module, Weights |
             f"unknown torchvision model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
         )
     w = None if random_weights_asked(tag) else torchvision_weights(name, tag)
-    model = torchvision.models.get_model(name, weights=None)
-    if w is not None:
-        model.load_state_dict(w.state_dict())
-    return model, w
+    if w is None:
+        return torchvision.models.get_model(name, weights=None), None
+    w.state_dict()  # into the cache (or one line saying why not); the builder then reads it from there
+    return torchvision.models.get_model(name, weights=w.tag), w  # its overrides: image size, input transform
 
 
 def _timm_model(name: str, tag: str | None) -> tuple[nn.Module, Weights | None]:
     timm = timm_module()
     if random_weights_asked(tag):
         return timm.create_model(name, pretrained=False), None
+    if tag is not None:
+        raise ValueError(f"timm picks weights by name (timm:{name}.<tag>); weights= takes only none here")
     w = timm_weights(name)
     model = timm.create_model(name, pretrained=False)
     model.load_state_dict(w.state_dict())

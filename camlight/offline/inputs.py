@@ -147,7 +147,9 @@ def from_split(cfg: DictConfig, model: Resolved) -> Inputs:
     data = {**run_cfg["data"], "cache": False}
     data.setdefault("name", "synthetic")
     try:
-        dm = from_config(data, pre["mean"], pre["std"], num_workers=0, interpolation=pre["interpolation"])
+        dm = from_config(
+            data, pre["mean"], pre["std"], num_workers=0, resize=pre["eval_resize"], interpolation=pre["interpolation"]
+        )
         dm.setup()
     except (DataError, ValueError) as e:
         raise ConfigError(f"cannot load the checkpoint's {cfg.split} data: {e}") from None
