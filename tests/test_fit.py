@@ -129,3 +129,16 @@ def test_the_trainer_section_reaches_pl_trainer_whole(tmp_path):
     assert (trainer.max_epochs, trainer.limit_val_batches, trainer.log_every_n_steps) == (3, 2, 7)
     with pytest.raises(TypeError, match="build_trainer sets only logger, callbacks, default_root_dir, not max_epochs"):
         fit.build_trainer(cfg.trainer, max_epochs=1)
+
+
+@pytest.mark.slow
+def test_a_zoo_backbone_trains_both_heads_and_is_explained(tmp_path, tiny_argv):
+    cfg = load_config([*tiny_argv, "model.backbone=mobilenet_v3_small", "data.image_size=64", "wandb.mode=disabled"])
+    summary = fit.run(cfg)
+    assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
+    for run in summary["runs"]:
+        model = load_classifier(run["best_checkpoint"])
+        assert model.hparams.backbone == "mobilenet_v3_small" and model.target_layer == "backbone"
+        assert set(run["localization"]) >= {"saliency", "guided_backprop", "gradcam"}
+        assert 0.0 <= run["localization"]["gradcam"]["pointing_game"] <= 1.0
+    assert "cam" in summary["runs"][0]["localization"]  # the GAP head takes the trunk's map: CAM applies
