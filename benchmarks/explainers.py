@@ -18,20 +18,12 @@ import time
 import warnings
 
 import torch
+from timing import median_seconds
 
 from camlight.explain import explain
 from camlight.modules import Classifier
 
 warnings.filterwarnings("ignore")
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, float]:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import torch
 import torchvision
+from timing import median_seconds
 
 from camlight.explain import METHODS, explain, target_layer
 
@@ -48,23 +48,12 @@ def build(name: str) -> torch.nn.Module:
     return model.eval()
 
 
-def timed(fn, repeats: int, warm_up: bool = True) -> float:
-    if warm_up:
-        fn()  # (and the layer found once)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def forward_time(model, x, repeats: int, warm_up: bool = True) -> float:
     def run():
         with torch.no_grad():
             model(x)
 
-    return timed(run, repeats, warm_up)
+    return median_seconds(run, repeats, warm_up)
 
 
 def table(families: list[str], size: int, repeats: int) -> None:
@@ -85,7 +74,7 @@ def table(families: list[str], size: int, repeats: int) -> None:
                     warnings.simplefilter("ignore")
                     run = lambda model=model, x=x, m=method, o=options: explain(model, x, [m], **o)  # noqa: E731
                     heavy = method in HEAVY  # timed once, without a warm-up run
-                    t = timed(run, 1 if heavy else repeats, warm_up=not heavy)
+                    t = median_seconds(run, 1 if heavy else repeats, warm_up=not heavy)
                 cells.append(f"{t / forward_time(model, x, repeats):.1f}×")
             except ValueError as e:
                 cells.append("no: " + str(e).split(";")[0][:60])
@@ -108,7 +97,7 @@ def gradcam_ratio(families: list[str], size: int, batch: int, repeats: int) -> N
         forward_time(model, x, 1)
         for _ in range(repeats):  # in turn, so that both see the same machine
             fwd.append(forward_time(model, x, 1, warm_up=False))
-            cam.append(timed(run, 1, warm_up=False))
+            cam.append(median_seconds(run, 1, warm_up=False))
         f, c = statistics.median(fwd), statistics.median(cam)
         print(f"{name}: forward {f:.3f} s, Grad-CAM {c:.3f} s = {c / f:.2f}× forward ({target_layer(model, x[:1])})")
 

@@ -13,8 +13,8 @@ import torch
 import torchvision
 
 from camlight.modules import Classifier, WeightsUnavailable, weights_of
+from camlight.modules.resolve import resolve
 from camlight.modules.weights import Preprocessing
-from camlight.modules.zoo import resolve
 
 from .conftest import REPO
 

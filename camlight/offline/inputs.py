@@ -21,7 +21,7 @@ from camlight.datamodules import DataError, from_config
 from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
 from camlight.datamodules.transforms import eval_transform
 from camlight.modules import CheckpointError, WeightsUnavailable
-from camlight.modules.zoo import Resolved, resolve
+from camlight.modules.resolve import Resolved, resolve
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Inputs:
 
 def load_model(cfg: DictConfig) -> Resolved:
     """The model of `checkpoint=` (read once and safely, see `camlight.modules.checkpoint`) or of
-    `model=` (see `camlight.modules.zoo.resolve`)."""
+    `model=` (see `camlight.modules.resolve`)."""
     spec = cfg.get("model") or cfg.checkpoint
     if not spec:
         raise ConfigError("checkpoint= or model= is required: a camlight .ckpt, torchvision:<name>, timm:<name> ...")

@@ -1,0 +1,18 @@
+"""Timing helpers the benchmark scripts share (run them from the repository root: `python benchmarks/...`)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def median_seconds(fn, repeats: int, warm_up: bool = False) -> float:
+    """Median wall time of `repeats` calls of `fn` (after one untimed call with `warm_up`)."""
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
