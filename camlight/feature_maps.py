@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-LAYOUTS = ("nchw", "nhwc", "tokens")
 MAX_PREFIX_TOKENS = 8  # class + distillation + register tokens
 
 

@@ -24,7 +24,7 @@ from camlight.explain.blur import gaussian_blur
 from camlight.explain.engine import REGISTRY, check_methods, explain
 from camlight.explain.engine import _method_options as _check_options
 from camlight.explain.locate import Layer, locate
-from camlight.explain.support import supported, target_layer, unsupported
+from camlight.explain.support import drop_unsupported, supported, target_layer, unsupported
 
 METHODS = tuple(REGISTRY)
 
@@ -82,6 +82,7 @@ __all__ = [
     "ScoreCAM",
     "SmoothGrad",
     "check_methods",
+    "drop_unsupported",
     "explain",
     "gaussian_blur",
     "locate",

@@ -242,11 +242,6 @@ class ModelAccess:
 
         return run
 
-    @property
-    def tail_batches(self) -> bool | None:
-        """Whether the layers after the target take a batch larger than the input (None: not tried)."""
-        return self._tail_batches
-
     _tail_batches: bool | None = None
 
     @contextmanager

@@ -68,7 +68,11 @@ def target_layer(model: nn.Module, image: torch.Tensor, layer: str | nn.Module |
 def supported(model: nn.Module, image: torch.Tensor, methods: Sequence[str], layer=None, who: str = "") -> list[str]:
     """The methods of `methods` that `model` supports (see `unsupported`); each other one (CAM on an
     FC head, say) is dropped with one warning saying why."""
-    reasons = unsupported(model, image, methods, layer)
+    return drop_unsupported(methods, unsupported(model, image, methods, layer), who)
+
+
+def drop_unsupported(methods: Sequence[str], reasons: dict[str, str], who: str = "") -> list[str]:
+    """`methods` without those `unsupported` gave a reason for, each dropped with one warning."""
     for method, why in reasons.items():
-        warnings.warn(f"{who}skipping {method}: {why}", stacklevel=2)
+        warnings.warn(f"{who}skipping {method}: {why}", stacklevel=3)
     return [m for m in check_methods(methods) if m not in reasons]

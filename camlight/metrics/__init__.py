@@ -27,7 +27,6 @@ from camlight.metrics.localization import (
 from camlight.metrics.registry import (
     GROUND_TRUTH_METRICS,
     METRICS,
-    PER_IMAGE_METRICS,
     MetricSpec,
     boxes_of,
     check_metrics,
@@ -37,7 +36,6 @@ from camlight.metrics.registry import (
 __all__ = [
     "GROUND_TRUTH_METRICS",
     "METRICS",
-    "PER_IMAGE_METRICS",
     "AverageDrop",
     "BoxAccuracy",
     "DeletionAUC",

@@ -50,7 +50,6 @@ class MetricSpec:
         per_image: (maps, batch, model, targets) → (B,) values, or None for a metric defined only
             over a whole set (MaxBoxAccV2 and PxAP choose thresholds or rank pixels across images).
         ground_truth: whether it needs masks or boxes (a set without them cannot be scored).
-        higher_is_better: the direction of a better map.
     """
 
     name: str
@@ -58,11 +57,10 @@ class MetricSpec:
     update: Callable[[Metric, Maps, Batch, nn.Module, torch.Tensor], None]
     per_image: Callable[[Maps, Batch, nn.Module, torch.Tensor], torch.Tensor] | None
     ground_truth: bool
-    higher_is_better: bool = True
 
 
 def _gt(name, build, update, per_image=None) -> MetricSpec:
-    return MetricSpec(name, build, update, per_image, ground_truth=True, higher_is_better=build(2).higher_is_better)
+    return MetricSpec(name, build, update, per_image, ground_truth=True)
 
 
 def _model(name, build, per_image) -> MetricSpec:
@@ -75,7 +73,6 @@ def _model(name, build, per_image) -> MetricSpec:
         update,
         lambda maps, batch, model, targets: per_image(model, batch["image"], maps, targets),
         ground_truth=False,
-        higher_is_better=build(2).higher_is_better,
     )
 
 
@@ -116,7 +113,6 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 GROUND_TRUTH_METRICS = tuple(name for name, spec in METRICS.items() if spec.ground_truth)
-PER_IMAGE_METRICS = tuple(name for name, spec in METRICS.items() if spec.per_image is not None)
 
 
 def check_metrics(names, who: str = "metric") -> list[str]:

@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from camlight.config import ConfigError
-from camlight.explain import REGISTRY, check_methods, explain, supported, target_layer, unsupported
+from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported
 from camlight.metrics import check_metrics
 from camlight.offline.inputs import Inputs, from_files, from_split, load_model
 from camlight.offline.outputs import Writer
@@ -82,7 +82,7 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
             reasons = unsupported(model, first, methods, layer)
             if len(reasons) == len(methods):
                 raise ConfigError(f"this model supports none of the methods asked for: {'; '.join(reasons.values())}")
-            methods = supported(model, first, methods, layer)
+            methods = drop_unsupported(methods, reasons)
             if any(REGISTRY[m].needs & {"layer", "layer_grad"} for m in methods):
                 layer_used = target_layer(model, first, layer)
         except ValueError as e:  # a layer= that does not fit this model

@@ -7,6 +7,7 @@ raises `ConfigError` before anything is written.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,10 +184,5 @@ def _peek(inputs: Inputs) -> Inputs:
     it = iter(inputs.items)
     first = next(it, None)
     inputs.first = first
-    inputs.items = it if first is None else _chain(first, it)
+    inputs.items = it if first is None else itertools.chain([first], it)
     return inputs
-
-
-def _chain(first: Item, rest: Iterator[Item]) -> Iterator[Item]:
-    yield first
-    yield from rest
