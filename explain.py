@@ -8,6 +8,7 @@
     python explain.py checkpoint=... split=val probe_size=32 methods=[gradcam,cam]
     python explain.py checkpoint=... input=cat.png target=topk k=2 out=cat_explained
     python explain.py visualize-class checkpoint=... class=dog steps=300
+    python explain.py evaluate checkpoint=... split=val methods=[cam,gradcam] protocols=[cam_loc,wsol,pointing]
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
@@ -19,28 +20,39 @@ import sys
 
 USAGE = "python explain.py (checkpoint=PATH | model=SPEC) (input=PATH | split=val|test) [key=value ...]"
 VISUALIZE_USAGE = "python explain.py visualize-class checkpoint=PATH class=NAME [key=value ...]"
+EVALUATE_USAGE = "python explain.py evaluate (checkpoint=PATH | model=SPEC data.name=...) [split=val] [key=value ...]"
 
 
 def main(argv: list[str]) -> int:
     import logging
 
-    from camlight.config import ConfigError, OfflineConfig, VisualizeConfig, help_text, load_config
+    from camlight.config import ConfigError, EvaluateConfig, OfflineConfig, VisualizeConfig, help_text, load_config
 
     if argv and argv[0] == "report":
         return report(argv[1:])
-    visualize = bool(argv) and argv[0] == "visualize-class"
-    if visualize:
-        argv = ["target=" + a[len("class=") :] if a.startswith("class=") else a for a in argv[1:]]
+    command = argv[0] if argv and argv[0] in ("visualize-class", "evaluate") else None
+    if command:
+        argv = argv[1:]
+    if command == "visualize-class":
+        argv = ["target=" + a[len("class=") :] if a.startswith("class=") else a for a in argv]
+    schema, defaults, usage = {
+        None: (OfflineConfig, "explain.yaml", USAGE),
+        "visualize-class": (VisualizeConfig, "visualize.yaml", VISUALIZE_USAGE),
+        "evaluate": (EvaluateConfig, "evaluate.yaml", EVALUATE_USAGE),
+    }[command]
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text(VisualizeConfig, VISUALIZE_USAGE) if visualize else help_text(OfflineConfig, USAGE))
+        print(help_text(schema, usage))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        cfg = load_config(argv, schema=schema, defaults=defaults)
+        if command == "evaluate":
+            from camlight import evaluate
+
+            return evaluate.run(cfg)
         from camlight import offline
 
-        if visualize:
-            return offline.visualize(load_config(argv, schema=VisualizeConfig, defaults="visualize.yaml"))
-        return offline.run(load_config(argv, schema=OfflineConfig, defaults="explain.yaml"))
+        return offline.visualize(cfg) if command else offline.run(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

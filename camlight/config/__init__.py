@@ -11,6 +11,7 @@ from camlight.config.load import CONFIG_DIR, experiments, help_text, load_config
 from camlight.config.schema import (
     Config,
     DataConfig,
+    EvaluateConfig,
     ExplainConfig,
     ModelConfig,
     OfflineConfig,
@@ -26,6 +27,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "EvaluateConfig",
     "ExplainConfig",
     "ModelConfig",
     "OfflineConfig",

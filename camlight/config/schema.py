@@ -24,10 +24,15 @@ def _f(default: Any, help: str, choices: tuple | None = None, minimum: float | N
 class DataConfig:
     name: str = _f(
         "synthetic",
-        "dataset: synthetic (embedded), oxford_pets (Oxford-IIIT Pet), image_folder (root/{train,val}/<class>/)",
-        choices=("synthetic", "oxford_pets", "image_folder"),
+        "dataset: synthetic (embedded), oxford_pets (Oxford-IIIT Pet), image_folder (root/{train,val}/<class>/), "
+        "cub (CUB-200-2011)",
+        choices=("synthetic", "oxford_pets", "image_folder", "cub"),
     )
-    root: str | None = _f(None, "dataset folder (oxford_pets: holds oxford-iiit-pet/; image_folder: holds train/)")
+    root: str | None = _f(
+        None,
+        "dataset folder (oxford_pets: holds oxford-iiit-pet/; image_folder: holds train/; "
+        "cub: holds CUB_200_2011/, or is it)",
+    )
     download: bool = _f(False, "oxford_pets: download with torchvision when missing (needs network)")
     target: str = _f(
         "binary", "oxford_pets: binary (cat vs dog, species column) or breed (37)", choices=("binary", "breed")
@@ -169,6 +174,66 @@ class OfflineConfig:
     out: str = _f("explained", "output folder (created; must not hold an earlier result)")
     batch_size: int = _f(32, "images per batch", minimum=1)
     device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
+class EvaluateTrainerConfig:
+    accelerator: str = _f("cpu", "Lightning accelerator: cpu, gpu, auto, ...")
+    devices: Any = _f(1, "Lightning devices: a count, a list of ids, or auto (every process scores its share)")
+    strategy: str = _f("auto", "Lightning strategy: auto, ddp, ... (ddp: one process per device)")
+    num_nodes: int = _f(1, "nodes (the output folder must be on a file system every node sees)", minimum=1)
+    precision: str = _f("32-true", "Lightning precision of the model's passes")
+    limit_predict_batches: Any = _f(1.0, "batches to score: a fraction (float <= 1.0) or a count (int)")
+    enable_progress_bar: bool = _f(True, "progress bar with images/s")
+
+
+@dataclass
+class EvaluateConfig:
+    """`explain.py evaluate`: a whole split scored in the papers' localization protocols."""
+
+    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (or give model=)")
+    model: str | None = _f(None, "instead of checkpoint: torchvision:<name>[:<weights>], timm:<name>, module:function")
+    weights: str | None = _f(None, "with model=torchvision:/timm:: the weights (default: DEFAULT; none: random)")
+    classes: str | None = _f(None, "a text file with one class name per line (models without class names)")
+    image_size: int | None = _f(None, "input side (overrides the weights')")
+    mean: list | None = _f(None, "input normalisation mean (overrides the weights')")
+    std: list | None = _f(None, "input normalisation std (overrides the weights')")
+    layer: str | None = _f(None, "target layer of the CAM family: a module name or name@call (null: found)")
+    data: dict = _f(
+        {},
+        "the dataset, as train.py's data.* keys (data.name=cub data.root=...); a checkpoint's own data config "
+        "is the default, these keys override it",
+    )
+    split: str = _f("val", "the split to score", choices=("train", "val", "test"))
+    calibrate_on: str | None = _f(
+        None,
+        "a held-out split on which MaxBoxAccV2's thresholds are chosen, then frozen for split= (both reported)",
+        choices=(None, "train", "val", "test"),
+    )
+    methods: list = _f(["cam", "gradcam"], "explanation methods (camlight.explain keys)")
+    protocols: list = _f(
+        ["cam_loc", "wsol", "pointing"],
+        "cam_loc (CAM's top-k / GT-known loc error), wsol (MaxBoxAccV2, PxAP), pointing, causal "
+        "(deletion/insertion AUC), aopc (Samek et al.)",
+    )
+    compat: dict = _f(
+        {"wsol": "paper", "pointing": "paper"},
+        "per protocol: paper, or the reference code's numbers (wsol: wsolevaluation; pointing: torchray)",
+    )
+    cam_threshold: float = _f(0.2, "CAM box threshold (fraction of the map's max; Grad-CAM's paper: 0.15)")
+    topk: list = _f([1, 5], "CAM top-k localization errors (k below the number of classes)")
+    wsol_ious: list = _f([0.3, 0.5, 0.7], "MaxBoxAccV2 IoU thresholds")
+    threshold_step: float = _f(0.01, "MaxBoxAccV2 / PxAP threshold grid step (wsolevaluation training: 0.001)")
+    tolerance: float | None = _f(None, "pointing game tolerance in pixels (null: 15 at 224 px, scaled)")
+    causal_steps: int = _f(32, "deletion/insertion curve steps", minimum=1)
+    aopc_region: int = _f(9, "AOPC region side in pixels", minimum=1)
+    aopc_steps: int = _f(100, "AOPC perturbation steps", minimum=1)
+    center_baseline: bool = _f(True, "score a centred Gaussian map beside the methods")
+    batch_size: int = _f(32, "images per batch (per process)", minimum=1)
+    num_workers: Any = _f(0, "DataLoader worker processes per process (or auto)")
+    out: str = _f("evaluation", "output folder (created; must not hold an earlier result)")
+    trainer: EvaluateTrainerConfig = field(default_factory=EvaluateTrainerConfig)
+    wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
 
 
 @dataclass

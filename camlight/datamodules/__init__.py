@@ -1,6 +1,6 @@
 """Datamodules: every split yields the camlight batch format (see `SyntheticPets`).
 
-`SyntheticPets` is the embedded default; `OxfordPets` and `ImageFolder` load real photos with
+`SyntheticPets` is the embedded default; `OxfordPets`, `ImageFolder` and `CUB` load real photos with
 their boxes and masks through `torchvision.transforms.v2`. All of them offer the same interface
 (`CamlightDataModule`). `from_config` builds any of them from the `data` section of a run config
 (`train.py` and `explain.py split=` both use it).
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from camlight.datamodules.base import PhotoDataModule
+from camlight.datamodules.cub import CUB
 from camlight.datamodules.image_folder import ImageFolder
 from camlight.datamodules.interface import SPLITS, CamlightDataModule, Skipped
 from camlight.datamodules.io import BadFile, DataError
@@ -18,7 +19,7 @@ from camlight.datamodules.oxford_pets import OxfordPets
 from camlight.datamodules.synthetic import SyntheticPets, SyntheticPetsDataset
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_SCALE
 
-DATASETS = ("synthetic", "oxford_pets", "image_folder")
+DATASETS = ("synthetic", "oxford_pets", "image_folder", "cub")
 
 
 def from_config(
@@ -81,10 +82,13 @@ def from_config(
             val_fraction=d["val_fraction"],
             **common,
         )
+    if d["name"] == "cub":
+        return CUB(d["root"], val_fraction=d["val_fraction"], **common)
     raise DataError(f"unknown data.name={d['name']!r}; choose one of {', '.join(DATASETS)}")
 
 
 __all__ = [
+    "CUB",
     "DATASETS",
     "SPLITS",
     "BadFile",

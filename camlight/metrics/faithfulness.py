@@ -109,3 +109,62 @@ def increase_in_confidence(model, images, maps, targets) -> torch.Tensor:
     """Chattopadhyay et al. 2018: (B,) bool, the masked image (O) is more confident than the whole (Y)."""
     y, o = _drop_update(model, images, maps, targets)
     return o > y
+
+
+def _region_ranks(maps: torch.Tensor, region: int) -> torch.Tensor:
+    """(B,1,H,W) rank of each pixel's region (0 = most relevant): the map summed over square
+    `region`² cells of a grid from the top left (partial cells at the edges), ties in row-major order."""
+    b, h, w = maps.shape
+    pad_h, pad_w = -h % region, -w % region
+    padded = torch.nn.functional.pad(maps[:, None].float(), (0, pad_w, 0, pad_h))
+    relevance = torch.nn.functional.avg_pool2d(padded, region).flatten(1)  # (B, cells), ∝ the sum
+    order = torch.sort(relevance, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    gh, gw = (h + pad_h) // region, (w + pad_w) // region
+    cells = rank.view(b, 1, gh, gw).repeat_interleave(region, 2).repeat_interleave(region, 3)
+    return cells[..., :h, :w]
+
+
+def _uniform_noise(images: torch.Tensor, seeds) -> torch.Tensor:
+    """Per image, values drawn uniformly between each channel's minimum and maximum of that image,
+    from a generator seeded by the image's seed (so an image gets the same noise in any batch)."""
+    seeds = range(len(images)) if seeds is None else [int(s) for s in seeds]
+    noise = []
+    for image, seed in zip(images, seeds, strict=True):
+        g = torch.Generator().manual_seed(seed)
+        u = torch.rand(image.shape, generator=g, dtype=torch.float32).to(images.device, images.dtype)
+        low = image.flatten(1).amin(1)[:, None, None]
+        high = image.flatten(1).amax(1)[:, None, None]
+        noise.append(low + u * (high - low))
+    return torch.stack(noise)
+
+
+def aopc(
+    model, images, maps, targets, region: int = 9, steps: int = 100, seeds=None, batch_size: int | None = None
+) -> torch.Tensor:
+    """Samek et al. 2017: (B,) area over the MoRF perturbation curve, (1/(L+1)) Σ_{k=0..L} (f(x⁰) − f(xᵏ)).
+
+    Step k replaces the k most relevant `region`×`region` cells (relevance: the map summed over the
+    cell) with uniform noise (`_uniform_noise`); f is the target's softmax probability; L = `steps`
+    (at most the number of cells). Higher means the map ranks the regions the model needs first.
+
+    Args:
+        seeds: (B,) one seed per image for its noise (default 0..B−1); give dataset indices to make
+            an image's score independent of its batch.
+    """
+    targets = _checked(images, maps, targets)
+    with untouched(model):
+        images = images.detach()
+        rank = _region_ranks(maps, region)
+        cells = int(rank.amax()) + 1
+        counts = list(range(min(steps, cells) + 1))
+        noise = _uniform_noise(images, seeds)
+        b = len(images)
+        per_pass = max(1, (batch_size or b) // b)
+        probs = []
+        for first in range(0, len(counts), per_pass):
+            frames = torch.cat([torch.where(rank < n, noise, images) for n in counts[first : first + per_pass]])
+            probs.append(_probabilities(model, frames, targets, len(frames)))
+        curve = torch.cat(probs).view(len(counts), b)
+    return (curve[0:1] - curve).mean(0)

@@ -139,3 +139,22 @@ def run_report(group_dir: Path) -> str:
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"{_summary_table(summary)}{''.join(sections)}<script>{SLIDER_SCRIPT}</script></body></html>"
     )
+
+
+def tables_report(title: str, sections: list[tuple[str, list[str], list[list]]], subtitle: str = "") -> str:
+    """An HTML page of tables: each section (heading, header, rows of cells); numbers as given."""
+    parts = []
+    for heading, header, rows in sections:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+        parts.append(
+            f'<section class="table"><h2>{html.escape(heading)}</h2>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
+        )
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        + (f'<p class="meta">{html.escape(subtitle)}</p>' if subtitle else "")
+        + "".join(parts)
+        + "</body></html>"
+    )

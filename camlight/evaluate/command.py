@@ -1,0 +1,239 @@
+"""`explain.py evaluate`: load the model and the split, run the protocols through `Trainer.predict`
+(with a calibration pass first when `calibrate_on=` is set), and write the results on rank 0."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import field, make_dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader, Dataset
+
+from camlight.config import ConfigError, DataConfig, num_workers, validate
+from camlight.datamodules import DataError, Skipped, from_config
+from camlight.evaluate.loop import Evaluation, ImagesPerSecond, Rows, merge_rows
+from camlight.evaluate.outputs import write_results
+from camlight.explain import REGISTRY, check_methods, drop_unsupported, target_layer, unsupported
+from camlight.metrics.protocols import Options, Protocols, check_protocols
+from camlight.offline.inputs import load_model
+
+log = logging.getLogger(__name__)
+
+
+def options(cfg) -> Options:
+    """The protocols' `Options` from an evaluate config."""
+    return Options(
+        cam_threshold=float(cfg.cam_threshold),
+        topk=tuple(int(k) for k in cfg.topk),
+        wsol_ious=tuple(float(d) for d in cfg.wsol_ious),
+        threshold_step=float(cfg.threshold_step),
+        tolerance=cfg.tolerance,
+        causal_steps=int(cfg.causal_steps),
+        aopc_region=int(cfg.aopc_region),
+        aopc_steps=int(cfg.aopc_steps),
+        compat=dict(cfg.compat),
+    )
+
+
+def data_config(cfg, run_config, image_size: int):
+    """The data section: train.py's defaults ← the checkpoint's own ← `data.*` of the command line."""
+    sources = [OmegaConf.structured(DataConfig)]
+    if run_config and "data" in run_config:
+        sources.append(OmegaConf.create(dict(run_config["data"])))
+    elif not cfg.data.get("name"):
+        raise ConfigError("this model carries no data config: give data.name= (and data.root=) to evaluate on")
+    sources.append(OmegaConf.create(OmegaConf.to_container(cfg.data)))
+    try:
+        data = OmegaConf.merge(*sources)
+    except Exception as e:  # an unknown data.* key
+        keys = ", ".join(f.name for f in DataConfig.__dataclass_fields__.values())
+        raise ConfigError(f"{str(e).splitlines()[0]}; data keys: {keys}") from None
+    data.image_size, data.batch_size, data.cache = image_size, int(cfg.batch_size), False
+    data.num_workers = cfg.num_workers
+    validate(OmegaConf.create({"data": data}), _DataOnly)
+    return data
+
+
+# A schema holding only `data`, to check its choices and bounds with `validate`.
+_DataOnly = make_dataclass("DataOnly", [("data", DataConfig, field(default_factory=DataConfig))])
+
+
+class Indexed(Dataset):
+    """A split's dataset whose samples carry their `index` (photos do; drawn data gets it here)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        if not isinstance(item, Skipped) and "index" not in item:
+            item["index"] = torch.tensor(i)
+        return item
+
+
+def image_namer(dataset, split: str):
+    """index → the image's name in per_image.csv: its file path under the data root, or split_NNNNN."""
+    records = getattr(dataset, "records", None)
+    if records is None:
+        return lambda i: f"{split}_{i:05d}"
+    root = getattr(dataset, "root", None)
+
+    def name(i: int) -> str:
+        path = Path(records[i].path)
+        try:
+            return str(path.relative_to(root)) if root else str(path)
+        except ValueError:
+            return str(path)
+
+    return name
+
+
+def run(cfg, progress: bool = True) -> int:
+    """Evaluate, write `cfg.out` (on rank 0), return the exit code (0; 3 when files were skipped).
+
+    Raises:
+        ConfigError: a usage mistake, before anything is written.
+    """
+    try:
+        methods = check_methods(list(cfg.methods))
+        protocols = check_protocols(list(cfg.protocols), dict(cfg.compat))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.calibrate_on and "wsol" not in protocols:
+        raise ConfigError("calibrate_on= chooses MaxBoxAccV2's thresholds: add wsol to protocols=")
+    if cfg.calibrate_on == cfg.split:
+        raise ConfigError(f"calibrate_on={cfg.calibrate_on} is the split being scored; choose a held-out split")
+    out = Path(cfg.out)
+    rank0 = rank_zero_only.rank == 0
+    if rank0 and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
+    loaded = load_model(cfg)
+    model, names, pre = loaded.model, loaded.class_names, loaded.preprocessing
+    data = data_config(cfg, loaded.config, pre.image_size)
+    try:
+        dm = from_config(
+            data,
+            pre.mean,
+            pre.std,
+            num_workers=num_workers(data.num_workers),
+            resize=pre.resize,
+            interpolation=pre.interpolation,
+        )
+        dm.setup()
+    except (DataError, ValueError) as e:
+        raise ConfigError(f"cannot load the data: {e}") from None
+    if len(dm.class_names) != len(names):
+        raise ConfigError(
+            f"the data has {len(dm.class_names)} classes and the model {len(names)}; evaluate on the model's own classes"
+        )
+    for split in filter(None, (cfg.split, cfg.calibrate_on)):
+        if dm.split_size(split) == 0:
+            raise ConfigError(f"the {split} split of {dm.describe()} is empty")
+    methods, layer = _supported(model, dm, cfg.split, methods, cfg.get("layer"))
+    opts = options(cfg)
+    trainer = _trainer(cfg, progress)
+    calibrated, calibration = None, None
+    if cfg.calibrate_on:
+        calib = Evaluation(
+            model, methods, Protocols(["wsol"], methods, len(names), opts, center=cfg.center_baseline), layer
+        )
+        trainer.predict(calib, _loader(dm, cfg.calibrate_on, cfg), return_predictions=False)
+        calibrated, calibration = calib.results["thresholds"], calib.results["scores"]
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+    rank = trainer.global_rank
+    rows = Rows(out / f"per_image.rank{rank}.csv", names, image_namer(dm.dataset(cfg.split), cfg.split))
+    scoring = Protocols(protocols, methods, len(names), opts, center=cfg.center_baseline)
+    evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated)
+    trainer.predict(evaluation, _loader(dm, cfg.split, cfg), return_predictions=False)
+    if not trainer.is_global_zero:
+        return 0
+    merge_rows(sorted(out.glob("per_image.rank*.csv")), out / "per_image.csv")
+    skipped = sorted(set(evaluation.skipped) | set(dm.bad_files().items()))
+    about = {
+        "model": loaded.name,
+        "checkpoint": cfg.checkpoint,
+        "data": dm.describe(),
+        "split": cfg.split,
+        "images": evaluation.images,
+        "skipped": len(skipped),
+        "methods": methods,
+        "protocols": protocols,
+        "target_layer": layer,
+        "calibrate_on": cfg.calibrate_on,
+        "calibrated_thresholds": calibrated,
+        "calibration_scores": calibration,
+        "world_size": trainer.world_size,
+    }
+    write_results(out, cfg, evaluation.results, names, about, skipped)
+    return 3 if skipped else 0
+
+
+def _supported(model, dm, split, methods, layer):
+    """Methods this model supports (the others dropped with a warning) and the target layer used."""
+    first = next((s for _, s in dm.samples(split)), None)
+    if first is None:
+        raise ConfigError(f"no usable image in the {split} split")
+    x = first["image"][None]
+    try:
+        reasons = unsupported(model, x, methods, layer)
+        if len(reasons) == len(methods):
+            raise ConfigError(f"this model supports none of the methods asked for: {'; '.join(reasons.values())}")
+        methods = drop_unsupported(methods, reasons)
+        needs_layer = any(REGISTRY[m].needs & {"layer", "layer_grad"} for m in methods)
+        used = target_layer(model, x, layer) if needs_layer else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if used:
+        log.info("target layer: %s", used)
+    return methods, layer
+
+
+def _loader(dm, split: str, cfg) -> DataLoader:
+    workers = num_workers(cfg.num_workers)
+    return DataLoader(
+        Indexed(dm.dataset(split)),
+        batch_size=int(cfg.batch_size),
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=False,
+        collate_fn=dm.collate_fn,
+    )
+
+
+def _quiet() -> None:
+    """Lightning's notices that say nothing to someone evaluating (a predict loop returning None
+    is what this loop does; accelerator lines and tips)."""
+    warnings.filterwarnings("ignore", message=".*predict returned None.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _trainer(cfg, progress: bool) -> pl.Trainer:
+    _quiet()
+    t = cfg.trainer
+    bar = [ImagesPerSecond()] if progress and t.enable_progress_bar else []
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        limit_predict_batches=t.limit_predict_batches,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bool(bar),
+        callbacks=bar,
+        inference_mode=False,
+        use_distributed_sampler=True,
+    )

@@ -1,0 +1,527 @@
+"""The papers' localization protocols over a whole split, as torchmetrics `Metric`s that reduce
+across DDP ranks: CAM's localization error, the WSOL benchmark's MaxBoxAccV2 and PxAP, the
+pointing game, the causal deletion/insertion AUC and AOPC.
+
+Each protocol follows its paper by default (`compat="paper"`); where the reference code that
+produced the published tables differs, a named switch reproduces that code's numbers exactly:
+
+- `wsol`, `compat="wsolevaluation"` (Choe et al.'s `evaluation.py`): maps quantised to uint8 and
+  thresholded strictly (`q > int(τ · max q)`); a box for every contour `cv2.findContours(...,
+  RETR_TREE)` returns — the holes of components too — from `cv2.boundingRect`, one pixel wider
+  than the component and clipped to W − 1, scored with inclusive (+1) IoU; a map without
+  foreground counts the box [0, 0, 0, 0].
+- `pointing`, `compat="torchray"` (TorchRay's `PointingGame`): the mean per class is taken over
+  *every* class, unseen ones counting 0, and the centre baseline points at (W/2, H/2).
+
+Ground truth is the camlight batch format: maps (B,H,W) of the labelled class, boxes (B,4) or
+(B,K,4) xyxy end-exclusive, masks (B,H,W). Images without a box (or mask) are left out of the
+box (mask) scores in every mode; PxAP counts every pixel of every image.
+
+Example::
+
+    protocols = Protocols(["cam_loc", "wsol", "pointing"], ["gradcam"], num_classes=200)
+    protocols.update("gradcam", maps, batch, logits)    # per batch, per method
+    protocols.compute()    # {"gradcam": {"top1_loc_err": 0.46, ...}, "center_baseline": {...}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from camlight.metrics import faithfulness as _f
+from camlight.metrics import localization as _l
+from camlight.metrics._components import reference_best_ious
+from camlight.metrics.classes import _has_box, _has_mask
+
+PROTOCOLS = ("cam_loc", "wsol", "pointing", "causal", "aopc")
+# The protocols that score against boxes or masks (and the centre baseline with them).
+GROUND_TRUTH_PROTOCOLS = ("cam_loc", "wsol", "pointing")
+COMPAT = {"wsol": ("paper", "wsolevaluation"), "pointing": ("paper", "torchray")}
+CENTER = "center_baseline"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the protocols score (the papers' values by default).
+
+    Attributes:
+        cam_threshold: CAM's box threshold τ · max (0.2; the Grad-CAM paper uses 0.15).
+        iou: CAM's IoU for a correct box (0.5).
+        topk: CAM's top-k localization errors (k below the number of classes are reported).
+        wsol_ious: MaxBoxAccV2's IoU thresholds δ.
+        threshold_step: the grid of map thresholds of MaxBoxAccV2 and PxAP, 0 to 1 (0.01 as in
+            wsolevaluation's command line; its training scripts use 0.001).
+        tolerance: the pointing game's tolerance in pixels (None: 15 · H / 224).
+        causal_steps: deletion/insertion curve steps.
+        aopc_region: AOPC's square region side in pixels (9 in Samek et al.).
+        aopc_steps: AOPC's perturbation steps L (100 in Samek et al.).
+        compat: protocol → "paper" or its reference code's name (see `COMPAT`).
+    """
+
+    cam_threshold: float = 0.2
+    iou: float = 0.5
+    topk: tuple[int, ...] = (1, 5)
+    wsol_ious: tuple[float, ...] = (0.3, 0.5, 0.7)
+    threshold_step: float = 0.01
+    tolerance: float | None = None
+    causal_steps: int = 32
+    aopc_region: int = 9
+    aopc_steps: int = 100
+    compat: dict = field(default_factory=dict)
+
+    def mode(self, protocol: str) -> str:
+        return self.compat.get(protocol, "paper")
+
+
+def check_protocols(names, compat: dict | None = None) -> list[str]:
+    """`names` without repeats; ValueError naming the valid choices for an unknown protocol or mode."""
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol {', '.join(map(repr, unknown))}; choose from {', '.join(PROTOCOLS)}")
+    for protocol, mode in (compat or {}).items():
+        if protocol not in COMPAT:
+            raise ValueError(f"compat.{protocol}: only {', '.join(COMPAT)} have a reference mode")
+        if mode not in COMPAT[protocol]:
+            raise ValueError(f"compat.{protocol}={mode!r}; choose from {', '.join(COMPAT[protocol])}")
+    return list(dict.fromkeys(names))
+
+
+def threshold_grid(step: float) -> tuple[float, ...]:
+    """0, step, 2·step, ... below 1: the values `np.arange(0, 1, step)` gives, as wsolevaluation builds them."""
+    return tuple(i * step for i in range(math.ceil(1.0 / step)))
+
+
+def center_map(height: int, width: int, device=None) -> torch.Tensor:
+    """(H,W) the centre baseline: a Gaussian centred on the image, σ a quarter of each side, max 1."""
+    ys = (torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2) / (height / 4)
+    xs = (torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2) / (width / 4)
+    return torch.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2))
+
+
+def label_ranks(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) 0-based rank of each label among its image's logits (0: the top-1 prediction); ties
+    rank the label first."""
+    own = logits.gather(1, labels[:, None].long())
+    return (logits > own).sum(1)
+
+
+# -- CAM: localization error -----------------------------------------------------------------
+
+
+def cam_boxes(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """(B,4) Zhou et al.'s box of each map: the largest 8-connected component above τ · max."""
+    return _l._largest_component_boxes(maps, threshold)
+
+
+class CamLocalization(Metric):
+    """Zhou et al. 2016: top-k and GT-known localization error, per class and overall.
+
+    An image is localized when the box of its labelled class's map (largest component above
+    τ · max) has IoU ≥ `iou` with *any* ground-truth box of that class; top-k localization also
+    needs the label among the k highest logits (ILSVRC's rule: a guess counts when both its class
+    and its box are right, and only the labelled class's guess can be). `compute()` gives errors
+    (1 − accuracy) and the classification errors beside them.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, num_classes: int, threshold: float = 0.2, iou: float = 0.5, topk=(1, 5), **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.threshold, self.iou = num_classes, threshold, iou
+        self.topk = tuple(k for k in topk if k == 1 or k < num_classes)
+        rows = 1 + 2 * len(self.topk)  # gt-known, then top-k localized, then top-k classified
+        self.add_state("correct", torch.zeros(rows, num_classes, dtype=torch.float32), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(num_classes, dtype=torch.float32), dist_reduce_fx="sum")
+
+    @staticmethod
+    def per_image(maps, boxes, ranks, threshold: float = 0.2, iou: float = 0.5, topk=(1, 5)) -> dict:
+        """{"iou": (B,), "gt_known": (B,) bool, "top<k>_loc": (B,) bool} for each image."""
+        predicted = cam_boxes(maps, threshold)
+        best = _l._best_iou(predicted, _l.box_sets(boxes).to(predicted))
+        known = best >= iou
+        out = {"iou": best, "gt_known": known}
+        for k in topk:
+            out[f"top{k}_loc"] = known & (ranks.to(known.device) < k)
+        return out
+
+    def update(self, maps, boxes, labels, ranks, scores: dict | None = None) -> None:
+        """Accumulate a batch; `scores` are its `per_image` values when already computed."""
+        if scores is None:
+            scores = self.per_image(maps, boxes, ranks, self.threshold, self.iou, self.topk)
+        valid = _has_box(boxes)
+        labels, ranks = labels.long()[valid], ranks[valid]
+        rows = [scores["gt_known"][valid]]
+        rows += [scores[f"top{k}_loc"][valid] for k in self.topk]
+        rows += [ranks < k for k in self.topk]
+        for r, hit in enumerate(rows):
+            self.correct[r].index_add_(0, labels, hit.float())
+        self.count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+
+    def _errors(self, correct: torch.Tensor, count: torch.Tensor) -> dict[str, float]:
+        if count <= 0:
+            return {}
+        acc = (correct / count).tolist()
+        k = len(self.topk)
+        out = {"gt_known_loc_err": 1 - acc[0]}
+        out.update({f"top{t}_loc_err": 1 - a for t, a in zip(self.topk, acc[1 : 1 + k], strict=True)})
+        out.update({f"top{t}_cls_err": 1 - a for t, a in zip(self.topk, acc[1 + k :], strict=True)})
+        return out
+
+    def values(self) -> dict[str, float]:
+        """The errors from the current states (`compute()` without torchmetrics' sync and cache)."""
+        return self._errors(self.correct.sum(1), self.count.sum())
+
+    def compute(self) -> dict[str, float]:
+        return self.values()
+
+    def per_class(self) -> list[dict[str, float]]:
+        """One dict of errors per class (empty for classes without an image)."""
+        return [
+            {"images": float(self.count[c]), **self._errors(self.correct[:, c], self.count[c])}
+            if self.count[c] > 0
+            else {}
+            for c in range(self.num_classes)
+        ]
+
+
+# -- WSOL: MaxBoxAccV2 and PxAP --------------------------------------------------------------
+
+
+def _reference_hits(maps: torch.Tensor, boxes: torch.Tensor, thresholds, ious) -> torch.Tensor:
+    """(T,D) hit counts as wsolevaluation's `BoxEvaluator.accumulate` counts them (module docstring)."""
+    quantised = (maps.detach().float().cpu() * 255).to(torch.uint8)  # its (map · 255).astype(uint8)
+    hits = torch.zeros(len(thresholds), len(ious), dtype=torch.float64)
+    limits = torch.tensor(ious, dtype=torch.float64)
+    for q, gt in zip(quantised, _l.box_sets(boxes).detach().cpu(), strict=True):
+        gt = gt[(gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])].long()
+        best = torch.from_numpy(reference_best_ious(q.numpy(), gt.numpy(), thresholds))
+        hits += best[:, None] >= limits[None, :]
+    return hits.float().to(maps.device)
+
+
+class WsolBoxes(Metric):
+    """Choe et al. 2020: MaxBoxAccV2 — box accuracy at every threshold τ of the grid and IoU δ,
+    the best τ per δ, averaged over δ — and box accuracy at thresholds frozen beforehand
+    (`calibrated`, chosen on a held-out split with `best_thresholds()`).
+
+    Args:
+        thresholds: the τ grid (`threshold_grid(0.01)`).
+        ious: the δ values.
+        compat: "paper" (camlight's components, exact boxes) or "wsolevaluation".
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, thresholds=None, ious=(0.3, 0.5, 0.7), compat: str = "paper", **kwargs):
+        super().__init__(**kwargs)
+        self.thresholds = tuple(thresholds or threshold_grid(0.01))
+        self.ious, self.compat = tuple(ious), compat
+        self.add_state("hits", torch.zeros(len(self.thresholds), len(self.ious)), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, maps: torch.Tensor, boxes: torch.Tensor) -> None:
+        valid = _has_box(boxes)
+        maps, boxes = maps[valid], boxes[valid]
+        if self.compat == "wsolevaluation":
+            self.hits += _reference_hits(maps, boxes, self.thresholds, self.ious)
+        else:
+            self.hits += _l._max_box_acc_update(maps, boxes, self.thresholds, self.ious).float()
+        self.count += valid.sum()
+
+    def curves(self) -> torch.Tensor:
+        """(T,D) accuracy at each threshold and IoU."""
+        return self.hits / self.count.clamp(min=1)
+
+    def best_thresholds(self) -> list[float]:
+        """The τ of the best accuracy for each δ (the first of equals): what a calibration split freezes."""
+        return [self.thresholds[int(i)] for i in self.curves().argmax(0)]
+
+    def compute(self) -> dict[str, float]:
+        return self.values()
+
+    def values(self, calibrated: list[float] | None = None) -> dict[str, float]:
+        """MaxBoxAccV2 and, per δ, its value and threshold; with `calibrated` (a τ per δ) also the
+        accuracy at those frozen thresholds."""
+        if self.count <= 0:
+            return {}
+        acc = self.curves()
+        best = acc.amax(0)
+        out = {"max_box_acc_v2": float(best.mean())}
+        for d, value, tau in zip(self.ious, best.tolist(), self.best_thresholds(), strict=True):
+            out[f"max_box_acc@{round(d * 100)}"] = value
+            out[f"best_threshold@{round(d * 100)}"] = tau
+        if calibrated is not None:
+            rows = [min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - t)) for t in calibrated]
+            frozen = acc[rows, torch.arange(len(self.ious))]
+            out["box_acc_v2_calibrated"] = float(frozen.mean())
+            for d, value in zip(self.ious, frozen.tolist(), strict=True):
+                out[f"box_acc_calibrated@{round(d * 100)}"] = value
+        return out
+
+
+class Pxap(Metric):
+    """Choe et al. 2020: pixel average precision over the threshold grid, histograms summed over
+    images and ranks. Bins are the grid's intervals compared in float64 (value ≥ edge), as
+    `np.histogram` does in wsolevaluation's `MaskEvaluator`, with 1.0 in a bin of its own."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, thresholds=None, **kwargs):
+        super().__init__(**kwargs)
+        grid = tuple(thresholds or threshold_grid(0.01))
+        self.register_buffer("edges", torch.tensor((*grid, 1.0), dtype=torch.float64), persistent=False)
+        self.add_state("pos", torch.zeros(len(grid) + 1), dist_reduce_fx="sum")
+        self.add_state("neg", torch.zeros(len(grid) + 1), dist_reduce_fx="sum")
+
+    def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
+        index = torch.bucketize(maps.detach().double().clamp(0, 1), self.edges.to(maps.device), right=True) - 1
+        gt = masks.bool()
+        keep = torch.ones_like(gt) if ignore is None else ~ignore.bool()
+        self.pos += torch.bincount(index[gt & keep], minlength=len(self.edges)).float()
+        self.neg += torch.bincount(index[~gt & keep], minlength=len(self.edges)).float()
+
+    def values(self) -> dict[str, float]:
+        return {"pxap": _l._pxap_compute(self.pos, self.neg)}
+
+    def compute(self) -> dict[str, float]:
+        return self.values()
+
+
+# -- pointing game ---------------------------------------------------------------------------
+
+
+def _hits_at(points: torch.Tensor, masks: torch.Tensor, tolerance: float | None) -> torch.Tensor:
+    """(B,) whether a mask pixel lies strictly within `tolerance` of each (row, col) point (B,2)."""
+    tol = _l.default_tolerance(masks.shape[-2]) if tolerance is None else float(tolerance)
+    ys = torch.arange(masks.shape[-2], device=masks.device, dtype=torch.float32)[None, :, None]
+    xs = torch.arange(masks.shape[-1], device=masks.device, dtype=torch.float32)[None, None, :]
+    p = points.to(masks.device, torch.float32)
+    dist2 = (ys - p[:, 0, None, None]) ** 2 + (xs - p[:, 1, None, None]) ** 2
+    return (masks.bool() & (dist2 < tol * tol)).flatten(1).any(1)
+
+
+def map_points(maps: torch.Tensor) -> torch.Tensor:
+    """(B,2) (row, col) of each map's maximum, the first in row-major order."""
+    rows, cols = _l._argmax_points(maps)
+    return torch.stack([rows, cols], 1)
+
+
+def center_points(n: int, height: int, width: int, compat: str = "paper") -> torch.Tensor:
+    """(n,2) the centre baseline's point: the centre map's maximum, or TorchRay's (H/2, W/2)."""
+    if compat == "torchray":
+        return torch.tensor([[height / 2, width / 2]]).expand(n, 2)
+    return map_points(center_map(height, width)[None]).expand(n, 2)
+
+
+class Pointing(Metric):
+    """The pointing game (Zhang et al. 2016) per class: `accuracy` (all hits / all images) and
+    `mean_class_accuracy` (over the classes seen; with compat="torchray" over every class, as
+    TorchRay's `PointingGame.accuracy`)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_classes: int, tolerance: float | None = None, compat: str = "paper", **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.tolerance, self.compat = num_classes, tolerance, compat
+        self.add_state("hits", torch.zeros(num_classes), dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(num_classes), dist_reduce_fx="sum")
+
+    def update(self, points: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, hits=None) -> None:
+        """Accumulate a batch of points (B,2) (row, col); `hits` (B,) when already computed."""
+        if hits is None:
+            hits = _hits_at(points, masks, self.tolerance)
+        valid = _has_mask(masks)
+        labels = labels.long()[valid]
+        self.hits.index_add_(0, labels, hits[valid].float())
+        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+
+    def compute(self) -> dict[str, float]:
+        return self.values()
+
+    def values(self) -> dict[str, float]:
+        seen = self.counts > 0
+        if not seen.any():
+            return {}
+        per_class = self.hits / self.counts.clamp(min=1)
+        mean = per_class.mean() if self.compat == "torchray" else per_class[seen].mean()
+        return {"pointing": float(self.hits.sum() / self.counts.sum()), "pointing_class_mean": float(mean)}
+
+    def per_class(self) -> list[dict[str, float]]:
+        return [
+            {"images": float(self.counts[c]), "pointing": float(self.hits[c] / self.counts[c])}
+            if self.counts[c] > 0
+            else {}
+            for c in range(self.num_classes)
+        ]
+
+
+# -- every protocol for every method ---------------------------------------------------------
+
+
+class _Mean(Metric):
+    """Mean of per-image values of one named score."""
+
+    full_state_update = False
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.name = name
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        self.total += values.float().sum()
+        self.count += values.numel()
+
+    def compute(self) -> dict[str, float]:
+        return self.values()
+
+    def values(self) -> dict[str, float]:
+        return {self.name: float(self.total / self.count)} if self.count > 0 else {}
+
+
+class Protocols(nn.Module):
+    """Every protocol's `Metric` for every method (and the centre baseline for the ground-truth
+    protocols), kept as submodules so they move with a LightningModule and reduce across ranks.
+
+    Args:
+        protocols: names from `PROTOCOLS`.
+        methods: the methods whose maps will be scored.
+        num_classes: classes of the labels.
+        options: `Options`.
+        center: also score the centre baseline (a map that ignores the image).
+    """
+
+    def __init__(self, protocols, methods, num_classes: int, options: Options | None = None, center: bool = True):
+        super().__init__()
+        self.options = options or Options()
+        self.protocols = check_protocols(protocols, self.options.compat)
+        self.num_classes = num_classes
+        self.center = center and any(p in GROUND_TRUTH_PROTOCOLS for p in self.protocols)
+        names = list(methods) + ([CENTER] if self.center else [])
+        self.metrics = nn.ModuleDict({method: self._build(method) for method in names})
+
+    def _build(self, method: str) -> nn.ModuleDict:
+        o, grid = self.options, threshold_grid(self.options.threshold_step)
+        m = nn.ModuleDict()
+        for p in self.protocols:
+            if method == CENTER and p not in GROUND_TRUTH_PROTOCOLS:
+                continue
+            if p == "cam_loc":
+                m[p] = CamLocalization(self.num_classes, o.cam_threshold, o.iou, o.topk)
+            elif p == "wsol":
+                m[p] = WsolBoxes(grid, o.wsol_ious, o.mode("wsol"))
+                m["pxap"] = Pxap(grid)
+            elif p == "pointing":
+                m[p] = Pointing(self.num_classes, o.tolerance, o.mode("pointing"))
+            elif p == "causal":
+                m["deletion"], m["insertion"] = _Mean("deletion_auc"), _Mean("insertion_auc")
+            elif p == "aopc":
+                m[p] = _Mean("aopc")
+        return m
+
+    def update(
+        self, method: str, maps: torch.Tensor, batch: dict, logits: torch.Tensor, model=None, seeds=None
+    ) -> dict[str, torch.Tensor]:
+        """Score one batch of `method`'s maps (B,H,W) of the labelled class; returns the per-image
+        values {name: (B,)} (NaN where an image has no ground truth for it)."""
+        m, o = self.metrics[method], self.options
+        labels = batch["label"]
+        boxes, masks = batch.get("boxes", batch.get("box")), batch.get("mask")
+        out: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            if "cam_loc" in m and boxes is not None:
+                ranks = label_ranks(logits, labels)
+                scores = CamLocalization.per_image(maps, boxes, ranks, o.cam_threshold, o.iou, m["cam_loc"].topk)
+                m["cam_loc"].update(maps, boxes, labels, ranks, scores)
+                has = _has_box(boxes)
+                out.update({k: _blank(v.float(), has) for k, v in scores.items()})
+            if "wsol" in m and boxes is not None:
+                m["wsol"].update(maps, boxes)
+            if "pxap" in m and masks is not None:
+                m["pxap"].update(maps, masks, batch.get("ignore"))
+            if "pointing" in m and masks is not None:
+                points = (
+                    center_points(len(maps), *maps.shape[-2:], o.mode("pointing"))
+                    if method == CENTER
+                    else map_points(maps)
+                )
+                hits = _hits_at(points, masks, o.tolerance)
+                m["pointing"].update(points, masks, labels, hits)
+                out["pointing"] = _blank(hits.float(), _has_mask(masks))
+        if "deletion" in m:
+            targets = labels.to(maps.device)
+            out["deletion_auc"] = _f.deletion_auc(model, batch["image"], maps, targets, o.causal_steps)
+            out["insertion_auc"] = _f.insertion_auc(model, batch["image"], maps, targets, o.causal_steps)
+            m["deletion"].update(out["deletion_auc"])
+            m["insertion"].update(out["insertion_auc"])
+        if "aopc" in m:
+            out["aopc"] = _f.aopc(model, batch["image"], maps, labels, o.aopc_region, o.aopc_steps, seeds=seeds)
+            m["aopc"].update(out["aopc"])
+        return out
+
+    def update_center(self, batch: dict, logits: torch.Tensor) -> None:
+        """Score the centre baseline on this batch (no model pass)."""
+        if self.center:
+            image = batch["image"]
+            maps = center_map(*image.shape[-2:], device=image.device).expand(len(image), *image.shape[-2:])
+            self.update(CENTER, maps, batch, logits)
+
+    def methods(self) -> list[str]:
+        return list(self.metrics)
+
+    def compute(self, calibrated: dict[str, list[float]] | None = None) -> dict[str, dict[str, float]]:
+        """{method: {score: value}}; `calibrated` ({method: thresholds per δ}) adds the frozen-threshold
+        box accuracy. Under DDP every rank must call it (the states are reduced across ranks)."""
+        return self.results(calibrated)["scores"]
+
+    def results(self, calibrated: dict[str, list[float]] | None = None) -> dict:
+        """{"scores": {method: {score: value}}, "per_class": {method: [...]}, "thresholds": {method:
+        [τ per δ]}} from states reduced across ranks once (every rank must call it)."""
+        with contextlib.ExitStack() as stack:
+            for m in self.metrics.values():
+                for metric in m.values():
+                    stack.enter_context(metric.sync_context())
+            scores = {}
+            for method, m in self.metrics.items():
+                scores[method] = {}
+                for name, metric in m.items():
+                    extra = {"calibrated": (calibrated or {}).get(method)} if name == "wsol" else {}
+                    scores[method].update(metric.values(**extra))
+            return {"scores": scores, "per_class": self.per_class(), "thresholds": self.best_thresholds()}
+
+    def best_thresholds(self) -> dict[str, list[float]]:
+        """{method: MaxBoxAccV2's best τ per δ} (after a calibration split)."""
+        return {method: m["wsol"].best_thresholds() for method, m in self.metrics.items() if "wsol" in m}
+
+    def per_class(self) -> dict[str, list[dict[str, float]]]:
+        """{method: [per-class scores]} of the protocols kept per class (CAM's and the pointing game's)."""
+        out = {}
+        for method, m in self.metrics.items():
+            rows = [{} for _ in range(self.num_classes)]
+            for name in ("cam_loc", "pointing"):
+                if name in m:
+                    for row, scores in zip(rows, m[name].per_class(), strict=True):
+                        row.update(scores)
+            out[method] = rows
+        return out
+
+    def reset(self) -> None:
+        for m in self.metrics.values():
+            for metric in m.values():
+                metric.reset()
+
+
+def _blank(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return torch.where(valid.to(values.device), values, torch.full_like(values, float("nan")))
