@@ -154,27 +154,38 @@ def run(cfg, progress: bool = True) -> int:
     scoring = Protocols(protocols, methods, len(names), opts, center=cfg.center_baseline)
     evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated)
     trainer.predict(evaluation, _loader(dm, cfg.split, cfg), return_predictions=False)
-    if not trainer.is_global_zero:
-        return 0
-    merge_rows(sorted(out.glob("per_image.rank*.csv")), out / "per_image.csv")
-    skipped = sorted(set(evaluation.skipped) | set(dm.bad_files().items()))
-    about = {
-        "model": loaded.name,
-        "checkpoint": cfg.checkpoint,
-        "data": dm.describe(),
-        "split": cfg.split,
-        "images": evaluation.images,
-        "skipped": len(skipped),
-        "methods": methods,
-        "protocols": protocols,
-        "target_layer": layer,
-        "calibrate_on": cfg.calibrate_on,
-        "calibrated_thresholds": calibrated,
-        "calibration_scores": calibration,
-        "world_size": trainer.world_size,
-    }
-    write_results(out, cfg, evaluation.results, names, about, skipped)
-    return 3 if skipped else 0
+    try:
+        if not trainer.is_global_zero:
+            return 0
+        merge_rows(sorted(out.glob("per_image.rank*.csv")), out / "per_image.csv")
+        skipped = sorted(set(evaluation.skipped) | set(dm.bad_files().items()))
+        about = {
+            "model": loaded.name,
+            "checkpoint": cfg.checkpoint,
+            "data": dm.describe(),
+            "split": cfg.split,
+            "images": evaluation.images,
+            "skipped": len(skipped),
+            "methods": methods,
+            "protocols": protocols,
+            "target_layer": layer,
+            "calibrate_on": cfg.calibrate_on,
+            "calibrated_thresholds": calibrated,
+            "calibration_scores": calibration,
+            "world_size": trainer.world_size,
+        }
+        write_results(out, cfg, evaluation.results, names, about, skipped)
+        return 3 if skipped else 0
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under DDP: wait until rank 0 has written, then close the process group (a gloo group left
+    open aborts the interpreter at exit)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _supported(model, dm, split, methods, layer):

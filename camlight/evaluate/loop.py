@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import nn
 from torchmetrics.aggregation import SumMetric
 
-from camlight.explain import explain
+from camlight.explain import explain, untouched
 from camlight.metrics.protocols import Protocols
 
 ROW_FIELDS = ("index", "image", "label", "predicted", "label_probability", "method")
@@ -117,7 +117,7 @@ class Evaluation(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> None:
         self.skipped += batch.pop("skipped", [])
         x, labels = batch["image"], batch["label"]
-        with torch.no_grad():
+        with untouched(self.model), torch.no_grad():  # eval mode, whatever mode it came in
             logits = self.model(x)
         maps = explain(self.model, x, self.methods, targets=labels, layer=self.layer) if self.methods else {}
         index = batch["index"]

@@ -13,7 +13,7 @@ from camlight.metrics.classes import (
     PointingGame,
     PxAP,
 )
-from camlight.metrics.faithfulness import average_drop, deletion_auc, increase_in_confidence, insertion_auc
+from camlight.metrics.faithfulness import aopc, average_drop, deletion_auc, increase_in_confidence, insertion_auc
 from camlight.metrics.localization import (
     box_accuracy,
     box_from_map,
@@ -47,6 +47,7 @@ __all__ = [
     "MetricSpec",
     "PointingGame",
     "PxAP",
+    "aopc",
     "average_drop",
     "box_accuracy",
     "box_from_map",

@@ -168,7 +168,7 @@ class CamLocalization(Metric):
     def _errors(self, correct: torch.Tensor, count: torch.Tensor) -> dict[str, float]:
         if count <= 0:
             return {}
-        acc = (correct / count).tolist()
+        acc = (_f64(correct) / _f64(count)).tolist()
         k = len(self.topk)
         out = {"gt_known_loc_err": 1 - acc[0]}
         out.update({f"top{t}_loc_err": 1 - a for t, a in zip(self.topk, acc[1 : 1 + k], strict=True)})
@@ -239,7 +239,7 @@ class WsolBoxes(Metric):
 
     def curves(self) -> torch.Tensor:
         """(T,D) accuracy at each threshold and IoU."""
-        return self.hits / self.count.clamp(min=1)
+        return _f64(self.hits) / _f64(self.count).clamp(min=1)
 
     def best_thresholds(self) -> list[float]:
         """The τ of the best accuracy for each δ (the first of equals): what a calibration split freezes."""
@@ -291,7 +291,7 @@ class Pxap(Metric):
         self.neg += torch.bincount(index[~gt & keep], minlength=len(self.edges)).float()
 
     def values(self) -> dict[str, float]:
-        return {"pxap": _l._pxap_compute(self.pos, self.neg)}
+        return {"pxap": _l._pxap_compute(_f64(self.pos), _f64(self.neg))}
 
     def compute(self) -> dict[str, float]:
         return self.values()
@@ -353,9 +353,10 @@ class Pointing(Metric):
         seen = self.counts > 0
         if not seen.any():
             return {}
-        per_class = self.hits / self.counts.clamp(min=1)
+        hits, counts, seen = _f64(self.hits), _f64(self.counts), seen.cpu()
+        per_class = hits / counts.clamp(min=1)
         mean = per_class.mean() if self.compat == "torchray" else per_class[seen].mean()
-        return {"pointing": float(self.hits.sum() / self.counts.sum()), "pointing_class_mean": float(mean)}
+        return {"pointing": float(hits.sum() / counts.sum()), "pointing_class_mean": float(mean)}
 
     def per_class(self) -> list[dict[str, float]]:
         return [
@@ -521,6 +522,12 @@ class Protocols(nn.Module):
         for m in self.metrics.values():
             for metric in m.values():
                 metric.reset()
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    """A state as float64 on the CPU, for the final ratios (states are float32 sums, which every
+    accelerator has; the ratios of their integer counts are then exact)."""
+    return t.detach().cpu().double()
 
 
 def _blank(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,261 @@
+"""The protocols' paper definitions on hand-made maps whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from camlight.metrics import aopc
+from camlight.metrics._components import contour_boxes
+from camlight.metrics.faithfulness import _uniform_noise
+from camlight.metrics.protocols import (
+    CENTER,
+    CamLocalization,
+    Options,
+    Pointing,
+    Protocols,
+    Pxap,
+    WsolBoxes,
+    center_map,
+    center_points,
+    check_protocols,
+    label_ranks,
+    threshold_grid,
+)
+
+
+def blob(h, w, y0, x0, y1, x1, value=1.0):
+    m = torch.zeros(h, w)
+    m[y0:y1, x0:x1] = value
+    return m
+
+
+# -- CAM: localization error ------------------------------------------------------------------
+
+
+def test_cam_box_is_the_largest_component_and_any_gt_box_counts():
+    # A 6×6 blob (36 px) and a 3×3 one (9 px): the box is the big blob's; it matches the second of
+    # two ground-truth boxes exactly, the first not at all.
+    m = blob(32, 32, 2, 2, 8, 8) + blob(32, 32, 20, 20, 23, 23)
+    boxes = torch.tensor([[[20.0, 20, 23, 23], [2, 2, 8, 8], [0, 0, 0, 0]]])
+    scores = CamLocalization.per_image(m[None], boxes, ranks=torch.tensor([0]))
+    assert scores["iou"].item() == pytest.approx(1.0)
+    assert scores["gt_known"].item() and scores["top1_loc"].item()
+
+
+def test_top1_needs_the_class_top5_needs_it_in_the_top5():
+    m = blob(16, 16, 4, 4, 12, 12)[None].expand(3, 16, 16)
+    boxes = torch.tensor([[4.0, 4, 12, 12]]).expand(3, 4)
+    logits = torch.tensor(
+        [[9.0, 1, 2, 3, 4, 5, 6, 7, 8, 0], [1, 9, 8, 7, 6, 5, 4, 3, 2, 0], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    )
+    labels = torch.tensor([0, 5, 3])  # ranks 0, 4 and 6
+    assert label_ranks(logits, labels).tolist() == [0, 4, 6]
+    metric = CamLocalization(num_classes=10)
+    metric.update(m, boxes, labels, label_ranks(logits, labels))
+    scores = metric.compute()
+    assert scores["gt_known_loc_err"] == pytest.approx(0.0)  # every box is right
+    assert scores["top1_loc_err"] == pytest.approx(2 / 3)
+    assert scores["top5_loc_err"] == pytest.approx(1 / 3)
+    assert scores["top1_cls_err"] == pytest.approx(2 / 3) and scores["top5_cls_err"] == pytest.approx(1 / 3)
+
+
+def test_threshold_020_vs_015():
+    # Core 4×4 at 1.0 inside a 12×12 shelf at 0.17: τ = 0.2 boxes the core, τ = 0.15 the shelf.
+    m = blob(32, 32, 4, 4, 16, 16, 0.17)
+    m[8:12, 8:12] = 1.0
+    shelf = torch.tensor([[4.0, 4, 16, 16]])
+    at_020 = CamLocalization.per_image(m[None], shelf, torch.tensor([0]), threshold=0.2)
+    at_015 = CamLocalization.per_image(m[None], shelf, torch.tensor([0]), threshold=0.15)
+    assert at_020["iou"].item() == pytest.approx(16 / 144)
+    assert at_015["iou"].item() == pytest.approx(1.0)
+
+
+def test_images_without_a_box_are_left_out_and_per_class_counts():
+    m = blob(16, 16, 0, 0, 8, 8)[None].expand(3, 16, 16)
+    boxes = torch.tensor([[0.0, 0, 8, 8], [0, 0, 0, 0], [8, 8, 16, 16]])
+    metric = CamLocalization(num_classes=2)
+    metric.update(m, boxes, torch.tensor([0, 0, 1]), torch.zeros(3, dtype=torch.long))
+    assert metric.compute()["gt_known_loc_err"] == pytest.approx(0.5)
+    per_class = metric.per_class()
+    assert per_class[0]["images"] == 1 and per_class[0]["gt_known_loc_err"] == 0.0
+    assert per_class[1]["images"] == 1 and per_class[1]["gt_known_loc_err"] == 1.0
+    assert "top5_loc_err" not in metric.compute()  # k = 5 ≥ 2 classes: the same as GT-known
+
+
+# -- WSOL -------------------------------------------------------------------------------------
+
+
+def test_max_box_acc_v2_takes_the_best_threshold_per_iou():
+    # Two images. Image A: a 4×4 core at 1.0 inside an 8×8 square at 0.5; GT is the 8×8 square →
+    # right at τ ≤ 0.5 only. Image B: the same map, GT is the core → right at τ > 0.5 only.
+    m = blob(16, 16, 4, 4, 12, 12, 0.5)
+    m[6:10, 6:10] = 1.0
+    maps = torch.stack([m, m])
+    boxes = torch.tensor([[4.0, 4, 12, 12], [6, 6, 10, 10]])
+    metric = WsolBoxes(threshold_grid(0.01), ious=(0.5,))
+    metric.update(maps, boxes)
+    curve = metric.curves()[:, 0]
+    assert curve[:51].tolist() == [0.5] * 51  # τ ≤ 0.50: A right (B's box is 4× too big: IoU 0.25)
+    assert curve[51:].tolist() == [0.5] * 49  # τ > 0.50: B right, A's IoU 16/64
+    assert metric.compute()["max_box_acc_v2"] == pytest.approx(0.5)
+    assert metric.best_thresholds() == [0.0]  # the first of equals
+
+
+def test_calibrated_thresholds_are_frozen_on_the_reported_split():
+    m = blob(16, 16, 4, 4, 12, 12, 0.5)
+    m[6:10, 6:10] = 1.0
+    calib = WsolBoxes(threshold_grid(0.01), ious=(0.5,))
+    calib.update(m[None], torch.tensor([[6.0, 6, 10, 10]]))  # only τ > 0.5 is right here
+    frozen = calib.best_thresholds()
+    assert frozen == [pytest.approx(0.51)]
+    reported = WsolBoxes(threshold_grid(0.01), ious=(0.5,))
+    reported.update(torch.stack([m, m]), torch.tensor([[4.0, 4, 12, 12], [4, 4, 12, 12]]))  # wants τ ≤ 0.5
+    scores = reported.values(calibrated=frozen)
+    assert scores["max_box_acc_v2"] == 1.0  # the oracle threshold on this split
+    assert scores["box_acc_v2_calibrated"] == 0.0  # the frozen one misses both
+
+
+def test_wsolevaluation_quirks_by_hand():
+    def ref(m, box):
+        metric = WsolBoxes((0.5,), ious=(0.5,), compat="wsolevaluation")
+        metric.update(m[None], torch.tensor([box]))
+        return metric.hits.item()
+
+    # Interior square: boundingRect gives x + w, scored inclusive; the GT's x1 is inclusive too, so
+    # both are one pixel wider and still match.
+    assert ref(blob(16, 16, 4, 4, 8, 8), [4.0, 4, 8, 8]) == 1
+    # On the right edge the box is clipped to W − 1 but the GT is not: IoU (4·5)/(5·5) = 0.8.
+    inter = contour_boxes(blob(16, 16, 4, 12, 8, 16).bool().numpy())
+    assert inter.tolist() == [[12, 4, 15, 8]]
+    # Quantisation and the strict threshold: a value of exactly 0.5 · max is foreground in the paper's
+    # definition (≥) but not in the reference's (q > int(0.5 · 255) with q = int(0.5 · 255)).
+    m = blob(16, 16, 0, 0, 16, 16, 0.5)
+    m[4:8, 4:8] = 1.0
+    paper = WsolBoxes((0.5,), ious=(0.5,))
+    paper.update(m[None], torch.tensor([[0.0, 0, 16, 16]]))
+    assert paper.hits.item() == 1 and ref(m, [0.0, 0, 16, 16]) == 0
+
+
+def test_hole_contours_are_boxes_too():
+    ring = np.zeros((16, 16), dtype=bool)
+    ring[2:12, 2:12] = True
+    ring[5:8, 5:9] = False  # a 3×4 hole: rows 5–7, cols 5–8
+    boxes = sorted(contour_boxes(ring).tolist())
+    assert boxes == [[2, 2, 12, 12], [4, 4, 10, 9]]  # outer x+w; hole grown by one pixel, x+w
+
+
+def test_pxap_bins_compare_in_float64():
+    # float32(0.57) = 0.56999999284… lies below the edge 0.57 (float64 0.56999999999…); 100 · it in
+    # float32 rounds to 57.0, so a floor(100 · v) bin would be one too high.
+    v = torch.tensor(0.57, dtype=torch.float32)
+    assert torch.floor(v * 100).item() == 57
+    metric = Pxap(threshold_grid(0.01))
+    metric.update(v.expand(1, 1, 1), torch.ones(1, 1, 1, dtype=torch.bool))
+    assert int(metric.pos.argmax()) == 56
+
+
+def test_pxap_perfect_and_ignored():
+    masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+    masks[0, :4] = True
+    perfect = masks.float()
+    metric = Pxap()
+    metric.update(perfect, masks)
+    assert metric.compute()["pxap"] == pytest.approx(1.0)
+    wrong = 1 - perfect  # every object pixel 0, every background pixel 1 …
+    ignore = ~masks  # … but the background is ignored: only positives remain, AP 1
+    metric = Pxap()
+    metric.update(wrong, masks, ignore)
+    assert metric.compute()["pxap"] == pytest.approx(1.0)
+
+
+# -- pointing game and the centre baseline ----------------------------------------------------
+
+
+def test_pointing_paper_vs_torchray_class_mean():
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[:, 0:4, 0:4] = True
+    points = torch.tensor([[1, 1], [15, 15], [2, 2]])
+    labels = torch.tensor([0, 0, 1])  # class 2 never seen
+    paper, torchray = Pointing(3, tolerance=1.0), Pointing(3, tolerance=1.0, compat="torchray")
+    for m in (paper, torchray):
+        m.update(points, masks, labels)
+    assert paper.compute() == {"pointing": pytest.approx(2 / 3), "pointing_class_mean": pytest.approx(0.75)}
+    assert torchray.compute()["pointing_class_mean"] == pytest.approx(0.5)  # (0.5 + 1 + 0) / 3
+
+
+def test_center_baseline_points():
+    assert center_points(1, 224, 224).tolist() == [[111, 111]]  # the Gaussian's first maximum
+    assert center_points(1, 48, 64, "torchray").tolist() == [[24.0, 32.0]]  # TorchRay's (W/2, H/2)
+    c = center_map(48, 64)
+    assert c.max().item() == pytest.approx(np.exp(-0.5 * ((0.5 / 12) ** 2 + (0.5 / 16) ** 2)), rel=1e-6)
+
+
+def test_protocols_score_the_center_baseline_without_the_model():
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, 12:20, 12:20] = True  # an object in the middle: the centre baseline points at it
+    batch = {
+        "image": torch.zeros(2, 3, 32, 32),
+        "label": torch.tensor([0, 1]),
+        "mask": masks,
+        "box": torch.tensor([[12.0, 12, 20, 20]] * 2),
+    }
+    protocols = Protocols(["pointing", "cam_loc"], ["m"], 2)
+    protocols.update_center(batch, torch.zeros(2, 2))
+    assert protocols.compute()[CENTER]["pointing"] == 1.0
+
+
+def test_unknown_protocol_and_compat_modes():
+    with pytest.raises(ValueError, match="unknown protocol 'box'.*cam_loc"):
+        check_protocols(["box"])
+    with pytest.raises(ValueError, match="compat.wsol='torchray'; choose from paper, wsolevaluation"):
+        check_protocols(["wsol"], {"wsol": "torchray"})
+    with pytest.raises(ValueError, match="compat.cam_loc"):
+        check_protocols(["cam_loc"], {"cam_loc": "x"})
+
+
+def test_threshold_grid_is_numpys_arange():
+    for step in (0.01, 0.001, 0.05):
+        assert np.array_equal(np.array(threshold_grid(step)), np.arange(0, 1, step))
+
+
+# -- AOPC -------------------------------------------------------------------------------------
+
+
+class _CellModel(torch.nn.Module):
+    """p = the mean of channel 0 over the 4×4 cell at rows 0–3, cols 4–7; logits (log p, log(1 − p))."""
+
+    def forward(self, x):
+        p = x[:, 0, 0:4, 4:8].mean((1, 2)).clamp(1e-6, 1 - 1e-6)
+        return torch.stack([p.log(), (1 - p).log()], 1)
+
+
+def test_aopc_by_hand():
+    x = torch.zeros(1, 3, 8, 8)
+    x[:, :, 0:4, 4:8] = 1.0  # the cell the model reads: p = 1 (clamped)
+    model = _CellModel()
+    first = torch.zeros(1, 8, 8)
+    first[0, 0:4, 4:8] = 1.0  # ranks the model's cell first (of the four 4×4 cells)
+    noise_mean = _uniform_noise(x, [7])[0, 0, 0:4, 4:8].mean().item()  # what replaces it
+    p0 = 1 - 1e-6
+    # steps L = 3: k = 0 unchanged, k = 1..3 the cell is noise → AOPC = 3/4 · (p0 − noise mean)
+    assert aopc(model, x, first, torch.tensor([0]), region=4, steps=3, seeds=[7]).item() == pytest.approx(
+        0.75 * (p0 - noise_mean), rel=1e-5
+    )
+    last = torch.ones(1, 8, 8)
+    last[0, 0:4, 4:8] = 0.0  # the model's cell ranked last: with L = 3 it is never perturbed
+    assert aopc(model, x, last, torch.tensor([0]), region=4, steps=3, seeds=[7]).item() == pytest.approx(0.0)
+
+
+def test_aopc_noise_depends_on_the_seed_not_the_batch():
+    x = torch.randn(3, 3, 8, 8)
+    alone = _uniform_noise(x[1:2], [11])
+    together = _uniform_noise(x, [5, 11, 9])
+    assert torch.equal(alone[0], together[1])
+
+
+def test_options_defaults_are_the_papers():
+    o = Options()
+    assert (o.cam_threshold, o.iou, o.wsol_ious, o.threshold_step) == (0.2, 0.5, (0.3, 0.5, 0.7), 0.01)
+    assert (o.aopc_region, o.aopc_steps) == (9, 100)
