@@ -50,6 +50,8 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
             log_images=e.log_images,
             max_images=e.max_images,
             pair_probe=e.pair_probe,
+            full_val_every_n_epochs=e.full_val_every_n_epochs,
+            full_val_protocols=list(e.full_val_protocols),
         )
     except ValueError as err:
         raise ConfigError(f"explain: {err}") from None

@@ -95,7 +95,7 @@ def test_cam_on_an_fc_head_is_skipped_with_one_warning(tmp_path):
 def _train(tmp_path, with_callback):
     pl.seed_everything(0, workers=True, verbose=False)
     model = Classifier("simple_cnn", "gap", width=4)
-    callbacks = [ExplanationCallback(probe_size=8, max_images=4)] if with_callback else []
+    callbacks = [ExplanationCallback(probe_size=8, max_images=4, full_val_every_n_epochs=2)] if with_callback else []
     _trainer(tmp_path, callbacks, epochs=3).fit(model, datamodule=_dm())
     return model.state_dict(), torch.get_rng_state()
 

@@ -29,6 +29,7 @@ def trained(tmp_path_factory):
         "explain.methods=[gradcam]",
         "explain.metrics=[pointing_game]",
         "explain.pair_probe=false",
+        "explain.full_val_every_n_epochs=1",
     )
     return summary["runs"][0]
 
@@ -222,3 +223,34 @@ def _flat(d, prefix=""):
             yield from _flat(v, key + "/")
         else:
             yield key, v
+
+
+def test_the_callbacks_whole_split_scores_equal_evaluate_on_the_final_checkpoint(tmp_path, trained):
+    """explain.full_val_every_n_epochs scores the validation split in the validation loop; its last
+    epoch's numbers are what explain.py evaluate finds on the checkpoint of that epoch."""
+    run_dir = Path(trained["last_checkpoint"]).parent.parent
+    logged = _rows(run_dir / "explanations" / "metrics.csv")[-1]
+    out = tmp_path / "ev"
+    evaluate.run(_cfg(f"checkpoint={trained['last_checkpoint']}", f"out={out}", "methods=[gradcam]"), progress=False)
+    results = json.loads((out / "results.json").read_text())["scores"]
+    keys = ("top1_loc_err", "gt_known_loc_err", "max_box_acc_v2", "pxap", "pointing", "pointing_class_mean")
+    for method in ("gradcam", "center_baseline"):
+        for k in keys:
+            assert float(logged[f"explain/full/{method}/{k}"]) == pytest.approx(results[method][k], abs=1e-6), (
+                method,
+                k,
+            )
+
+
+def test_data_classes_map_to_the_models_by_name():
+    from camlight.config import ConfigError
+    from camlight.evaluate.command import Indexed, label_map
+
+    assert label_map(["cat", "dog"], ["cat", "dog"]) is None
+    imagenette = ["tench", "English springer"]
+    model = ["goldfish", "tench", "great white shark", "English Springer"]
+    assert label_map(imagenette, model) == [1, 3]  # a subset, case aside
+    with pytest.raises(ConfigError, match="'n01440764' are not among the model's 4 classes"):
+        label_map(["n01440764"], model)
+    data = [{"image": torch.zeros(3, 2, 2), "label": torch.tensor(1)}]
+    assert int(Indexed(data, [1, 3])[0]["label"]) == 3 and int(Indexed(data)[0]["index"]) == 0

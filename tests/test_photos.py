@@ -77,6 +77,28 @@ def test_oxford_trimap_gives_mask_ignore_and_boxes_at_native_resolution(oxford_r
     assert torch.equal(s["boxes"], s["box"][None])
 
 
+def test_oxford_head_boxes_with_boxes_xml(oxford_root):
+    """data.boxes=xml: the box is the head (the XML's), the mask still the trimap; a photo without
+    a head box has none (box scores leave it out), not the pet's box."""
+    root, truth = oxford_root
+    dm = OxfordPets(root, image_size=60, resize=60, boxes="xml", **PLAIN)
+    dm.setup()
+    by_id = {r.meta["id"]: i for i, r in enumerate(dm.records["train"])}
+    ds = dm.dataset("train")
+    with_head = next(k for k in ("Abyssinian_1", "Abyssinian_3", "Abyssinian_5") if k in by_id)
+    s = ds[by_id[with_head]]
+    x0, y0, x1, y1 = truth[with_head][1]
+    left = (72 - 60) // 2  # the centre crop of a 72-wide photo
+    head = torch.tensor([x0 - left, y0, x1 - left, y0 + (y1 - y0) // 2], dtype=torch.float32)
+    assert torch.equal(s["boxes"], head[None]) and torch.equal(s["box"], head)
+    assert s["mask"].sum() > (head[2] - head[0]) * (head[3] - head[1])  # the whole pet, not the head
+    without = next(k for k in ("Abyssinian_2", "Abyssinian_4", "Abyssinian_6") if k in by_id)
+    s = ds[by_id[without]]
+    assert s["boxes"].shape == (0, 4) and not s["box"].any() and s["mask"].any()
+    with pytest.raises(ValueError, match="data.boxes=loc does not apply to oxford_pets"):
+        OxfordPets(root, image_size=60, boxes="loc")
+
+
 def test_trimap_boundary_is_left_out_of_mask_iou_and_pxap():
     mask = torch.zeros(1, 8, 8, dtype=torch.bool)
     mask[0, 2:6, 2:6] = True

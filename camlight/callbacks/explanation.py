@@ -15,12 +15,14 @@ from torchmetrics import MeanMetric
 from camlight import metrics as M
 from camlight.explain import check_methods, explain, supported, untouched
 from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
+from camlight.metrics.protocols import Protocols, check_protocols
 from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
 log = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam")
 DEFAULT_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou")
+FULL_VAL_PROTOCOLS = ("cam_loc", "wsol", "pointing")
 
 Scores = dict[str, dict[str, float]]  # method → metric → value
 
@@ -60,6 +62,13 @@ class ExplanationCallback(pl.Callback):
         log_images: log and write the probe grid.
         max_images: rows in the grid (and the table).
         pair_probe: also score class discrimination on `datamodule.probe_batch(n, mode="pair")`.
+        full_val_every_n_epochs: every n-th validation epoch (and the last), also score the whole
+            validation split in `full_val_protocols` (`camlight.metrics.protocols`), on the batches
+            the validation loop loads anyway, logged as `explain/full/<method>/<score>` beside the
+            centre baseline's `explain/full/center_baseline/<score>`; 0 turns it off. Under DDP,
+            Lightning's validation sampler pads the split to a multiple of the processes, so up to
+            world_size − 1 images count twice (`explain.py evaluate` scores each exactly once).
+        full_val_protocols: protocol names for the whole-split scores.
 
     Example::
 
@@ -75,8 +84,11 @@ class ExplanationCallback(pl.Callback):
         log_images: bool = True,
         max_images: int = 16,
         pair_probe: bool = True,
+        full_val_every_n_epochs: int = 0,
+        full_val_protocols: Sequence[str] = FULL_VAL_PROTOCOLS,
     ):
         super().__init__()
+        self.full_val_protocols = check_protocols(full_val_protocols)
         self.methods = check_methods(methods)
         self.metric_names = check_metrics(metrics)
         if not self.metric_names:
@@ -86,11 +98,14 @@ class ExplanationCallback(pl.Callback):
             ("every_n_epochs", every_n_epochs, 1),
             ("probe_size", probe_size, 1),
             ("max_images", max_images, 0),
+            ("full_val_every_n_epochs", full_val_every_n_epochs, 0),
         ):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.every_n_epochs, self.probe_size, self.max_images = every_n_epochs, probe_size, max_images
         self.log_images, self.pair_probe = log_images, pair_probe
+        self.full_val_every_n_epochs = full_val_every_n_epochs
+        self.full: Protocols | None = None  # the whole-split scores of the running validation epoch
         self.probe: dict | None = None
         self.pair: dict | None = None
         self.history: list[tuple[int, Scores]] = []  # (epoch, scores) of every explained epoch
@@ -150,22 +165,61 @@ class ExplanationCallback(pl.Callback):
 
     # -- every epoch -----------------------------------------------------------------------
 
-    def _due(self, trainer: pl.Trainer) -> bool:
+    @staticmethod
+    def _due(trainer: pl.Trainer, every: int) -> bool:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        return (epoch + 1) % self.every_n_epochs == 0 or last
+        return every > 0 and ((epoch + 1) % every == 0 or last)
+
+    # -- the whole validation split, batch by batch ----------------------------------------------
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.full = None
+        if trainer.sanity_checking or self.probe is None or not self.active:
+            return
+        if self._done_epoch == trainer.current_epoch or not self._due(trainer, self.full_val_every_n_epochs):
+            return
+        self.full = Protocols(self.full_val_protocols, self.active, len(self.class_names)).to(pl_module.device)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.full is None or "image" not in batch or len(batch["image"]) == 0:
+            return
+        images, labels = self._on(pl_module, batch["image"]), batch["label"]
+        logits = outputs["logits"] if isinstance(outputs, dict) and "logits" in outputs else None
+        if logits is None:  # a module whose validation_step does not hand its logits on
+            with untouched(pl_module), torch.no_grad():
+                logits = pl_module(images)
+        maps = explain(pl_module, images, self.active, targets=labels)
+        for method in self.active:
+            self.full.update(method, maps[method], batch, logits, pl_module, seeds=batch.get("index"))
+        self.full.update_center(batch, logits)
+
+    def _full_scores(self) -> Scores:
+        """{"full/<method>": scores} of the whole split (every rank calls it: the reduction is collective)."""
+        if self.full is None:
+            return {}
+        scores = self.full.results()["scores"]
+        self.full = None
+        keep = lambda k: not k.startswith(("best_threshold@", "max_box_acc@"))  # noqa: E731 - kept in results
+        return {f"full/{m}": {k: v for k, v in s.items() if keep(k)} for m, s in scores.items()}
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.probe is None or not self.active or not self._due(trainer):
+        if trainer.sanity_checking or self.probe is None or not self.active:
             return
         if self._done_epoch == trainer.current_epoch:  # several validations per epoch: explain once
             return
+        scores = self._full_scores()
+        batch, maps = None, {}
+        if self._due(trainer, self.every_n_epochs):
+            probe, batch, maps = self.evaluate(pl_module)
+            scores = {**probe, **scores}
+        if not scores:
+            return
         self._done_epoch = trainer.current_epoch
-        scores, batch, maps = self.evaluate(pl_module)
         for key, value in flatten(scores).items():
             pl_module.log(key, value, sync_dist=False)  # already reduced across ranks
         self.history.append((trainer.current_epoch, scores))
-        self.last = scores
+        self.last = {**self.last, **scores}
         if trainer.is_global_zero:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._write_history()

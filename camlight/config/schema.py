@@ -40,7 +40,8 @@ class DataConfig:
     classes: list = _f([], "image_folder: class subset by folder name, wnid or readable name ([] = all)")
     boxes: str = _f(
         "auto",
-        "image_folder ground truth: loc (LOC_*_solution.csv), xml, auto or none",
+        "image_folder ground truth: loc (LOC_*_solution.csv), xml, auto or none; oxford_pets: auto (the pet's "
+        "box) or xml (the head boxes)",
         choices=("auto", "loc", "xml", "none"),
     )
     box_dir: str | None = _f(None, "image_folder: where LOC csv or XML box files are (null = root)")
@@ -125,6 +126,13 @@ class ExplainConfig:
     pair_probe: bool = _f(True, "score class discrimination on cat-and-dog images")
     log_images: bool = _f(True, "log and write the probe grid every time")
     max_images: int = _f(16, "rows of the probe grid", minimum=0)
+    full_val_every_n_epochs: int = _f(
+        0,
+        "every n-th epoch (and the last) also score the whole validation split in full_val_protocols, "
+        "logged as explain/full/<method>/<score> (0 = off)",
+        minimum=0,
+    )
+    full_val_protocols: list = _f(["cam_loc", "wsol", "pointing"], "protocols of the whole-split scores")
 
 
 @dataclass

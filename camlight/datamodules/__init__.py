@@ -71,7 +71,12 @@ def from_config(
     )
     if d["name"] == "oxford_pets":
         return OxfordPets(
-            d["root"], target=d["target"], val_fraction=d["val_fraction"], download=d["download"], **common
+            d["root"],
+            target=d["target"],
+            val_fraction=d["val_fraction"],
+            download=d["download"],
+            boxes=d.get("boxes", "auto"),
+            **common,
         )
     if d["name"] == "image_folder":
         return ImageFolder(

@@ -70,6 +70,9 @@ class PhotoDataset(Dataset):
             out = sample(rgb, r.label, self.transform, region, boxes)
         except BadFile as e:  # anything else is a bug, and raises
             return Skipped(str(r.path), str(e))
+        if r.boxes is not None:  # annotated boxes: `box` is their union, whatever the mask
+            b = out["boxes"]
+            out["box"] = torch.cat([b[:, :2].min(0).values, b[:, 2:].max(0).values]) if len(b) else torch.zeros(4)
         out["index"] = torch.tensor(index)
         return out
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camlight.datamodules.base import PhotoDataModule, PhotoDataset, Record
+from camlight.datamodules.base import PhotoDataModule, Record
 from camlight.datamodules.io import BadFile, DataError, check_boxes, read_label_map
 from camlight.datamodules.transforms import OBJECT, OUTSIDE
 
@@ -229,28 +229,9 @@ class CUB(PhotoDataModule):
             )
         return out
 
-    def dataset(self, split: str, train: bool = False) -> PhotoDataset:
-        """As `PhotoDataModule.dataset`, with `box` the bounding_boxes.txt box (not the mask's box)."""
-        base = super().dataset(split, train)
-        return _CUBDataset(base.records, base.transform)
-
     def describe(self) -> str:
         masks = f"segmentations from {self.segmentations}" if self.segmentations else "filled boxes"
         return f"{super().describe()}; masks: {masks}"
-
-
-class _CUBDataset(PhotoDataset):
-    """Samples whose `box` is the union of `boxes` (the one annotated box, transformed), so it stays
-    bounding_boxes.txt's box when the mask is a segmentation."""
-
-    def __getitem__(self, index: int):
-        out = super().__getitem__(index)
-        if isinstance(out, dict) and "boxes" in out and self.records[index].boxes is not None:
-            b = out["boxes"]
-            out["box"] = (
-                torch.cat([b[:, :2].min(0).values, b[:, 2:].max(0).values]) if len(b) else torch.zeros(4)
-            ).float()
-        return out
 
 
 class _CUBBox:

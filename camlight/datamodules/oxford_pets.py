@@ -2,7 +2,7 @@
 
     root/oxford-iiit-pet/images/<Breed_name>_<n>.jpg
     root/oxford-iiit-pet/annotations/trimaps/<Breed_name>_<n>.png   1 pet, 2 background, 3 boundary
-    root/oxford-iiit-pet/annotations/xmls/<Breed_name>_<n>.xml      VOC head box (trainval only; not read)
+    root/oxford-iiit-pet/annotations/xmls/<Breed_name>_<n>.xml      VOC head box (trainval only)
     root/oxford-iiit-pet/annotations/{trainval,test,list}.txt       Image CLASS-ID SPECIES BREED-ID
 
 Ground truth and the trimap's boundary band (value 3, a few pixels along the outline where the
@@ -13,7 +13,9 @@ annotators were unsure):
   mask, so it encloses the whole outline.
 - `ignore` is the boundary band. Mask IoU and PxAP leave those pixels out altogether (neither
   object nor background), as segmentation benchmarks treat an uncertain band.
-- The head boxes of the VOC XML files are not read: no metric scores them.
+- With `boxes="xml"` the boxes are the pet's *head* (the VOC XML files, Parkhi et al.'s region of
+  interest): box protocols then score against the head, mask ones still against the trimap, and
+  photos without a head box (all of the test split) have no box, so box scores leave them out.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from camlight.datamodules.base import PhotoDataModule, Record
-from camlight.datamodules.io import BadFile, DataError, read_label_map
+from camlight.datamodules.io import BadFile, DataError, check_boxes, read_label_map, read_voc_xml
 from camlight.datamodules.transforms import BOUNDARY, OBJECT, OUTSIDE
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,16 @@ class OxfordPets(PhotoDataModule):
         target: str = "binary",
         val_fraction: float = 0.1,
         download: bool = False,
+        boxes: str = "auto",
         **kwargs,
     ):
         super().__init__(root, **kwargs)
+        if boxes not in ("auto", "xml"):
+            raise ValueError(
+                f"data.boxes={boxes} does not apply to oxford_pets; use auto (the pet's box, from its trimap) "
+                "or xml (the head boxes of annotations/xmls)"
+            )
+        self.boxes = boxes
         if target not in ("binary", "breed"):
             raise ValueError(f"unknown target {target!r}; choose 'binary' (cat vs dog) or 'breed' (37 breeds)")
         if not 0.0 < val_fraction < 1.0:
@@ -182,15 +191,31 @@ class OxfordPets(PhotoDataModule):
                 continue
             trimap = ann / "trimaps" / f"{image_id}.png"
             label = species - 1 if self.target == "binary" else class_id - 1
+            head = _HeadBox(ann / "xmls" / f"{image_id}.xml") if self.boxes == "xml" else None
             out.append(
                 Record(
                     path,
                     label,
                     region=_TrimapRegion(trimap) if trimap.is_file() else None,
+                    boxes=head,
                     meta={"id": image_id},
                 )
             )
         return out
+
+
+class _HeadBox:
+    """Picklable: the head box(es) of the VOC XML file, checked against the photo; none without the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, height: int, width: int) -> np.ndarray:
+        if not self.path.is_file():
+            return np.zeros((0, 4))
+        _, objects = read_voc_xml(self.path)
+        boxes = np.array([box for _, box in objects], dtype=np.float64).reshape(-1, 4)
+        return check_boxes(boxes, width, height, self.path.name)
 
 
 class _TrimapRegion:

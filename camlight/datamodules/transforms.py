@@ -106,7 +106,8 @@ def sample(
         `image` (3,S,S) float32 normalised, `label` int64, `mask` (S,S) bool (OBJECT or BOUNDARY
         pixels: empty without ground truth), `ignore` (S,S) bool (BOUNDARY pixels), `box` (4,) the
         mask's box (zeros when empty), `boxes` (k,4) the transformed `boxes` that are still in the
-        image (without `boxes`: the mask's box, or none when the mask is empty).
+        image (`boxes` given but empty: none; without `boxes`: the mask's box, or none when the mask
+        is empty).
     """
     height, width = rgb.shape[:2]
     inputs: dict = {"image": tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))}
@@ -137,6 +138,8 @@ def sample(
     }
     if "boxes" in out:
         result["boxes"] = _kept(out["boxes"])
+    elif boxes is not None:  # annotated, and none here (an Oxford photo without a head box)
+        result["boxes"] = torch.zeros(0, 4)
     else:
         result["boxes"] = result["box"][None] if mask.any() else torch.zeros(0, 4)
     return result

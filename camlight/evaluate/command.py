@@ -64,27 +64,49 @@ _DataOnly = make_dataclass("DataOnly", [("data", DataConfig, field(default_facto
 
 
 class Indexed(Dataset):
-    """A split's dataset whose samples carry their `index` (photos do; drawn data gets it here)."""
+    """A split's dataset whose samples carry their `index` (photos do; drawn data gets it here) and
+    their label as the model's class index (`label_map[data label]`, when the two differ)."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, label_map: list[int] | None = None):
+        self.dataset, self.label_map = dataset, label_map
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
         item = self.dataset[i]
-        if not isinstance(item, Skipped) and "index" not in item:
+        if isinstance(item, Skipped):
+            return item
+        if "index" not in item:
             item["index"] = torch.tensor(i)
+        if self.label_map is not None:
+            item["label"] = torch.tensor(self.label_map[int(item["label"])])
         return item
 
 
-def image_namer(dataset, split: str):
+def label_map(data_names, model_names) -> list[int] | None:
+    """The model's class index of each of the data's classes, matched by name (case aside): None
+    when they are the same classes in the same order. A subset works (Imagenette's 10 classes on an
+    ImageNet model); a class the model does not know is a ConfigError."""
+    data_names, model_names = list(data_names), list(model_names)
+    if data_names == model_names:
+        return None
+    index = {str(n).lower(): i for i, n in enumerate(model_names)}
+    missing = [n for n in data_names if str(n).lower() not in index]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise ConfigError(
+            f"the data's classes {shown} are not among the model's {len(model_names)} classes; evaluate a model "
+            "on data labelled with its own classes (matched by name)"
+        )
+    return [index[str(n).lower()] for n in data_names]
+
+
+def image_namer(dataset, split: str, root=None):
     """index → the image's name in per_image.csv: its file path under the data root, or split_NNNNN."""
     records = getattr(dataset, "records", None)
     if records is None:
         return lambda i: f"{split}_{i:05d}"
-    root = getattr(dataset, "root", None)
 
     def name(i: int) -> str:
         path = Path(records[i].path)
@@ -130,10 +152,7 @@ def run(cfg, progress: bool = True) -> int:
         dm.setup()
     except (DataError, ValueError) as e:
         raise ConfigError(f"cannot load the data: {e}") from None
-    if len(dm.class_names) != len(names):
-        raise ConfigError(
-            f"the data has {len(dm.class_names)} classes and the model {len(names)}; evaluate on the model's own classes"
-        )
+    labels = label_map(dm.class_names, names)
     for split in filter(None, (cfg.split, cfg.calibrate_on)):
         if dm.split_size(split) == 0:
             raise ConfigError(f"the {split} split of {dm.describe()} is empty")
@@ -145,15 +164,15 @@ def run(cfg, progress: bool = True) -> int:
         calib = Evaluation(
             model, methods, Protocols(["wsol"], methods, len(names), opts, center=cfg.center_baseline), layer
         )
-        trainer.predict(calib, _loader(dm, cfg.calibrate_on, cfg), return_predictions=False)
+        trainer.predict(calib, _loader(dm, cfg.calibrate_on, cfg, labels), return_predictions=False)
         calibrated, calibration = calib.results["thresholds"], calib.results["scores"]
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
     rank = trainer.global_rank
-    rows = Rows(out / f"per_image.rank{rank}.csv", names, image_namer(dm.dataset(cfg.split), cfg.split))
+    rows = Rows(out / f"per_image.rank{rank}.csv", names, image_namer(dm.dataset(cfg.split), cfg.split, dm.root))
     scoring = Protocols(protocols, methods, len(names), opts, center=cfg.center_baseline)
     evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated)
-    trainer.predict(evaluation, _loader(dm, cfg.split, cfg), return_predictions=False)
+    trainer.predict(evaluation, _loader(dm, cfg.split, cfg, labels), return_predictions=False)
     try:
         if not trainer.is_global_zero:
             return 0
@@ -208,10 +227,10 @@ def _supported(model, dm, split, methods, layer):
     return methods, layer
 
 
-def _loader(dm, split: str, cfg) -> DataLoader:
+def _loader(dm, split: str, cfg, labels: list[int] | None) -> DataLoader:
     workers = num_workers(cfg.num_workers)
     return DataLoader(
-        Indexed(dm.dataset(split)),
+        Indexed(dm.dataset(split), labels),
         batch_size=int(cfg.batch_size),
         shuffle=False,
         num_workers=workers,

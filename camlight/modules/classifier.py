@@ -158,7 +158,7 @@ class Classifier(pl.LightningModule):
         """(B,3,H,W) normalised images → logits (B,C)."""
         return self.head(self.features(x))
 
-    def _step(self, batch: dict, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor | None:
+    def _step(self, batch: dict, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor | dict | None:
         if "image" not in batch or len(batch["image"]) == 0:  # every file of the batch was unreadable
             if stage != "train":
                 return None
@@ -174,13 +174,14 @@ class Classifier(pl.LightningModule):
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=not on_step
         )
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        return loss
+        # Evaluation steps hand their logits on (the explanation callback scores the whole split with them).
+        return loss if stage == "train" else {"logits": logits.detach()}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_acc)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_acc)
+    def validation_step(self, batch: dict, batch_idx: int) -> dict | None:
+        return self._step(batch, "val", self.val_acc)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "test", self.test_acc)
