@@ -81,7 +81,7 @@ def test_evaluate_writes_every_output_and_the_files_agree(tmp_path, trained):
 
 def test_the_model_is_left_as_it_was(tmp_path, trained):
     from camlight.evaluate.loop import Evaluation
-    from camlight.metrics.protocols import Protocols
+    from camlight.metrics.protocol_set import Protocols
 
     model = load_classifier(trained["last_checkpoint"]).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

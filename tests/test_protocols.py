@@ -9,12 +9,12 @@ import torch
 from camlight.metrics import aopc
 from camlight.metrics._components import contour_boxes
 from camlight.metrics.faithfulness import _uniform_noise
+from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import (
     CENTER,
     CamLocalization,
     Options,
     Pointing,
-    Protocols,
     Pxap,
     WsolBoxes,
     center_map,

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from camlight.metrics._components import contour_boxes
+from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import (
     Pointing,
-    Protocols,
     Pxap,
     WsolBoxes,
     center_points,

@@ -15,7 +15,8 @@ from torchmetrics import MeanMetric
 from camlight import metrics as M
 from camlight.explain import check_methods, explain, supported, untouched
 from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
-from camlight.metrics.protocols import Protocols, check_protocols
+from camlight.metrics.protocol_set import Protocols
+from camlight.metrics.protocols import check_protocols
 from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from camlight.datamodules import DataError, Skipped, from_config
 from camlight.evaluate.loop import Evaluation, ImagesPerSecond, Rows, merge_rows
 from camlight.evaluate.outputs import write_results
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, target_layer, unsupported
-from camlight.metrics.protocols import Options, Protocols, check_protocols
+from camlight.metrics.protocol_set import Protocols
+from camlight.metrics.protocols import Options, check_protocols
 from camlight.offline.inputs import load_model
 
 log = logging.getLogger(__name__)

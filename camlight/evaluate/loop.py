@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.aggregation import SumMetric
 
 from camlight.explain import explain, untouched
-from camlight.metrics.protocols import Protocols
+from camlight.metrics.protocol_set import Protocols
 
 ROW_FIELDS = ("index", "image", "label", "predicted", "label_probability", "method")
 
