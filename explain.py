@@ -12,8 +12,8 @@
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
-Exit codes: 0 every image explained, 3 some files were skipped (listed in out/skipped.txt),
-2 a mistake in the command (one line on stderr says what to do; nothing is written).
+Exit codes: 0 every image explained (or scored), 3 some files were skipped (listed in
+out/skipped.txt), 2 a mistake in the command (one line on stderr says what to do; nothing is written).
 """
 
 import sys

@@ -136,10 +136,14 @@ def test_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, trained, caps
         "data keys:": [ckpt, "data.colour=red"],
         "give data.name=": ["model=torchvision:resnet18", "weights=none", "image_size=64"],
         "unknown method": [ckpt, "methods=[gradcamm]"],
+        "invalid threshold_step=0.0": [ckpt, "threshold_step=0"],
+        "wsol_ious= is empty": [ckpt, "wsol_ious=[]"],
+        "invalid topk=0": [ckpt, "topk=[0]"],
+        "invalid trainer.limit_predict_batches='abc'": [ckpt, "trainer.limit_predict_batches=abc"],
+        "data.root is required with data.name=cub": [ckpt, "data.name=cub"],
     }
     for message, args in cases.items():
         out = tmp_path / "never"
-        args = [a if a.startswith("out=") else a for a in args]
         if not any(a.startswith("out=") for a in args):
             args.append(f"out={out}")
         assert explain_cli.main(["evaluate", *args]) == 2, message

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from camlight.config.schema import Config, fields
+from camlight.config.schema import Config, EvaluateConfig, fields
 
 
 class ConfigError(ValueError):
@@ -34,6 +34,9 @@ def validate(cfg: DictConfig, schema: type | None = None) -> None:
         _check_data(cfg.data)
         _check_choice("model.pretrained", cfg.model.pretrained, (True, False, "auto"))
         _check_writable(Path(cfg.out_dir))
+    if schema is EvaluateConfig:
+        _check_limit("trainer.limit_predict_batches", cfg.trainer.limit_predict_batches)
+        _check_evaluate(cfg)
 
 
 def _check_choice(key: str, value: Any, valid: tuple) -> None:
@@ -100,3 +103,24 @@ def _check_writable(out_dir: Path) -> None:
         raise ConfigError(
             f"out_dir={out_dir} is not writable ({probe}: {e.strerror}); choose another out_dir"
         ) from None
+
+
+def _numbers(key: str, values, low: float, high: float, whole: bool = False) -> None:
+    """Every value a number (a whole one with `whole`) in [low, high]; ConfigError otherwise."""
+    for v in values:
+        kind = int if whole else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kind) or not low <= v <= high:
+            what = "whole numbers" if whole else "numbers"
+            raise ConfigError(f"invalid {key}={v!r}; use {what} from {low:g} to {high:g}")
+
+
+def _check_evaluate(cfg: DictConfig) -> None:
+    """The protocols' options of `explain.py evaluate`."""
+    _numbers("cam_threshold", [cfg.cam_threshold], 0.0, 1.0)
+    _numbers("threshold_step", [cfg.threshold_step], 1e-6, 0.5)
+    if not cfg.wsol_ious:
+        raise ConfigError("wsol_ious= is empty; give the IoU thresholds, e.g. [0.3,0.5,0.7]")
+    _numbers("wsol_ious", cfg.wsol_ious, 0.01, 1.0)
+    _numbers("topk", cfg.topk, 1, 10**6, whole=True)
+    if cfg.tolerance is not None:
+        _numbers("tolerance", [cfg.tolerance], 0.0, 10**6)
