@@ -160,6 +160,12 @@ def run(cfg, progress: bool = True) -> int:
     methods, layer = _supported(model, dm, cfg.split, methods, cfg.get("layer"))
     opts = options(cfg)
     trainer = _trainer(cfg, progress)
+    for split in filter(None, (cfg.split, cfg.calibrate_on)):  # a process without images would wait forever
+        if dm.split_size(split) < trainer.world_size or not trainer.limit_predict_batches:
+            raise ConfigError(
+                f"the {split} split has {dm.split_size(split)} images for {trainer.world_size} processes "
+                f"(limit_predict_batches={trainer.limit_predict_batches}); every process needs at least one"
+            )
     calibrated, calibration = None, None
     if cfg.calibrate_on:
         calib = Evaluation(

@@ -116,6 +116,8 @@ class Evaluation(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> None:
         self.skipped += batch.pop("skipped", [])
+        if "image" not in batch or len(batch["image"]) == 0:  # every file of the batch was unreadable
+            return
         x, labels = batch["image"], batch["label"]
         with untouched(self.model), torch.no_grad():  # eval mode, whatever mode it came in
             logits = self.model(x)
