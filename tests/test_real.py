@@ -190,3 +190,63 @@ def test_explain_py_on_the_real_network_and_real_photos(tmp_path):
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
         for method in ("input", "gradcam", "guided_backprop", "cam"):
             assert (tmp_path / "out" / "overlays" / f"{name}__{method}.png").is_file()
+
+
+def test_evaluate_a_real_network_on_a_real_photo_with_its_box(tmp_path):
+    """explain.py evaluate with model=: an ImageNet folder (wnid class folder, its readable name in
+    LOC_synset_mapping.txt, a VOC box) scored for EfficientNet-Lite0, whose 1000 classes the
+    folder's one class maps into by name."""
+    import csv
+
+    import torchvision
+
+    from tests.photo_fixtures import voc_xml
+
+    root = tmp_path / "imagenet"
+    photo = skimage_data.chelsea()  # 451×300
+    h, w = photo.shape[:2]
+    face = (round(60 * w / 224), round(60 * h / 224), round(175 * w / 224), round(195 * h / 224))  # FACE, unsquashed
+    for split in ("train", "val"):
+        folder = root / split / "n02124075"
+        folder.mkdir(parents=True)
+        Image.fromarray(photo).save(folder / "chelsea.JPEG", quality=95)
+        voc_xml(folder / "chelsea.xml", w, h, [("n02124075", face)])
+    espresso = root / "train" / "n07920052"  # a classifier's folder needs two classes to train on
+    espresso.mkdir(parents=True)
+    Image.fromarray(skimage_data.coffee()).save(espresso / "coffee.JPEG", quality=95)
+    (root / "LOC_synset_mapping.txt").write_text("n02124075 Egyptian cat\nn07920052 espresso\n")
+    categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    (tmp_path / "imagenet.txt").write_text("\n".join(categories) + "\n")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "explain.py"),
+            "evaluate",
+            "model=tests.real_models:efficientnet_lite0",
+            "image_size=224",
+            f"mean=[{','.join(map(str, LITE0_MEAN))}]",
+            f"std=[{','.join(map(str, LITE0_STD))}]",
+            f"classes={tmp_path / 'imagenet.txt'}",
+            "data.name=image_folder",
+            f"data.root={root}",
+            "data.boxes=xml",
+            "methods=[gradcam]",
+            "protocols=[cam_loc,pointing]",
+            f"out={tmp_path / 'out'}",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "top-1 loc err" in out.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["images"] == 1
+    gradcam = results["scores"]["gradcam"]
+    assert gradcam["pointing"] == 1.0  # Grad-CAM's peak lies on the face
+    assert gradcam["top5_cls_err"] == 0.0  # Egyptian cat is among the five (a domestic cat is first)
+    with open(tmp_path / "out" / "per_image.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["label"] == "Egyptian cat" and row["predicted"] in {categories[i] for i in DOMESTIC_CATS}
+    assert row["image"] == "val/n02124075/chelsea.JPEG"
