@@ -120,6 +120,21 @@ def test_calibrate_on_freezes_thresholds_and_reports_both(tmp_path, trained):
     test = results["scores"]["gradcam"]
     assert test["box_acc_v2_calibrated"] <= test["max_box_acc_v2"] + 1e-12  # the oracle is an upper bound
     assert "calibration split (val)" in (out / "index.html").read_text()
+    # The frozen thresholds are those a run on val alone finds best, and its score there.
+    alone = tmp_path / "val_alone"
+    evaluate.run(
+        _cfg(
+            f"checkpoint={trained['last_checkpoint']}",
+            f"out={alone}",
+            "protocols=[wsol]",
+            "methods=[gradcam]",
+            "center_baseline=false",
+        ),
+        progress=False,
+    )
+    val = json.loads((alone / "results.json").read_text())["scores"]["gradcam"]
+    assert frozen == [val[f"best_threshold@{d}"] for d in (30, 50, 70)]
+    assert results["calibration_scores"]["gradcam"]["max_box_acc_v2"] == val["max_box_acc_v2"]
 
 
 def test_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, trained, capsys):
@@ -141,6 +156,9 @@ def test_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, trained, caps
         "invalid topk=0": [ckpt, "topk=[0]"],
         "invalid trainer.limit_predict_batches='abc'": [ckpt, "trainer.limit_predict_batches=abc"],
         "data.root is required with data.name=cub": [ckpt, "data.name=cub"],
+        "trainer.precision=16-true turns the weights to half precision": [ckpt, "trainer.precision=16-true"],
+        "trainer:": [ckpt, "trainer.accelerator=tpu"],
+        "protocols= is empty": [ckpt, "protocols=[]"],
     }
     for message, args in cases.items():
         out = tmp_path / "never"
@@ -175,7 +193,8 @@ def test_two_gloo_processes_give_the_numbers_of_one(tmp_path, trained):
         f"checkpoint={trained['last_checkpoint']}",
         "protocols=[cam_loc,wsol,pointing,causal]",
         "causal_steps=4",
-        "batch_size=6",  # 32 images: uneven batches, and ranks of unequal share
+        "data.val_size=31",  # ranks of unequal share (16 and 15 images)
+        "batch_size=6",  # and uneven batches
         "trainer.enable_progress_bar=false",
     ]
     one = _cli(tmp_path, *common, f"out={tmp_path / 'one'}")
@@ -184,7 +203,7 @@ def test_two_gloo_processes_give_the_numbers_of_one(tmp_path, trained):
     assert two.returncode == 0, two.stderr[-2000:]
     r1 = json.loads((tmp_path / "one" / "results.json").read_text())
     r2 = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert r2["world_size"] == 2 and r1["images"] == r2["images"] == 32
+    assert r2["world_size"] == 2 and r1["images"] == r2["images"] == 31
     for method, scores in r1["scores"].items():
         for k, v in scores.items():
             assert r2["scores"][method][k] == pytest.approx(v, abs=1e-6), (method, k)
@@ -258,3 +277,63 @@ def test_data_classes_map_to_the_models_by_name():
         label_map(["n01440764"], model)
     data = [{"image": torch.zeros(3, 2, 2), "label": torch.tensor(1)}]
     assert int(Indexed(data, [1, 3])[0]["label"]) == 3 and int(Indexed(data)[0]["index"]) == 0
+
+
+def _folder(root: Path, boxes) -> Path:
+    from tests.photo_fixtures import make_image_folder
+
+    make_image_folder(root, classes=("cat", "dog"), per_class=2, val_per_class=3, boxes=boxes, size=(80, 64))
+    return root
+
+
+def test_unreadable_photos_are_skipped_counted_and_exit_3(tmp_path, trained):
+    from tests.photo_fixtures import truncate
+
+    root = _folder(tmp_path / "photos", "xml")
+    bad = sorted((root / "val" / "cat").glob("*.JPEG"))[:2]  # the first batch of two: nothing readable
+    for path in bad:
+        truncate(path)
+    out = tmp_path / "ev"
+    code = evaluate.run(
+        _cfg(
+            f"checkpoint={trained['last_checkpoint']}",
+            f"out={out}",
+            "data.name=image_folder",
+            f"data.root={root}",
+            "batch_size=2",
+            "methods=[gradcam]",
+        )
+    )
+    assert code == 3
+    results = json.loads((out / "results.json").read_text())
+    assert results["images"] == 4 and results["skipped"] == 2
+    listed = (out / "skipped.txt").read_text()
+    assert all(str(p) in listed for p in bad)
+    rows = _rows(out / "per_image.csv")
+    assert len(rows) == 4 and all(r["image"].startswith("val/") for r in rows)
+
+
+def test_a_split_without_ground_truth_is_refused_for_the_box_protocols(tmp_path, trained, capsys):
+    root = _folder(tmp_path / "photos", None)
+    args = [f"checkpoint={trained['last_checkpoint']}", "data.name=image_folder", f"data.root={root}"]
+    assert explain_cli.main(["evaluate", *args, f"out={tmp_path / 'a'}"]) == 2
+    assert "has no ground-truth boxes or masks, which cam_loc, wsol, pointing need" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    # The faithfulness protocols need none.
+    out = tmp_path / "b"
+    assert explain_cli.main(["evaluate", *args, f"out={out}", "protocols=[causal]", "causal_steps=2"]) == 0
+    scores = json.loads((out / "results.json").read_text())["scores"]
+    assert set(scores) == {"cam", "gradcam"} and "deletion_auc" in scores["gradcam"]
+
+
+def test_a_failure_midway_leaves_nothing_behind(tmp_path, trained, monkeypatch):
+    from camlight.evaluate import loop
+
+    def broken(self, *a, **k):
+        raise RuntimeError("a bug in a protocol")
+
+    monkeypatch.setattr(loop.Evaluation, "on_predict_epoch_end", broken)
+    out = tmp_path / "ev"
+    with pytest.raises(RuntimeError, match="a bug in a protocol"):
+        evaluate.run(_cfg(f"checkpoint={trained['last_checkpoint']}", f"out={out}"), progress=False)
+    assert not out.exists()

@@ -76,10 +76,11 @@ def test_images_without_a_box_are_left_out_and_per_class_counts():
     m = blob(16, 16, 0, 0, 8, 8)[None].expand(3, 16, 16)
     boxes = torch.tensor([[0.0, 0, 8, 8], [0, 0, 0, 0], [8, 8, 16, 16]])
     metric = CamLocalization(num_classes=2)
-    metric.update(m, boxes, torch.tensor([0, 0, 1]), torch.zeros(3, dtype=torch.long))
-    assert metric.compute()["gt_known_loc_err"] == pytest.approx(0.5)
+    metric.update(m, boxes, torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]))  # the 2nd image misclassified
+    assert metric.compute()["gt_known_loc_err"] == pytest.approx(0.5)  # over the two images with a box
+    assert metric.compute()["top1_cls_err"] == pytest.approx(1 / 3)  # over all three
     per_class = metric.per_class()
-    assert per_class[0]["images"] == 1 and per_class[0]["gt_known_loc_err"] == 0.0
+    assert per_class[0]["images"] == 2 and per_class[0]["gt_known_loc_err"] == 0.0
     assert per_class[1]["images"] == 1 and per_class[1]["gt_known_loc_err"] == 1.0
     assert "top5_loc_err" not in metric.compute()  # k = 5 ≥ 2 classes: the same as GT-known
 
@@ -259,3 +260,15 @@ def test_options_defaults_are_the_papers():
     o = Options()
     assert (o.cam_threshold, o.iou, o.wsol_ious, o.threshold_step) == (0.2, 0.5, (0.3, 0.5, 0.7), 0.01)
     assert (o.aopc_region, o.aopc_steps) == (9, 100)
+
+
+def test_float32_edges_decide_as_float64_does():
+    from camlight.metrics.protocols import float32_edges
+
+    edges64 = torch.tensor((*threshold_grid(0.001), 1.0), dtype=torch.float64)
+    edges32 = float32_edges(edges64.tolist())
+    values = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    values = torch.cat([values, edges64.float(), torch.nextafter(edges64.float(), torch.tensor(0.0))])
+    bins64 = torch.bucketize(values.double(), edges64, right=True)
+    bins32 = torch.bucketize(values, edges32, right=True)
+    assert edges32.dtype == torch.float32 and torch.equal(bins32, bins64)

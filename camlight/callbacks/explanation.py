@@ -191,6 +191,7 @@ class ExplanationCallback(pl.Callback):
             with untouched(pl_module), torch.no_grad():
                 logits = pl_module(images)
         maps = explain(pl_module, images, self.active, targets=labels)
+        batch = {**batch, "image": images}  # in the model's dtype, for the protocols that re-run it
         for method in self.active:
             self.full.update(method, maps[method], batch, logits, pl_module, seeds=batch.get("index"))
         self.full.update_center(batch, logits)

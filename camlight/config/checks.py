@@ -31,7 +31,7 @@ def validate(cfg: DictConfig, schema: type | None = None) -> None:
     if schema is Config:
         for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
             _check_limit(key, OmegaConf.select(cfg, key))
-        _check_data(cfg.data)
+        check_data(cfg.data)
         _check_choice("model.pretrained", cfg.model.pretrained, (True, False, "auto"))
         _check_writable(Path(cfg.out_dir))
     if schema is EvaluateConfig:
@@ -45,7 +45,8 @@ def _check_choice(key: str, value: Any, valid: tuple) -> None:
         raise ConfigError(f"invalid {key}={value!r}; choose one of {shown}")
 
 
-def _check_data(d: DictConfig) -> None:
+def check_data(d: DictConfig) -> None:
+    """The data section's checks beyond types and choices (num_workers, ...)."""
     w = d.num_workers
     if not (w == "auto" or (isinstance(w, int) and not isinstance(w, bool) and w >= 0)):
         raise ConfigError(f"invalid data.num_workers={w!r}; use a count >= 0 or auto")

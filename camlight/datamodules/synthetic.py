@@ -26,7 +26,7 @@ class SyntheticPetsDataset(Dataset):
 
     Samples are dicts in the camlight batch format: `image` (3,S,S) float32 normalised,
     `label` int64, `mask` (S,S) bool (face ∪ ears), `box` (4,) float32 xyxy end-exclusive and
-    `parts` (S,S) bool (the ears). The `pair` split draws a cat and a dog in every image and gives
+    `parts` (S,S) bool (the ears), and `index` (the sample's number in its split). The `pair` split draws a cat and a dog in every image and gives
     instead of `label` the per-class ground truth `class_masks` (2,S,S) bool and `class_boxes`
     (2,4) float32, indexed by class (0 = cat, 1 = dog); `mask` and `box` cover both animals.
 
@@ -73,7 +73,7 @@ class SyntheticPetsDataset(Dataset):
         out = render(scene)
         image = (torch.from_numpy(out.image) - self.mean) / self.std
         mask = torch.from_numpy(out.masks.any(axis=0))
-        sample = {"image": image, "mask": mask, "box": mask_box(mask)}
+        sample = {"image": image, "mask": mask, "box": mask_box(mask), "index": torch.tensor(index)}
         if self.split == "pair":
             order = np.argsort([a.label for a in scene.animals])
             sample["class_masks"] = torch.from_numpy(out.masks[order])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from dataclasses import field, make_dataclass
@@ -11,16 +12,18 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from camlight.config import ConfigError, DataConfig, num_workers, validate
+from camlight.config.checks import check_data
 from camlight.datamodules import DataError, Skipped, from_config
 from camlight.evaluate.loop import Evaluation, ImagesPerSecond, Rows, merge_rows
 from camlight.evaluate.outputs import write_results
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, target_layer, unsupported
 from camlight.metrics.protocol_set import Protocols
-from camlight.metrics.protocols import Options, check_protocols
+from camlight.metrics.protocols import GROUND_TRUTH_PROTOCOLS, Options, check_protocols
 from camlight.offline.inputs import load_model
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ def data_config(cfg, run_config, image_size: int):
     data.image_size, data.batch_size, data.cache = image_size, int(cfg.batch_size), False
     data.num_workers = cfg.num_workers
     validate(OmegaConf.create({"data": data}), _DataOnly)
+    check_data(data)
     return data
 
 
@@ -119,68 +123,61 @@ def image_namer(dataset, split: str, root=None):
     return name
 
 
+HALF_WEIGHTS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+
+
 def run(cfg, progress: bool = True) -> int:
     """Evaluate, write `cfg.out` (on rank 0), return the exit code (0; 3 when files were skipped).
 
     Raises:
         ConfigError: a usage mistake, before anything is written.
     """
-    try:
-        methods = check_methods(list(cfg.methods))
-        protocols = check_protocols(list(cfg.protocols), dict(cfg.compat))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if cfg.calibrate_on and "wsol" not in protocols:
-        raise ConfigError("calibrate_on= chooses MaxBoxAccV2's thresholds: add wsol to protocols=")
-    if cfg.calibrate_on == cfg.split:
-        raise ConfigError(f"calibrate_on={cfg.calibrate_on} is the split being scored; choose a held-out split")
+    protocols, methods = _check(cfg)
     out = Path(cfg.out)
     rank0 = rank_zero_only.rank == 0
     if rank0 and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
     loaded = load_model(cfg)
-    model, names, pre = loaded.model, loaded.class_names, loaded.preprocessing
-    data = data_config(cfg, loaded.config, pre.image_size)
-    try:
-        dm = from_config(
-            data,
-            pre.mean,
-            pre.std,
-            num_workers=num_workers(data.num_workers),
-            resize=pre.resize,
-            interpolation=pre.interpolation,
-        )
-        dm.setup()
-    except (DataError, ValueError) as e:
-        raise ConfigError(f"cannot load the data: {e}") from None
+    model, names = loaded.model, loaded.class_names
+    dm = _datamodule(cfg, loaded)
     labels = label_map(dm.class_names, names)
-    for split in filter(None, (cfg.split, cfg.calibrate_on)):
+    splits = [s for s in (cfg.calibrate_on, cfg.split) if s]
+    for split in splits:
         if dm.split_size(split) == 0:
             raise ConfigError(f"the {split} split of {dm.describe()} is empty")
-    methods, layer = _supported(model, dm, cfg.split, methods, cfg.get("layer"))
+    protocols = _with_ground_truth(dm, cfg.split, protocols)
+    methods, layer, layer_used = _supported(model, dm, cfg.split, methods, cfg.get("layer"))
     opts = options(cfg)
     trainer = _trainer(cfg, progress)
-    for split in filter(None, (cfg.split, cfg.calibrate_on)):  # a process without images would wait forever
-        if dm.split_size(split) < trainer.world_size or not trainer.limit_predict_batches:
-            raise ConfigError(
-                f"the {split} split has {dm.split_size(split)} images for {trainer.world_size} processes "
-                f"(limit_predict_batches={trainer.limit_predict_batches}); every process needs at least one"
-            )
-    calibrated, calibration = None, None
-    if cfg.calibrate_on:
-        calib = Evaluation(
-            model, methods, Protocols(["wsol"], methods, len(names), opts, center=cfg.center_baseline), layer
+    limit = cfg.trainer.limit_predict_batches
+    if isinstance(limit, float) and limit < 1.0 and trainer.world_size > 1:
+        raise ConfigError(
+            "trainer.limit_predict_batches as a fraction applies to each process's share and can leave one "
+            "without batches; give a whole number of batches"
         )
-        trainer.predict(calib, _loader(dm, cfg.calibrate_on, cfg, labels), return_predictions=False)
-        calibrated, calibration = calib.results["thresholds"], calib.results["scores"]
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-    rank = trainer.global_rank
-    rows = Rows(out / f"per_image.rank{rank}.csv", names, image_namer(dm.dataset(cfg.split), cfg.split, dm.root))
-    scoring = Protocols(protocols, methods, len(names), opts, center=cfg.center_baseline)
-    evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated)
-    trainer.predict(evaluation, _loader(dm, cfg.split, cfg, labels), return_predictions=False)
+    for split in splits:  # a process without batches would never join the reduction
+        if dm.split_size(split) < trainer.world_size:
+            raise ConfigError(
+                f"the {split} split has {dm.split_size(split)} images for {trainer.world_size} processes; "
+                "every process needs at least one"
+            )
+    data_classes = sorted(set(labels)) if labels else None  # the classes TorchRay's class mean runs over
+    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    created = rank0 and not out.exists()
     try:
+        calibrated, calibration = None, None
+        if cfg.calibrate_on:
+            calib_protocols = Protocols(["wsol"], methods, len(names), opts, cfg.center_baseline, data_classes)
+            calib = Evaluation(model, methods, calib_protocols, layer)
+            trainer.predict(calib, _loader(dm, cfg.calibrate_on, cfg, labels), return_predictions=False)
+            calibrated, calibration = calib.results["thresholds"], calib.results["scores"]
+        if rank0:
+            out.mkdir(parents=True, exist_ok=True)
+        namer = image_namer(dm.dataset(cfg.split), cfg.split, dm.root)
+        rows = Rows(out / f"per_image.rank{trainer.global_rank}.csv", names, namer)
+        scoring = Protocols(protocols, methods, len(names), opts, cfg.center_baseline, data_classes)
+        evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated)
+        trainer.predict(evaluation, _loader(dm, cfg.split, cfg, labels), return_predictions=False)
         if not trainer.is_global_zero:
             return 0
         merge_rows(sorted(out.glob("per_image.rank*.csv")), out / "per_image.csv")
@@ -194,7 +191,7 @@ def run(cfg, progress: bool = True) -> int:
             "skipped": len(skipped),
             "methods": methods,
             "protocols": protocols,
-            "target_layer": layer,
+            "target_layer": layer_used,
             "calibrate_on": cfg.calibrate_on,
             "calibrated_thresholds": calibrated,
             "calibration_scores": calibration,
@@ -202,20 +199,93 @@ def run(cfg, progress: bool = True) -> int:
         }
         write_results(out, cfg, evaluation.results, names, about, skipped)
         return 3 if skipped else 0
+    except BaseException:
+        _remove_partial(out, trainer.global_rank, created)
+        raise
     finally:
-        _leave_process_group()
+        if not in_group:
+            _leave_process_group()
+
+
+def _check(cfg) -> tuple[list[str], list[str]]:
+    """Mistakes the config alone shows: (protocols, methods), or ConfigError."""
+    try:
+        methods = check_methods(list(cfg.methods))
+        protocols = check_protocols(list(cfg.protocols), dict(cfg.compat))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not methods or not protocols:
+        raise ConfigError(f"{'methods' if not methods else 'protocols'}= is empty; give at least one")
+    if cfg.calibrate_on and "wsol" not in protocols:
+        raise ConfigError("calibrate_on= chooses MaxBoxAccV2's thresholds: add wsol to protocols=")
+    if cfg.calibrate_on == cfg.split:
+        raise ConfigError(f"calibrate_on={cfg.calibrate_on} is the split being scored; choose a held-out split")
+    if str(cfg.trainer.precision) in HALF_WEIGHTS:
+        raise ConfigError(
+            f"trainer.precision={cfg.trainer.precision} turns the weights to half precision, which the maps' "
+            "gradients and thresholds do not survive; use 16-mixed or bf16-mixed (autocast) or 32-true"
+        )
+    return protocols, methods
+
+
+def _datamodule(cfg, loaded):
+    """The datamodule of the data config, set up; ConfigError when it cannot be loaded."""
+    pre = loaded.preprocessing
+    data = data_config(cfg, loaded.config, pre.image_size)
+    try:
+        dm = from_config(
+            data,
+            pre.mean,
+            pre.std,
+            num_workers=num_workers(data.num_workers),
+            resize=pre.resize,
+            interpolation=pre.interpolation,
+        )
+        dm.setup()
+    except (DataError, ValueError) as e:
+        raise ConfigError(f"cannot load the data: {e}") from None
+    return dm
+
+
+def _with_ground_truth(dm, split: str, protocols: list[str]) -> list[str]:
+    """The protocols the split can score: ConfigError when none can (no box and no mask in its
+    first images), a warning when only those without ground truth (causal, aopc) remain."""
+    firsts = list(itertools.islice((s for _, s in dm.samples(split)), 16))
+    has = any(s["mask"].any() or s.get("boxes", torch.zeros(0, 4)).numel() for s in firsts if "mask" in s)
+    needing = [p for p in protocols if p in GROUND_TRUTH_PROTOCOLS]
+    if has or not needing:
+        return protocols
+    rest = [p for p in protocols if p not in GROUND_TRUTH_PROTOCOLS]
+    reason = f"the {split} split of {dm.describe()} has no ground-truth boxes or masks"
+    if not rest:
+        raise ConfigError(f"{reason}, which {', '.join(needing)} need; use data with boxes, or protocols=[causal,aopc]")
+    log.warning("%s: scoring %s only (%s need ground truth)", reason, ", ".join(rest), ", ".join(needing))
+    return rest
+
+
+def _remove_partial(out: Path, rank: int, created: bool) -> None:
+    """After a failure: this rank's part of per_image, and on rank 0 what it wrote (and `out/`
+    itself when this run created it and it is left empty)."""
+    Path(out, f"per_image.rank{rank}.csv").unlink(missing_ok=True)
+    if rank != 0 or not out.is_dir():
+        return
+    for name in ("per_image.csv", "per_class.csv", "results.json", "index.html", "skipped.txt"):
+        Path(out, name).unlink(missing_ok=True)
+    if created and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _leave_process_group() -> None:
-    """Under DDP: wait until rank 0 has written, then close the process group (a gloo group left
-    open aborts the interpreter at exit)."""
+    """Under DDP started by this run: wait until rank 0 has written, then close the process group
+    (a gloo group left open aborts the interpreter at exit)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
 def _supported(model, dm, split, methods, layer):
-    """Methods this model supports (the others dropped with a warning) and the target layer used."""
+    """(methods this model supports, the others dropped with a warning; the `layer=` to pass on; the
+    target layer found, described, for the report)."""
     first = next((s for _, s in dm.samples(split)), None)
     if first is None:
         raise ConfigError(f"no usable image in the {split} split")
@@ -231,7 +301,7 @@ def _supported(model, dm, split, methods, layer):
         raise ConfigError(str(e)) from None
     if used:
         log.info("target layer: %s", used)
-    return methods, layer
+    return methods, layer, used
 
 
 def _loader(dm, split: str, cfg, labels: list[int] | None) -> DataLoader:
@@ -256,9 +326,18 @@ def _quiet() -> None:
 
 
 def _trainer(cfg, progress: bool) -> pl.Trainer:
+    """Lightning's Trainer for the predict loop; ConfigError for settings it refuses (an unknown
+    accelerator, devices or precision, a GPU asked for where there is none)."""
     _quiet()
     t = cfg.trainer
     bar = [ImagesPerSecond()] if progress and t.enable_progress_bar else []
+    try:
+        return _lightning_trainer(t, bar)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
+        raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]}") from None
+
+
+def _lightning_trainer(t, bar) -> pl.Trainer:
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,

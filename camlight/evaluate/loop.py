@@ -158,7 +158,7 @@ class ImagesPerSecond(TQDMProgressBar):
         self._start, self._seen = time.perf_counter(), 0
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._seen += len(batch["image"])
+        self._seen += len(batch.get("image", ()))  # a batch of only unreadable files has none
         rate = self._seen * trainer.world_size / max(time.perf_counter() - self._start, 1e-9)
         self.predict_progress_bar.set_postfix({"img/s": f"{rate:.1f}"}, refresh=False)
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)

@@ -69,13 +69,17 @@ class Protocols(nn.Module):
         num_classes: classes of the labels.
         options: `Options`.
         center: also score the centre baseline (a map that ignores the image).
+        classes: the classes of the data (model indices) over which TorchRay's class mean runs
+            (default every class of the model).
     """
 
-    def __init__(self, protocols, methods, num_classes: int, options: Options | None = None, center: bool = True):
+    def __init__(
+        self, protocols, methods, num_classes: int, options: Options | None = None, center: bool = True, classes=None
+    ):
         super().__init__()
         self.options = options or Options()
         self.protocols = check_protocols(protocols, self.options.compat)
-        self.num_classes = num_classes
+        self.num_classes, self.classes = num_classes, classes
         self.center = center and any(p in GROUND_TRUTH_PROTOCOLS for p in self.protocols)
         names = list(methods) + ([CENTER] if self.center else [])
         self.metrics = nn.ModuleDict({method: self._build(method) for method in names})
@@ -92,7 +96,7 @@ class Protocols(nn.Module):
                 m[p] = WsolBoxes(grid, o.wsol_ious, o.mode("wsol"))
                 m["pxap"] = Pxap(grid)
             elif p == "pointing":
-                m[p] = Pointing(self.num_classes, o.tolerance, o.mode("pointing"))
+                m[p] = Pointing(self.num_classes, o.tolerance, o.mode("pointing"), self.classes)
             elif p == "causal":
                 m["deletion"], m["insertion"] = _Mean("deletion_auc"), _Mean("insertion_auc")
             elif p == "aopc":
@@ -125,7 +129,7 @@ class Protocols(nn.Module):
                     if method == CENTER
                     else map_points(maps)
                 )
-                hits = _hits_at(points, masks, o.tolerance)
+                hits = _hits_at(points, masks, m["pointing"].tolerance)
                 m["pointing"].update(points, masks, labels, hits)
                 out["pointing"] = _blank(hits.float(), _has_mask(masks))
         if "deletion" in m:

@@ -3,7 +3,7 @@ across DDP ranks: CAM's localization error, the WSOL benchmark's MaxBoxAccV2 and
 pointing game, the causal deletion/insertion AUC and AOPC.
 
 Each protocol follows its paper by default (`compat="paper"`); where the reference code that
-produced the published tables differs, a named switch reproduces that code's numbers exactly:
+produced the published tables differs, a named switch scores maps exactly as that code does:
 
 - `wsol`, `compat="wsolevaluation"` (Choe et al.'s `evaluation.py`): maps quantised to uint8 and
   thresholded strictly (`q > int(τ · max q)`); a box for every contour `cv2.findContours(...,
@@ -136,9 +136,11 @@ class CamLocalization(Metric):
         super().__init__(**kwargs)
         self.num_classes, self.threshold, self.iou = num_classes, threshold, iou
         self.topk = tuple(k for k in topk if k == 1 or k < num_classes)
-        rows = 1 + 2 * len(self.topk)  # gt-known, then top-k localized, then top-k classified
-        self.add_state("correct", torch.zeros(rows, num_classes, dtype=torch.float32), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(num_classes, dtype=torch.float32), dist_reduce_fx="sum")
+        # Localization (gt-known, then top-k) over images with a box; classification over every image.
+        self.add_state("located", torch.zeros(1 + len(self.topk), num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("classified", torch.zeros(len(self.topk), num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("images", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     @staticmethod
     def per_image(maps, boxes, ranks, threshold: float = 0.2, iou: float = 0.5, topk=(1, 5)) -> dict:
@@ -155,28 +157,31 @@ class CamLocalization(Metric):
         """Accumulate a batch; `scores` are its `per_image` values when already computed."""
         if scores is None:
             scores = self.per_image(maps, boxes, ranks, self.threshold, self.iou, self.topk)
+        labels = labels.long()
+        for r, k in enumerate(self.topk):
+            self.classified[r].index_add_(0, labels, (ranks < k).long())
+        self.images.index_add_(0, labels, torch.ones_like(labels))
         valid = _has_box(boxes)
-        labels, ranks = labels.long()[valid], ranks[valid]
-        rows = [scores["gt_known"][valid]]
-        rows += [scores[f"top{k}_loc"][valid] for k in self.topk]
-        rows += [ranks < k for k in self.topk]
+        labels = labels[valid]
+        rows = [scores["gt_known"][valid]] + [scores[f"top{k}_loc"][valid] for k in self.topk]
         for r, hit in enumerate(rows):
-            self.correct[r].index_add_(0, labels, hit.float())
-        self.count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+            self.located[r].index_add_(0, labels, hit.long())
+        self.count.index_add_(0, labels, torch.ones_like(labels))
 
-    def _errors(self, correct: torch.Tensor, count: torch.Tensor) -> dict[str, float]:
-        if count <= 0:
-            return {}
-        acc = (_f64(correct) / _f64(count)).tolist()
-        k = len(self.topk)
-        out = {"gt_known_loc_err": 1 - acc[0]}
-        out.update({f"top{t}_loc_err": 1 - a for t, a in zip(self.topk, acc[1 : 1 + k], strict=True)})
-        out.update({f"top{t}_cls_err": 1 - a for t, a in zip(self.topk, acc[1 + k :], strict=True)})
+    def _errors(self, located, count, classified, images) -> dict[str, float]:
+        out = {}
+        if count > 0:
+            acc = (_f64(located) / _f64(count)).tolist()
+            out["gt_known_loc_err"] = 1 - acc[0]
+            out.update({f"top{t}_loc_err": 1 - a for t, a in zip(self.topk, acc[1:], strict=True)})
+        if images > 0:
+            acc = (_f64(classified) / _f64(images)).tolist()
+            out.update({f"top{t}_cls_err": 1 - a for t, a in zip(self.topk, acc, strict=True)})
         return out
 
     def values(self) -> dict[str, float]:
         """The errors from the current states (`compute()` without torchmetrics' sync and cache)."""
-        return self._errors(self.correct.sum(1), self.count.sum())
+        return self._errors(self.located.sum(1), self.count.sum(), self.classified.sum(1), self.images.sum())
 
     def compute(self) -> dict[str, float]:
         return self.values()
@@ -184,8 +189,11 @@ class CamLocalization(Metric):
     def per_class(self) -> list[dict[str, float]]:
         """One dict of errors per class (empty for classes without an image)."""
         return [
-            {"images": float(self.count[c]), **self._errors(self.correct[:, c], self.count[c])}
-            if self.count[c] > 0
+            {
+                "images": int(self.images[c]),
+                **self._errors(self.located[:, c], self.count[c], self.classified[:, c], self.images[c]),
+            }
+            if self.images[c] > 0
             else {}
             for c in range(self.num_classes)
         ]
@@ -224,16 +232,18 @@ class WsolBoxes(Metric):
         super().__init__(**kwargs)
         self.thresholds = tuple(thresholds or threshold_grid(0.01))
         self.ious, self.compat = tuple(ious), compat
-        self.add_state("hits", torch.zeros(len(self.thresholds), len(self.ious)), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state(
+            "hits", torch.zeros(len(self.thresholds), len(self.ious), dtype=torch.long), dist_reduce_fx="sum"
+        )
+        self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, boxes: torch.Tensor) -> None:
         valid = _has_box(boxes)
         maps, boxes = maps[valid], boxes[valid]
         if self.compat == "wsolevaluation":
-            self.hits += _reference_hits(maps, boxes, self.thresholds, self.ious)
+            self.hits += _reference_hits(maps, boxes, self.thresholds, self.ious).round().long()
         else:
-            self.hits += _l._max_box_acc_update(maps, boxes, self.thresholds, self.ious).float()
+            self.hits += _l._max_box_acc_update(maps, boxes, self.thresholds, self.ious).round().long()
         self.count += valid.sum()
 
     def curves(self) -> torch.Tensor:
@@ -267,6 +277,16 @@ class WsolBoxes(Metric):
         return out
 
 
+def float32_edges(edges) -> torch.Tensor:
+    """Float64 bin edges as float32, each rounded *up* to the next float32 where float32 rounding
+    took it below: for float32 values `v ≥ edge32` then holds exactly when `v ≥ edge64` (what
+    `np.histogram` decides in float64), without float64 on the device (MPS has none)."""
+    e64 = torch.tensor(tuple(edges), dtype=torch.float64)
+    e32 = e64.float()
+    up = torch.nextafter(e32, torch.tensor(float("inf")))
+    return torch.where(e32.double() < e64, up, e32)
+
+
 class Pxap(Metric):
     """Choe et al. 2020: pixel average precision over the threshold grid, histograms summed over
     images and ranks. Bins are the grid's intervals compared in float64 (value ≥ edge), as
@@ -278,18 +298,21 @@ class Pxap(Metric):
     def __init__(self, thresholds=None, **kwargs):
         super().__init__(**kwargs)
         grid = tuple(thresholds or threshold_grid(0.01))
-        self.register_buffer("edges", torch.tensor((*grid, 1.0), dtype=torch.float64), persistent=False)
-        self.add_state("pos", torch.zeros(len(grid) + 1), dist_reduce_fx="sum")
-        self.add_state("neg", torch.zeros(len(grid) + 1), dist_reduce_fx="sum")
+        self.edges = float32_edges((*grid, 1.0))  # not a buffer: a module's .half() must not round it
+        self.add_state("pos", torch.zeros(len(grid) + 1, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("neg", torch.zeros(len(grid) + 1, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
-        index = torch.bucketize(maps.detach().double().clamp(0, 1), self.edges.to(maps.device), right=True) - 1
+        edges = self.edges.to(maps.device)
+        index = torch.bucketize(maps.detach().float().clamp(0, 1), edges, right=True) - 1
         gt = masks.bool()
         keep = torch.ones_like(gt) if ignore is None else ~ignore.bool()
-        self.pos += torch.bincount(index[gt & keep], minlength=len(self.edges)).float()
-        self.neg += torch.bincount(index[~gt & keep], minlength=len(self.edges)).float()
+        self.pos += torch.bincount(index[gt & keep], minlength=len(edges))
+        self.neg += torch.bincount(index[~gt & keep], minlength=len(edges))
 
     def values(self) -> dict[str, float]:
+        if self.pos.sum() == 0:  # no object pixel: nothing to rank
+            return {}
         return {"pxap": _l._pxap_compute(_f64(self.pos), _f64(self.neg))}
 
     def compute(self) -> dict[str, float]:
@@ -330,11 +353,15 @@ class Pointing(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, num_classes: int, tolerance: float | None = None, compat: str = "paper", **kwargs):
+    def __init__(self, num_classes: int, tolerance: float | None = None, compat: str = "paper", classes=None, **kwargs):
         super().__init__(**kwargs)
+        if tolerance is None and compat == "torchray":
+            tolerance = 15.0  # TorchRay's, in pixels at any resolution
         self.num_classes, self.tolerance, self.compat = num_classes, tolerance, compat
-        self.add_state("hits", torch.zeros(num_classes), dist_reduce_fx="sum")
-        self.add_state("counts", torch.zeros(num_classes), dist_reduce_fx="sum")
+        # The classes TorchRay's class mean runs over (the dataset's; default every class).
+        self.classes = list(range(num_classes)) if classes is None else list(classes)
+        self.add_state("hits", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, points: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, hits=None) -> None:
         """Accumulate a batch of points (B,2) (row, col); `hits` (B,) when already computed."""
@@ -342,8 +369,8 @@ class Pointing(Metric):
             hits = _hits_at(points, masks, self.tolerance)
         valid = _has_mask(masks)
         labels = labels.long()[valid]
-        self.hits.index_add_(0, labels, hits[valid].float())
-        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+        self.hits.index_add_(0, labels, hits[valid].long())
+        self.counts.index_add_(0, labels, torch.ones_like(labels))
 
     def compute(self) -> dict[str, float]:
         return self.values()
@@ -354,12 +381,12 @@ class Pointing(Metric):
             return {}
         hits, counts, seen = _f64(self.hits), _f64(self.counts), seen.cpu()
         per_class = hits / counts.clamp(min=1)
-        mean = per_class.mean() if self.compat == "torchray" else per_class[seen].mean()
+        mean = per_class[self.classes].mean() if self.compat == "torchray" else per_class[seen].mean()
         return {"pointing": float(hits.sum() / counts.sum()), "pointing_class_mean": float(mean)}
 
     def per_class(self) -> list[dict[str, float]]:
         return [
-            {"images": float(self.counts[c]), "pointing": float(self.hits[c] / self.counts[c])}
+            {"images": int(self.counts[c]), "pointing": float(self.hits[c] / self.counts[c])}
             if self.counts[c] > 0
             else {}
             for c in range(self.num_classes)
@@ -367,6 +394,6 @@ class Pointing(Metric):
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
-    """A state as float64 on the CPU, for the final ratios (states are float32 sums, which every
-    accelerator has; the ratios of their integer counts are then exact)."""
+    """A state as float64 on the CPU, for the final ratios (counts are int64 states, exact at any
+    split size and on every accelerator; float64 only on the CPU, which MPS lacks)."""
     return t.detach().cpu().double()
