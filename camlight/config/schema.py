@@ -150,8 +150,8 @@ class Config:
 
 
 @dataclass
-class OfflineConfig:
-    """`explain.py`: explain a checkpoint, or any classifier, on images, offline."""
+class ModelChoice:
+    """The model of `explain.py` and its subcommands: a checkpoint, or any classifier by name."""
 
     checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (or give model=)")
     model: str | None = _f(
@@ -164,6 +164,12 @@ class OfflineConfig:
     mean: list | None = _f(None, "input normalisation mean, 3 values in [0,1] (overrides the weights')")
     std: list | None = _f(None, "input normalisation std, 3 values (overrides the weights')")
     layer: str | None = _f(None, "target layer of the CAM family: a module name or name@call (null: found)")
+
+
+@dataclass
+class OfflineConfig(ModelChoice):
+    """`explain.py`: explain a checkpoint, or any classifier, on images, offline."""
+
     input: str | None = _f(None, "an image file or a folder of images, searched recursively")
     split: str | None = _f(
         None, "instead of input: the checkpoint's own data split, with ground truth", choices=(None, "val", "test")
@@ -196,17 +202,9 @@ class EvaluateTrainerConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(ModelChoice):
     """`explain.py evaluate`: a whole split scored in the papers' localization protocols."""
 
-    checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (or give model=)")
-    model: str | None = _f(None, "instead of checkpoint: torchvision:<name>[:<weights>], timm:<name>, module:function")
-    weights: str | None = _f(None, "with model=torchvision:/timm:: the weights (default: DEFAULT; none: random)")
-    classes: str | None = _f(None, "a text file with one class name per line (models without class names)")
-    image_size: int | None = _f(None, "input side (overrides the weights')")
-    mean: list | None = _f(None, "input normalisation mean (overrides the weights')")
-    std: list | None = _f(None, "input normalisation std (overrides the weights')")
-    layer: str | None = _f(None, "target layer of the CAM family: a module name or name@call (null: found)")
     data: dict = _f(
         {},
         "the dataset, as train.py's data.* keys (data.name=cub data.root=...); a checkpoint's own data config "
