@@ -272,3 +272,35 @@ def test_float32_edges_decide_as_float64_does():
     bins64 = torch.bucketize(values.double(), edges64, right=True)
     bins32 = torch.bucketize(values, edges32, right=True)
     assert edges32.dtype == torch.float32 and torch.equal(bins32, bins64)
+
+
+@pytest.mark.parametrize("small", [0, 1024])  # 0: every component recursed into, even one pixel
+def test_level_boxes_equal_labelling_every_level(monkeypatch, small):
+    """The one-pass level boxes (rows' and columns' profiles, labelling only where a component
+    splits or bends) equal labelling every level, components and holes, on maps of every kind."""
+    from camlight.metrics import _components
+    from camlight.metrics._components import _contours, component_boxes, level_boxes
+
+    monkeypatch.setattr(_components, "SMALL", small)
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        h, w = (int(v) for v in rng.integers(1, 48, size=2))
+        kind = trial % 4
+        if kind == 0:  # noise
+            levels = rng.integers(0, 7, size=(h, w))
+        elif kind == 1:  # monotone: one blob per level
+            levels = np.minimum.accumulate(np.minimum.accumulate(rng.integers(0, 7, size=(h, w)), 0), 1)
+        elif kind == 2:  # blocky plateaus, rings and splits
+            levels = np.kron(rng.integers(0, 7, size=(8, 8)), np.ones((6, 6), dtype=int))[:h, :w]
+        else:  # a smooth map with several bumps
+            ys, xs = np.mgrid[:h, :w]
+            bumps = sum(
+                np.exp(-((ys - rng.uniform(0, h)) ** 2 + (xs - rng.uniform(0, w)) ** 2) / rng.uniform(4, 40))
+                for _ in range(3)
+            )
+            levels = np.floor(6 * bumps / bumps.max()).astype(int)
+        for holes, labelled in ((False, component_boxes), (True, _contours)):
+            found = level_boxes(levels, 6, holes)
+            for k in range(6):
+                expected = sorted(map(tuple, labelled(levels > k).tolist()))
+                assert sorted(map(tuple, found[k].tolist())) == expected, (trial, holes, k)

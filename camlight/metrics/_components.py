@@ -78,12 +78,23 @@ def contour_boxes(fg: np.ndarray) -> np.ndarray:
     it, so its rectangle is the hole's box grown by one pixel on every side. An empty `fg` gives
     the reference's `[[0, 0, 0, 0]]`.
     """
-    height, width = fg.shape
+    return _as_reference(_contours(fg), *fg.shape)
+
+
+def _contours(fg: np.ndarray) -> np.ndarray:
+    """(n,4) end-exclusive boxes of the components of `fg` and of their holes (grown by one)."""
     outer = component_boxes(fg)
     if len(outer) == 0:
-        return np.zeros((1, 4), dtype=np.int64)
+        return outer
     holes = _hole_boxes(fg, outer)
-    boxes = np.concatenate([outer, holes]) if len(holes) else outer
+    return np.concatenate([outer, holes]) if len(holes) else outer
+
+
+def _as_reference(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """wsolevaluation's form of end-exclusive boxes: right and bottom clipped to W − 1, H − 1; none → [[0,0,0,0]]."""
+    if len(boxes) == 0:
+        return np.zeros((1, 4), dtype=np.int64)
+    boxes = boxes.copy()
     boxes[:, 2] = np.minimum(boxes[:, 2], width - 1)
     boxes[:, 3] = np.minimum(boxes[:, 3], height - 1)
     return boxes
@@ -118,11 +129,127 @@ def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def reference_best_ious(quantised: np.ndarray, gt: np.ndarray, thresholds) -> np.ndarray:
-    """(T,) for each threshold τ, the best IoU between any contour box of `quantised` (H,W) uint8
-    > int(τ · its max) (strict, as `cv2.threshold(..., THRESH_BINARY)`) and any ground-truth box
-    `gt` (k,4) — wsolevaluation's `BoxEvaluator.accumulate` for one map."""
+def reference_candidates(quantised: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (n,4), level of each (n,)): every contour box of `quantised` (H,W) uint8 > int(τ · its
+    max) (strict, as `cv2.threshold(..., THRESH_BINARY)`) at every threshold τ, in wsolevaluation's
+    form (`contour_boxes`)."""
     peak = int(quantised.max())
-    if len(gt) == 0:
-        return np.zeros(len(thresholds))
-    return np.array([inclusive_iou(contour_boxes(quantised > int(t * peak)), gt).max() for t in thresholds])
+    cuts = np.array([int(t * peak) for t in thresholds], dtype=np.int64)  # non-decreasing
+    levels = np.searchsorted(cuts, quantised.astype(np.int64), side="left")  # #{k : cut_k < q}
+    per_level = [_as_reference(b, *quantised.shape) for b in level_boxes(levels, len(cuts), holes=True)]
+    return np.concatenate(per_level), np.repeat(np.arange(len(cuts)), [len(b) for b in per_level])
+
+
+def reference_best_ious(candidates: tuple[np.ndarray, np.ndarray], gt: np.ndarray, count: int) -> np.ndarray:
+    """(count,) per threshold, the best inclusive IoU between its candidate boxes and any
+    ground-truth box `gt` (k,4) — wsolevaluation's `BoxEvaluator.accumulate` for one map."""
+    best = np.zeros(count)
+    if len(gt):
+        boxes, which = candidates
+        np.maximum.at(best, which, inclusive_iou(boxes, gt).max(1))
+    return best
+
+
+def level_boxes(levels: np.ndarray, count: int, holes: bool = False, start: int = 0) -> list[np.ndarray]:
+    """The boxes of the components of `levels > k` (H,W) for every level k in start..count−1 (and
+    with `holes`, of their holes too, as `_contours`), without labelling most levels.
+
+    A threshold grid makes labelling the bottleneck of MaxBoxAccV2 (100 labellings of the whole
+    map). Whether a level's foreground is one component without holes can be decided for every
+    level at once from the profiles of its rows (or of its columns): it is when every foreground
+    row is one run, the foreground rows are consecutive, and the runs of neighbouring rows overlap
+    or touch diagonally; its box is then the union of the runs. The other levels are labelled, and
+    where one has split into components, the levels above are found the same way inside each
+    component (each level's foreground is nested in the one below), so mostly only the levels
+    where a component splits or bends are labelled.
+
+    Args:
+        levels: (H,W) int, pixel p is foreground at level k when levels[p] > k (0 ≤ levels ≤ count).
+        count: the number of levels.
+        holes: also box the holes (wsolevaluation's contours).
+        start: the lowest level wanted.
+
+    Returns:
+        count arrays (n_k,4) int64, end-exclusive (those below `start` empty); a level without
+        foreground gives (0,4).
+    """
+    lv = levels.astype(np.int64)
+    single, rows, box = _single_levels(lv, count)
+    by_cols, _, box_t = _single_levels(np.ascontiguousarray(lv.T), count)
+    single, box = single | by_cols, np.where(single[:, None], box, box_t[:, [1, 0, 3, 2]])
+    out = [np.zeros((0, 4), dtype=np.int64) for _ in range(count)]
+    wanted = rows[start:] > 0
+    if wanted.sum() > 4 and single[start:][wanted].mean() < 0.1:  # hardly a blob anywhere: label every level
+        for j in range(start, count):
+            out[j] = _contours(lv > j) if holes else component_boxes(lv > j)
+        return out
+    k = start
+    while k < count:
+        if not rows[k]:
+            k += 1
+            continue
+        if single[k]:
+            out[k] = box[k][None]
+            k += 1
+            continue
+        x0, y0, x1, y1 = box[k]  # label only the foreground's box
+        fg = lv[y0:y1, x0:x1] > k
+        labels, n = _label(fg)
+        slices = ndimage.find_objects(labels) if n > 1 else None
+        out[k] = box[k][None] if n == 1 else _boxes(slices) + np.array([x0, y0, x0, y0])
+        if holes:
+            hole_boxes = _hole_boxes(fg, out[k] - np.array([x0, y0, x0, y0])) + np.array([x0, y0, x0, y0])
+            out[k] = np.concatenate([out[k], hole_boxes]) if len(hole_boxes) else out[k]
+        if n == 1:  # one component that bends: go on level by level
+            k += 1
+            continue
+        if n > FRAGMENTED:  # noise-like maps: labelling each level whole is cheaper than recursing
+            for j in range(k + 1, count):
+                out[j] = _contours(lv > j) if holes else component_boxes(lv > j)
+            return out
+        for i, (rs, cs) in enumerate(slices, start=1):
+            inside = np.where(labels[rs, cs] == i, lv[y0:y1, x0:x1][rs, cs], 0)  # this component's levels only
+            shift = np.array([x0 + cs.start, y0 + rs.start, x0 + cs.start, y0 + rs.start])
+            top = int(inside.max())  # its levels from `top` on are empty
+            if inside.size < SMALL:  # a few pixels: label its levels directly
+                found = {j: (_contours if holes else component_boxes)(inside > j) for j in range(k + 1, top)}
+            else:
+                found = dict(enumerate(level_boxes(inside, top, holes, k + 1)))
+            for j, boxes in found.items():
+                if len(boxes):
+                    out[j] = np.concatenate([out[j], boxes + shift])
+        return out
+    return out
+
+
+FRAGMENTED = 8  # components at a split beyond which level_boxes labels every level instead
+SMALL = 1024  # pixels of a component's box below which its levels are labelled directly
+
+
+def _single_levels(lv: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every level k of `lv > k`: whether it is one component of single-run rows, how many rows
+    hold foreground, and the foreground's box (count,4), from the rows' profiles in O(H·W + H·count)."""
+    h, w = lv.shape
+    width = count + 2
+    offsets = (np.arange(h) * width)[:, None]
+
+    def at_most(m: np.ndarray) -> np.ndarray:  # (H,count): per row, entries of m that are ≤ k
+        return np.cumsum(np.bincount((offsets + m).ravel(), minlength=h * width).reshape(h, width), 1)[:, :count]
+
+    # A run starts at column j of level k when lv[j−1] ≤ k < lv[j].
+    prev = np.concatenate([np.zeros((h, 1), np.int64), lv[:, :-1]], axis=1)
+    up = lv > prev
+    starts = np.bincount((offsets + prev)[up], minlength=h * width)
+    stops = np.bincount((offsets + lv)[up], minlength=h * width)
+    runs = np.cumsum((starts - stops).reshape(h, width), axis=1)[:, :count]
+    first = at_most(np.maximum.accumulate(lv, axis=1))  # columns before the first foreground one
+    last = w - 1 - at_most(np.maximum.accumulate(lv[:, ::-1], axis=1))
+    has = first < w  # (H,count)
+    rows = has.sum(0)
+    y0 = np.argmax(has, axis=0)
+    y1 = h - 1 - np.argmax(has[::-1], axis=0)
+    touch = (first[1:] <= last[:-1] + 1) & (first[:-1] <= last[1:] + 1)
+    apart = (has[1:] & has[:-1] & ~touch).any(0)
+    single = (rows > 0) & ~((runs > 1) & has).any(0) & (rows == y1 - y0 + 1) & ~apart
+    box = np.stack([np.where(has, first, w).min(0), y0, np.where(has, last, -1).max(0) + 1, y1 + 1], axis=1)
+    return single, rows, box

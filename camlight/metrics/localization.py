@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from camlight.metrics._components import component_boxes, largest_component_box, to_numpy
+from camlight.metrics._components import largest_component_box, level_boxes, to_numpy
 
 # -- pointing game ---------------------------------------------------------------------------
 
@@ -143,16 +143,26 @@ def box_accuracy(maps: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.2
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(100))
 
 
+def _levels(maps: torch.Tensor, thresholds) -> torch.Tensor:
+    """(B,H,W) int64: how many thresholds τ each pixel reaches (map ≥ τ · max, and > 0), so that
+    the foreground at the k-th threshold is `levels > k` — `_thresholded`'s sets, all at once."""
+    peak = maps.flatten(1).amax(1)
+    cuts = torch.tensor(thresholds, dtype=torch.float64).to(maps)[None, :] * peak[:, None]  # as _thresholded
+    levels = torch.searchsorted(cuts.contiguous(), maps.flatten(1).contiguous(), right=True).view(maps.shape)
+    return torch.where(maps > 0, levels, torch.zeros_like(levels))
+
+
 def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     """(T, D) hit counts: images whose best box over all components at τ reaches IoU δ with one
     of their ground-truth boxes."""
     sets = box_sets(boxes).float().cpu()
     hits = torch.zeros(len(thresholds), len(ious))
     iou_t = torch.tensor(ious, dtype=torch.float32)
-    taus = torch.tensor(thresholds, dtype=torch.float64)
+    shared = maps.shape[0] > 1 and maps.stride(0) == 0  # one map for every image (the centre baseline)
+    levels = _levels(maps[:1] if shared else maps.detach(), thresholds).cpu().numpy()
+    once = level_boxes(levels[0], len(thresholds)) if shared else None
     for i in range(maps.shape[0]):
-        fg = to_numpy(_thresholded(maps[i : i + 1], taus)[0])  # (T,H,W), one image at a time
-        per_tau = [component_boxes(f) for f in fg]
+        per_tau = once or level_boxes(levels[i], len(thresholds))
         found = [t for t, b in enumerate(per_tau) if len(b)]
         if not found:
             continue

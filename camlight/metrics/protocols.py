@@ -35,7 +35,7 @@ import torch
 from torchmetrics import Metric
 
 from camlight.metrics import localization as _l
-from camlight.metrics._components import reference_best_ious
+from camlight.metrics._components import reference_best_ious, reference_candidates
 from camlight.metrics.classes import _has_box, _has_mask
 
 PROTOCOLS = ("cam_loc", "wsol", "pointing", "causal", "aopc")
@@ -207,9 +207,12 @@ def _reference_hits(maps: torch.Tensor, boxes: torch.Tensor, thresholds, ious) -
     quantised = (maps.detach().float().cpu() * 255).to(torch.uint8)  # its (map · 255).astype(uint8)
     hits = torch.zeros(len(thresholds), len(ious), dtype=torch.float64)
     limits = torch.tensor(ious, dtype=torch.float64)
+    shared = len(maps) > 1 and maps.stride(0) == 0  # one map for every image (the centre baseline)
+    candidates = reference_candidates(quantised[0].numpy(), thresholds) if shared else None
     for q, gt in zip(quantised, _l.box_sets(boxes).detach().cpu(), strict=True):
         gt = gt[(gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])].long()
-        best = torch.from_numpy(reference_best_ious(q.numpy(), gt.numpy(), thresholds))
+        found = candidates or reference_candidates(q.numpy(), thresholds)
+        best = torch.from_numpy(reference_best_ious(found, gt.numpy(), len(thresholds)))
         hits += best[:, None] >= limits[None, :]
     return hits.float().to(maps.device)
 
@@ -237,14 +240,22 @@ class WsolBoxes(Metric):
         )
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
-    def update(self, maps: torch.Tensor, boxes: torch.Tensor) -> None:
+    def counts(self, maps: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hits (T,D), images) of one batch, without accumulating (`add` does)."""
         valid = _has_box(boxes)
         maps, boxes = maps[valid], boxes[valid]
         if self.compat == "wsolevaluation":
-            self.hits += _reference_hits(maps, boxes, self.thresholds, self.ious).round().long()
+            hits = _reference_hits(maps, boxes, self.thresholds, self.ious)
         else:
-            self.hits += _l._max_box_acc_update(maps, boxes, self.thresholds, self.ious).round().long()
-        self.count += valid.sum()
+            hits = _l._max_box_acc_update(maps, boxes, self.thresholds, self.ious)
+        return hits.round().long(), valid.sum()
+
+    def add(self, hits: torch.Tensor, images: torch.Tensor) -> None:
+        self.hits += hits.to(self.hits.device)
+        self.count += images.to(self.count.device)
+
+    def update(self, maps: torch.Tensor, boxes: torch.Tensor) -> None:
+        self.add(*self.counts(maps, boxes))
 
     def curves(self) -> torch.Tensor:
         """(T,D) accuracy at each threshold and IoU."""
