@@ -99,7 +99,7 @@ def updater(p: Protocols, batch: dict, logits, maps):
     """One batch's protocol work in `predict_step`: `update` for each method, then `update_center`."""
 
     def run():
-        b = dict(batch)  # a new batch each time, as in predict_step (Protocols reuses work within a batch)
+        b = dict(batch)  # a new batch each time, as in predict_step
         for m in METHODS:
             p.update(m, maps[m], b, logits, seeds=b["index"])
         p.update_center(b, logits)

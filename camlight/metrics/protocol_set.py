@@ -83,7 +83,6 @@ class Protocols(nn.Module):
         self.center = center and any(p in GROUND_TRUTH_PROTOCOLS for p in self.protocols)
         names = list(methods) + ([CENTER] if self.center else [])
         self.metrics = nn.ModuleDict({method: self._build(method) for method in names})
-        self._batch, self._seen = None, []  # the batch being scored, and its maps' MaxBoxAccV2 counts
 
     def _build(self, method: str) -> nn.ModuleDict:
         o, grid = self.options, threshold_grid(self.options.threshold_step)
@@ -110,8 +109,6 @@ class Protocols(nn.Module):
         """Score one batch of `method`'s maps (B,H,W) of the labelled class; returns the per-image
         values {name: (B,)} (NaN where an image has no ground truth for it)."""
         m, o = self.metrics[method], self.options
-        if self._batch is not batch:  # a new batch: forget the maps of the last one
-            self._batch, self._seen = batch, []
         labels = batch["label"]
         boxes, masks = batch.get("boxes", batch.get("box")), batch.get("mask")
         out: dict[str, torch.Tensor] = {}
@@ -123,7 +120,7 @@ class Protocols(nn.Module):
                 has = _has_box(boxes)
                 out.update({k: _blank(v.float(), has) for k, v in scores.items()})
             if "wsol" in m and boxes is not None:
-                m["wsol"].add(*self._wsol_counts(m["wsol"], maps, boxes))
+                m["wsol"].update(maps, boxes)
             if "pxap" in m and masks is not None:
                 m["pxap"].update(maps, masks, batch.get("ignore"))
             if "pointing" in m and masks is not None:
@@ -145,16 +142,6 @@ class Protocols(nn.Module):
             out["aopc"] = _f.aopc(model, batch["image"], maps, labels, o.aopc_region, o.aopc_steps, seeds=seeds)
             m["aopc"].update(out["aopc"])
         return out
-
-    def _wsol_counts(self, metric, maps: torch.Tensor, boxes: torch.Tensor):
-        """MaxBoxAccV2's counts of a batch, computed once for maps equal to those of a method
-        already scored on this batch (CAM and Grad-CAM coincide on a GAP head)."""
-        for seen, compat, counts in self._seen:
-            if compat == metric.compat and seen.shape == maps.shape and torch.equal(seen, maps):
-                return counts
-        counts = metric.counts(maps, boxes)
-        self._seen.append((maps, metric.compat, counts))
-        return counts
 
     def update_center(self, batch: dict, logits: torch.Tensor) -> None:
         """Score the centre baseline on this batch (no model pass)."""
