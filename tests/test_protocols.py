@@ -274,14 +274,20 @@ def test_float32_edges_decide_as_float64_does():
     assert edges32.dtype == torch.float32 and torch.equal(bins32, bins64)
 
 
+@pytest.mark.parametrize("compiled", [True, False])  # the Numba max-tree, or the profiles and SciPy
 @pytest.mark.parametrize("small", [0, 1024])  # 0: every component recursed into, even one pixel
-def test_level_boxes_equal_labelling_every_level(monkeypatch, small):
-    """The one-pass level boxes (rows' and columns' profiles, labelling only where a component
-    splits or bends) equal labelling every level, components and holes, on maps of every kind."""
+def test_level_boxes_equal_labelling_every_level(monkeypatch, small, compiled):
+    """Every level's boxes in one pass (the compiled max-tree; without it, rows' and columns'
+    profiles, labelling only where a component splits or bends) equal labelling every level,
+    components and holes, on maps of every kind."""
     from camlight.metrics import _components
     from camlight.metrics._components import _contours, component_boxes, level_boxes
 
     monkeypatch.setattr(_components, "SMALL", small)
+    if compiled:
+        assert _components._compiled is not None  # numba is a dependency
+    else:
+        monkeypatch.setattr(_components, "_compiled", None)
     rng = np.random.default_rng(7)
     for trial in range(400):
         h, w = (int(v) for v in rng.integers(1, 48, size=2))
@@ -304,3 +310,21 @@ def test_level_boxes_equal_labelling_every_level(monkeypatch, small):
             for k in range(6):
                 expected = sorted(map(tuple, labelled(levels > k).tolist()))
                 assert sorted(map(tuple, found[k].tolist())) == expected, (trial, holes, k)
+
+
+def test_a_map_shared_by_the_batch_scores_as_its_copies():
+    """The centre baseline's one map, expanded over a batch (boxed and binned once), scores as
+    the same map repeated; images without a box are still left out."""
+    shared = center_map(16, 16).expand(3, 16, 16)
+    boxes = torch.tensor([[2.0, 2, 14, 14], [0, 0, 0, 0], [4, 4, 12, 12]])
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[:, 4:10, 4:10] = True
+    for compat in ("paper", "wsolevaluation"):
+        a, b = WsolBoxes(compat=compat), WsolBoxes(compat=compat)
+        a.update(shared, boxes)
+        b.update(shared.contiguous(), boxes)
+        assert torch.equal(a.hits, b.hits) and int(a.count) == 2
+    x, y = Pxap(), Pxap()
+    x.update(shared, masks)
+    y.update(shared.contiguous(), masks)
+    assert torch.equal(x.pos, y.pos) and torch.equal(x.neg, y.neg)

@@ -150,6 +150,16 @@ def reference_best_ious(candidates: tuple[np.ndarray, np.ndarray], gt: np.ndarra
     return best
 
 
+def level_components(levels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (n,4) int64 end-exclusive, level (n,) ascending): every 8-connected component of
+    `levels > k` (H,W) for every k in 0..count−1, by the compiled max-tree (`level_boxes` without it)."""
+    if _compiled is None:  # pragma: no cover - numba missing
+        per_level = level_boxes(levels, count)
+        return np.concatenate(per_level), np.repeat(np.arange(count), [len(b) for b in per_level])
+    flat = _compiled(np.ascontiguousarray(levels, dtype=np.int64), count)[::-1]  # levels ascending
+    return flat[:, 1:].copy(), flat[:, 0].copy()
+
+
 def level_boxes(levels: np.ndarray, count: int, holes: bool = False, start: int = 0) -> list[np.ndarray]:
     """The boxes of the components of `levels > k` (H,W) for every level k in start..count−1 (and
     with `holes`, of their holes too, as `_contours`), without labelling most levels.
@@ -174,6 +184,11 @@ def level_boxes(levels: np.ndarray, count: int, holes: bool = False, start: int 
         foreground gives (0,4).
     """
     lv = levels.astype(np.int64)
+    if not holes and _compiled is not None:  # the max-tree: every level in one pass
+        boxes, which = level_components(lv, count)
+        cuts = np.searchsorted(which, np.arange(count + 1))
+        empty = np.zeros((0, 4), dtype=np.int64)
+        return [boxes[cuts[k] : cuts[k + 1]] if k >= start else empty for k in range(count)]
     single, rows, box = _single_levels(lv, count)
     by_cols, _, box_t = _single_levels(np.ascontiguousarray(lv.T), count)
     single, box = single | by_cols, np.where(single[:, None], box, box_t[:, [1, 0, 3, 2]])
@@ -253,3 +268,9 @@ def _single_levels(lv: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, 
     single = (rows > 0) & ~((runs > 1) & has).any(0) & (rows == y1 - y0 + 1) & ~apart
     box = np.stack([np.where(has, first, w).min(0), y0, np.where(has, last, -1).max(0) + 1, y1 + 1], axis=1)
     return single, rows, box
+
+
+try:  # Numba compiles the max-tree; without it, the profiles and labelling above do the work
+    from camlight.metrics._maxtree import component_boxes_by_level as _compiled
+except ImportError:  # pragma: no cover - numba is a dependency, but a platform may lack its wheels
+    _compiled = None

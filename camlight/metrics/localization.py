@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from camlight.metrics._components import largest_component_box, level_boxes, to_numpy
+from camlight.metrics._components import largest_component_box, level_components, to_numpy
 
 # -- pointing game ---------------------------------------------------------------------------
 
@@ -156,22 +156,19 @@ def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     """(T, D) hit counts: images whose best box over all components at τ reaches IoU δ with one
     of their ground-truth boxes."""
     sets = box_sets(boxes).float().cpu()
-    hits = torch.zeros(len(thresholds), len(ious))
-    iou_t = torch.tensor(ious, dtype=torch.float32)
-    shared = maps.shape[0] > 1 and maps.stride(0) == 0  # one map for every image (the centre baseline)
+    b, t = maps.shape[0], len(thresholds)
+    shared = b > 1 and maps.stride(0) == 0  # one map for every image (the centre baseline)
     levels = _levels(maps[:1] if shared else maps.detach(), thresholds).cpu().numpy()
-    once = level_boxes(levels[0], len(thresholds)) if shared else None
-    for i in range(maps.shape[0]):
-        per_tau = once or level_boxes(levels[i], len(thresholds))
-        found = [t for t, b in enumerate(per_tau) if len(b)]
-        if not found:
-            continue
-        cand = torch.from_numpy(np.concatenate([per_tau[t] for t in found])).float()
-        which = torch.tensor([t for t in found for _ in range(len(per_tau[t]))])
-        gt = sets[i]
-        score = _best_iou(cand, gt[None].expand(len(cand), *gt.shape))
-        best = torch.zeros(len(thresholds)).scatter_reduce(0, which, score, reduce="amax")
-        hits += best[:, None] >= iou_t
+    per_image = [level_components(levels[0], t)] * b if shared else [level_components(lv, t) for lv in levels]
+    found = [len(boxes_) for boxes_, _ in per_image]
+    if sum(found) == 0:
+        return torch.zeros(t, len(ious), device=maps.device)
+    candidates = torch.from_numpy(np.concatenate([boxes_ for boxes_, _ in per_image])).float()
+    level = torch.from_numpy(np.concatenate([which for _, which in per_image]))
+    image = torch.repeat_interleave(torch.arange(b), torch.tensor(found))
+    score = _best_iou(candidates, sets[image])  # each candidate against its image's boxes
+    best = torch.zeros(b * t).scatter_reduce(0, image * t + level, score, reduce="amax").view(b, t)
+    hits = (best[:, :, None] >= torch.tensor(ious, dtype=torch.float32)).sum(0).float()
     return hits.to(maps.device)
 
 

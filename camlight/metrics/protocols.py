@@ -243,7 +243,7 @@ class WsolBoxes(Metric):
     def counts(self, maps: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(hits (T,D), images) of one batch, without accumulating (`add` does)."""
         valid = _has_box(boxes)
-        maps, boxes = maps[valid], boxes[valid]
+        maps, boxes = _rows(maps, valid), boxes[valid]
         if self.compat == "wsolevaluation":
             hits = _reference_hits(maps, boxes, self.thresholds, self.ious)
         else:
@@ -315,7 +315,9 @@ class Pxap(Metric):
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
         edges = self.edges.to(maps.device)
-        index = torch.bucketize(maps.detach().float().clamp(0, 1), edges, right=True) - 1
+        one = maps.dim() == 3 and len(maps) > 1 and maps.stride(0) == 0  # one map for every image: bin it once
+        index = torch.bucketize((maps[:1] if one else maps).detach().float().clamp(0, 1), edges, right=True) - 1
+        index = index.expand_as(maps) if one else index
         gt = masks.bool()
         keep = torch.ones_like(gt) if ignore is None else ~ignore.bool()
         self.pos += torch.bincount(index[gt & keep], minlength=len(edges))
@@ -402,6 +404,13 @@ class Pointing(Metric):
             else {}
             for c in range(self.num_classes)
         ]
+
+
+def _rows(maps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """maps[keep], still one shared map (stride 0) when `maps` is one map expanded over the batch."""
+    if len(maps) > 1 and maps.stride(0) == 0:
+        return maps[:1].expand(int(keep.sum()), *maps.shape[1:])
+    return maps[keep]
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
