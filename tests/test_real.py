@@ -148,6 +148,17 @@ def test_perturbation_cams_equal_pytorch_grad_cam_on_the_real_network(model, tmp
     assert (score["score_cam"] - _theirs("ScoreCAM", wrapped, x, targets)).abs().max() <= 1e-4
 
 
+def _lite0_args(classes) -> list[str]:
+    """explain.py's arguments for EfficientNet-Lite0 by `model=`: its preprocessing and ImageNet's names."""
+    return [
+        "model=tests.real_models:efficientnet_lite0",
+        "image_size=224",
+        f"mean=[{','.join(map(str, LITE0_MEAN))}]",
+        f"std=[{','.join(map(str, LITE0_STD))}]",
+        f"classes={classes}",
+    ]
+
+
 def test_explain_py_on_the_real_network_and_real_photos(tmp_path):
     import torchvision
 
@@ -161,11 +172,7 @@ def test_explain_py_on_the_real_network_and_real_photos(tmp_path):
         [
             sys.executable,
             str(REPO / "explain.py"),
-            "model=tests.real_models:efficientnet_lite0",
-            "image_size=224",
-            f"mean=[{','.join(map(str, LITE0_MEAN))}]",
-            f"std=[{','.join(map(str, LITE0_STD))}]",
-            f"classes={tmp_path / 'imagenet.txt'}",
+            *_lite0_args(tmp_path / "imagenet.txt"),
             f"input={photos}",
             "methods=[gradcam,guided_backprop,cam]",
             f"out={tmp_path / 'out'}",
@@ -222,11 +229,7 @@ def test_evaluate_a_real_network_on_a_real_photo_with_its_box(tmp_path):
             sys.executable,
             str(REPO / "explain.py"),
             "evaluate",
-            "model=tests.real_models:efficientnet_lite0",
-            "image_size=224",
-            f"mean=[{','.join(map(str, LITE0_MEAN))}]",
-            f"std=[{','.join(map(str, LITE0_STD))}]",
-            f"classes={tmp_path / 'imagenet.txt'}",
+            *_lite0_args(tmp_path / "imagenet.txt"),
             "data.name=image_folder",
             f"data.root={root}",
             "data.boxes=xml",

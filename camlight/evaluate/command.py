@@ -24,6 +24,7 @@ from camlight.evaluate.outputs import write_results
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, target_layer, unsupported
 from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import GROUND_TRUTH_PROTOCOLS, Options, check_protocols
+from camlight.offline.commands import check_out
 from camlight.offline.inputs import load_model
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,8 @@ def run(cfg, progress: bool = True) -> int:
     protocols, methods = _check(cfg)
     out = Path(cfg.out)
     rank0 = rank_zero_only.rank == 0
-    if rank0 and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
+    if rank0:
+        check_out(out)
     loaded = load_model(cfg)
     model, names = loaded.model, loaded.class_names
     dm = _datamodule(cfg, loaded)

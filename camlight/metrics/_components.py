@@ -136,8 +136,12 @@ def reference_candidates(quantised: np.ndarray, thresholds) -> tuple[np.ndarray,
     peak = int(quantised.max())
     cuts = np.array([int(t * peak) for t in thresholds], dtype=np.int64)  # non-decreasing
     levels = np.searchsorted(cuts, quantised.astype(np.int64), side="left")  # #{k : cut_k < q}
-    per_level = [_as_reference(b, *quantised.shape) for b in level_boxes(levels, len(cuts), holes=True)]
-    return np.concatenate(per_level), np.repeat(np.arange(len(cuts)), [len(b) for b in per_level])
+    return _flat([_as_reference(b, *quantised.shape) for b in level_boxes(levels, len(cuts), holes=True)])
+
+
+def _flat(per_level: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes listed per level → (every box (n,4), its level (n,))."""
+    return np.concatenate(per_level), np.repeat(np.arange(len(per_level)), [len(b) for b in per_level])
 
 
 def reference_best_ious(candidates: tuple[np.ndarray, np.ndarray], gt: np.ndarray, count: int) -> np.ndarray:
@@ -154,8 +158,7 @@ def level_components(levels: np.ndarray, count: int) -> tuple[np.ndarray, np.nda
     """(boxes (n,4) int64 end-exclusive, level (n,) ascending): every 8-connected component of
     `levels > k` (H,W) for every k in 0..count−1, by the compiled max-tree (`level_boxes` without it)."""
     if _compiled is None:  # pragma: no cover - numba missing
-        per_level = level_boxes(levels, count)
-        return np.concatenate(per_level), np.repeat(np.arange(count), [len(b) for b in per_level])
+        return _flat(level_boxes(levels, count))
     flat = _compiled(np.ascontiguousarray(levels, dtype=np.int64), count)[::-1]  # levels ascending
     return flat[:, 1:].copy(), flat[:, 0].copy()
 

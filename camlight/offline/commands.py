@@ -55,10 +55,11 @@ def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
             class_index(t, class_names)
         except ConfigError as e:
             raise ConfigError(f"{e}; or top1, topk, label") from None
-    _check_out(Path(cfg.out))
+    check_out(Path(cfg.out))
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
+    """ConfigError when `out` exists and is not an empty folder (a run never writes over another's)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
 
@@ -190,7 +191,7 @@ def visualize(cfg: DictConfig, progress: bool = True) -> int:
         raise ConfigError(f"class= is required: one of {', '.join(names)} (or its index)")
     index = class_index(cfg.target, names, what="class")
     out = Path(cfg.out)
-    _check_out(out)
+    check_out(out)
     model = model.to(device_of(cfg.device))
     bar = _progress(cfg.steps, progress, unit="step", desc=f"class {names[index]}")
 
