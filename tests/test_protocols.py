@@ -328,3 +328,168 @@ def test_a_map_shared_by_the_batch_scores_as_its_copies():
     x.update(shared, masks)
     y.update(shared.contiguous(), masks)
     assert torch.equal(x.pos, y.pos) and torch.equal(x.neg, y.neg)
+
+
+def _random_maps(rng: np.random.Generator, count: int, dtype=torch.float32) -> list[torch.Tensor]:
+    """Maps of every kind (noise, sparse noise with zeros, smooth bumps, plateaus with ties), some
+    with values exactly on a threshold's cut τ · max."""
+    maps = []
+    for trial in range(count):
+        h, w = (int(v) for v in rng.integers(1, 40, size=2))
+        kind = trial % 4
+        if kind == 0:
+            m = rng.random((h, w))
+        elif kind == 1:
+            m = np.maximum(rng.normal(size=(h, w)), 0)
+        elif kind == 2:
+            ys, xs = np.mgrid[:h, :w]
+            m = sum(
+                np.exp(-((ys - rng.uniform(0, h)) ** 2 + (xs - rng.uniform(0, w)) ** 2) / rng.uniform(4, 40))
+                for _ in range(3)
+            )
+        else:
+            m = np.kron(rng.integers(0, 4, size=(8, 8)), np.ones((5, 5)))[:h, :w] / 3
+        m = torch.from_numpy(m).to(dtype)
+        if m.max() > 0 and trial % 3 == 0:  # some pixels exactly at cuts, as the levels compute them
+            cuts = torch.tensor(threshold_grid(0.01), dtype=torch.float64).to(dtype) * m.max()
+            pick = torch.from_numpy(rng.integers(0, m.numel(), size=max(1, m.numel() // 5)))
+            m.view(-1)[pick] = cuts[torch.from_numpy(rng.integers(1, 100, size=len(pick)))]
+        maps.append(m)
+    return maps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_component_scores_equal_labelling_every_threshold(monkeypatch, compiled, dtype):
+    """MaxBoxAccV2's best IoU per threshold and CAM's largest-component box, from one pass over the
+    components (the compiled max-tree, images split over threads; without it, the labelling
+    fallback), equal labelling each threshold's foreground with SciPy and boxing its components."""
+    from camlight.metrics import _components
+    from camlight.metrics import localization as L
+    from camlight.metrics._components import component_boxes, largest_component_box
+
+    if not compiled:
+        monkeypatch.setattr(_components, "score_maps", None)
+        monkeypatch.setattr(_components, "_compiled", None)
+    grid = threshold_grid(0.01)
+    rng = np.random.default_rng(3)
+    for m in _random_maps(rng, 60, dtype):
+        h, w = m.shape
+        corners = np.sort(rng.uniform(0, [w, h], size=(3, 2, 2)), axis=1)  # up to 3 boxes, zero rows pad
+        boxes = torch.from_numpy(corners.reshape(3, 4)).float()
+        boxes[int(rng.integers(1, 4)) :] = 0
+        batch = m.expand(3, h, w) if rng.random() < 0.3 else torch.stack([m, m.flip(0), m.flip(1)])
+        sets = boxes.expand(3, 3, 4)
+        fg = L._thresholded(batch, torch.tensor(grid, dtype=torch.float64)).numpy()
+        best = torch.zeros(3, len(grid), dtype=torch.float64)
+        for i in range(3):
+            for k in range(len(grid)):
+                found = torch.from_numpy(component_boxes(fg[i, k])).double()
+                if len(found):
+                    ious = L.box_iou(found.repeat_interleave(3, 0), sets[i].double().repeat(len(found), 1))
+                    best[i, k] = ious.max()
+        expected = (best[:, :, None] >= torch.tensor((0.3, 0.5, 0.7), dtype=torch.float64)).sum(0).float()
+        assert torch.equal(L._max_box_acc_update(batch, sets, grid, (0.3, 0.5, 0.7)), expected)
+        at = L._thresholded(batch, torch.tensor([0.2], dtype=torch.float64))[:, 0].numpy()
+        cams = torch.from_numpy(np.stack([largest_component_box(f) for f in at])).float()
+        assert torch.equal(L._largest_component_boxes(batch, 0.2), cams)
+        if compiled:
+            scored, cam = L.component_scores(batch, sets, grid, cam_level=20)
+            assert torch.equal(scored, best) and torch.equal(cam, cams)
+
+
+def test_the_max_tree_levels_and_threads_agree_with_torch():
+    """The compiled levels are `_levels`' (float32 and float64, values on the cuts), and splitting a
+    batch over threads changes nothing."""
+    from camlight.metrics import localization as L
+    from camlight.metrics._maxtree import map_levels, score_maps
+
+    grid = threshold_grid(0.01)
+    rng = np.random.default_rng(5)
+    for dtype in (torch.float32, torch.float64):
+        for m in _random_maps(rng, 24, dtype):
+            assert np.array_equal(map_levels(m.numpy(), np.array(grid)), L._levels(m[None], grid)[0].numpy())
+    maps = torch.rand(7, 30, 20, generator=torch.Generator().manual_seed(0)).numpy()
+    gt = np.tile(np.array([[[2.0, 3, 15, 25]]]), (7, 1, 1))
+    one = score_maps(maps, np.array(grid), gt, 20, threads=1)
+    three = score_maps(maps, np.array(grid), gt, 20, threads=3)
+    assert all(np.array_equal(a, b) for a, b in zip(one, three, strict=True))
+
+
+def test_pxap_compiled_counts_equal_torch_bucketize(monkeypatch):
+    """PxAP's compiled histograms equal `torch.bucketize`'s on the CPU — values on and just below
+    every edge, below 0 and above 1, NaN, ignored pixels, a map shared by the batch."""
+    from camlight.metrics import protocols
+
+    edges = Pxap().edges
+    rng = torch.Generator().manual_seed(1)
+    values = torch.cat([edges, torch.nextafter(edges, torch.tensor(0.0)), torch.tensor([-0.5, 1.5, float("nan")])])
+    maps = torch.rand(4, 20, 30, generator=rng)
+    maps.view(-1)[: len(values)] = values
+    masks = torch.rand(4, 20, 30, generator=rng) > 0.5
+    ignore = torch.rand(4, 20, 30, generator=rng) > 0.8
+    shared = maps[0].expand(4, 20, 30)
+    for args in ((maps, masks), (maps, masks, ignore), (shared, masks, ignore)):
+        compiled, bucketized = Pxap(), Pxap()
+        compiled.update(*args)
+        with monkeypatch.context() as patch:
+            patch.setattr(protocols, "pixel_counts", None)
+            bucketized.update(*args)
+        assert torch.equal(compiled.pos, bucketized.pos) and torch.equal(compiled.neg, bucketized.neg)
+        kept = int((~args[2]).sum()) if len(args) == 3 else masks.numel()
+        assert int(compiled.pos.sum() + compiled.neg.sum()) == kept
+
+
+def test_cam_box_from_the_wsol_pass_scores_as_alone():
+    """With cam_loc and wsol together, CAM's box comes from MaxBoxAccV2's pass over the
+    components; the scores equal each protocol run alone (and on another threshold grid, where
+    τ = 0.2 is off the grid and CAM boxes on its own)."""
+    g = torch.Generator().manual_seed(2)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(6, 1, 40, 40, generator=g), 9, 1, 4)[:, 0]
+    batch = {
+        "label": torch.tensor([0, 1, 2, 0, 1, 2]),
+        "box": torch.tensor([[5.0, 5, 30, 30], [0, 0, 20, 40], [10, 0, 40, 25]] * 2),
+        "image": torch.zeros(6, 3, 40, 40),
+    }
+    logits = torch.randn(6, 3, generator=g)
+    for step in (0.01, 0.03):
+        o = Options(threshold_step=step)
+        alone = {}
+        for p in ("cam_loc", "wsol"):
+            one = Protocols([p], ["m"], 3, o)
+            one.update("m", maps, batch, logits)
+            one.update_center(batch, logits)
+            for method, scores in one.compute().items():
+                alone.setdefault(method, {}).update(scores)
+        both = Protocols(["cam_loc", "wsol"], ["m"], 3, o)
+        both.update("m", maps, batch, logits)
+        both.update_center(batch, logits)
+        together = both.compute()
+        assert together == alone and "top1_loc_err" in together["m"] and "max_box_acc_v2" in together["m"]
+
+
+def test_a_forked_child_scores_over_threads_of_its_own():
+    """After the parent has split work over its thread pool, a forked child (a DataLoader worker,
+    `ddp_fork`) starts its own pool instead of waiting forever on threads it does not have."""
+    import multiprocessing as mp
+
+    from camlight.metrics._maxtree import score_maps
+
+    maps = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(0)).numpy()
+    gt = np.tile(np.array([[[2.0, 2, 12, 12]]]), (4, 1, 1))
+    expected = score_maps(maps, np.array(threshold_grid(0.01)), gt, 20, threads=2)[0]
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        queue.put(score_maps(maps, np.array(threshold_grid(0.01)), gt, 20, threads=2)[0])
+
+    process = ctx.Process(target=child)
+    process.start()
+    try:
+        found = queue.get(timeout=60)
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+    assert np.array_equal(found, expected)

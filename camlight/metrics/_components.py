@@ -2,8 +2,9 @@
 
 `scipy.ndimage.label` (a two-pass union-find in C) labels a 224×224 mask in well under a
 millisecond whatever its shape; `find_objects` gives every component's bounding slices in the same
-pass. This is the one place in `camlight.metrics` that leaves torch: masks go to the CPU once per
-call, boxes come back as tensors.
+pass. Masks go to the CPU once per call, boxes come back as tensors. Where Numba is there (it is a
+dependency), `_maxtree` does the boxes of all thresholds at once instead; this labelling is its
+fallback and the `wsolevaluation` mode's (whose hole contours need the background's components).
 """
 
 from __future__ import annotations
@@ -275,5 +276,6 @@ def _single_levels(lv: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, 
 
 try:  # Numba compiles the max-tree; without it, the profiles and labelling above do the work
     from camlight.metrics._maxtree import component_boxes_by_level as _compiled
+    from camlight.metrics._maxtree import score_maps
 except ImportError:  # pragma: no cover - numba is a dependency, but a platform may lack its wheels
-    _compiled = None
+    _compiled = score_maps = None

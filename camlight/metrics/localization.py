@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from camlight.metrics import _components
 from camlight.metrics._components import largest_component_box, level_components, to_numpy
 
 # -- pointing game ---------------------------------------------------------------------------
@@ -101,6 +102,8 @@ def _thresholded(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 def _largest_component_boxes(maps: torch.Tensor, threshold: float) -> torch.Tensor:
     """(B,4) float box of the largest component of each map above `threshold` · max (zeros: none)."""
+    if _components.score_maps is not None:
+        return component_scores(maps, None, (threshold,), cam_level=0)[1]
     fg = to_numpy(_thresholded(maps, torch.tensor([threshold], dtype=torch.float64))[:, 0])
     boxes = np.stack([largest_component_box(f) for f in fg]) if len(fg) else np.zeros((0, 4))
     return torch.from_numpy(boxes).to(maps.device, torch.float32)
@@ -152,9 +155,46 @@ def _levels(maps: torch.Tensor, thresholds) -> torch.Tensor:
     return torch.where(maps > 0, levels, torch.zeros_like(levels))
 
 
+def _scored_as_maps(maps: torch.Tensor) -> np.ndarray:
+    """maps as a CPU array the compiled code reads: float32 or float64 as they are, other floats
+    (half, bfloat16) in float32."""
+    maps = maps.detach().cpu()
+    return (maps if maps.dtype in (torch.float32, torch.float64) else maps.float()).numpy()
+
+
+def component_scores(
+    maps: torch.Tensor, boxes: torch.Tensor | None, thresholds, cam_level: int = -1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box work of a batch in one pass over each map's components at every threshold (the
+    compiled max-tree, images over torch's threads): (best (B,T) float64 on the CPU, the highest
+    IoU of any component of `maps` ≥ τ · max (and > 0) with one of the image's boxes, 0 without
+    boxes; cam (B,4) float32 on maps' device, the largest component's box at threshold index
+    `cam_level`, as `box_from_map`, zeros for −1). A map shared by the batch (stride 0, the centre
+    baseline) is labelled once."""
+    b = maps.shape[0]
+    shared = b > 1 and maps.stride(0) == 0
+    sets = np.zeros((b, 0, 4)) if boxes is None else box_sets(boxes).detach().cpu().double().numpy()
+    best, cam = _components.score_maps(
+        _scored_as_maps(maps[:1] if shared else maps),
+        np.asarray(thresholds, dtype=np.float64),
+        sets,
+        cam_level,
+        threads=torch.get_num_threads(),
+        shared=shared,
+    )
+    return torch.from_numpy(best), torch.from_numpy(cam).to(maps.device, torch.float32)
+
+
+def _hit_counts(best: torch.Tensor, ious) -> torch.Tensor:
+    """(T,D) images whose best IoU (B,T) at each threshold reaches each δ."""
+    return (best[:, :, None] >= torch.tensor(ious, dtype=best.dtype)).sum(0).float()
+
+
 def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     """(T, D) hit counts: images whose best box over all components at τ reaches IoU δ with one
     of their ground-truth boxes."""
+    if _components.score_maps is not None:
+        return _hit_counts(component_scores(maps, boxes, thresholds)[0], ious).to(maps.device)
     sets = box_sets(boxes).float().cpu()
     b, t = maps.shape[0], len(thresholds)
     shared = b > 1 and maps.stride(0) == 0  # one map for every image (the centre baseline)
@@ -163,13 +203,12 @@ def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     found = [len(boxes_) for boxes_, _ in per_image]
     if sum(found) == 0:
         return torch.zeros(t, len(ious), device=maps.device)
-    candidates = torch.from_numpy(np.concatenate([boxes_ for boxes_, _ in per_image])).float()
+    candidates = torch.from_numpy(np.concatenate([boxes_ for boxes_, _ in per_image])).double()
     level = torch.from_numpy(np.concatenate([which for _, which in per_image]))
     image = torch.repeat_interleave(torch.arange(b), torch.tensor(found))
-    score = _best_iou(candidates, sets[image])  # each candidate against its image's boxes
-    best = torch.zeros(b * t).scatter_reduce(0, image * t + level, score, reduce="amax").view(b, t)
-    hits = (best[:, :, None] >= torch.tensor(ious, dtype=torch.float32)).sum(0).float()
-    return hits.to(maps.device)
+    score = _best_iou(candidates, sets[image].double())  # each candidate against its image's boxes
+    best = torch.zeros(b * t, dtype=torch.float64).scatter_reduce(0, image * t + level, score, reduce="amax")
+    return _hit_counts(best.view(b, t), ious).to(maps.device)
 
 
 def max_box_acc_v2(maps, boxes, thresholds=None, ious=(0.3, 0.5, 0.7)) -> float:

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from camlight.metrics import _components
 from camlight.metrics import faithfulness as _f
+from camlight.metrics import localization as _l
 from camlight.metrics.classes import _has_box, _has_mask
 from camlight.metrics.protocols import (
     CENTER,
@@ -78,6 +80,7 @@ class Protocols(nn.Module):
     ):
         super().__init__()
         self.options = options or Options()
+        self.grid = threshold_grid(self.options.threshold_step)
         self.protocols = check_protocols(protocols, self.options.compat)
         self.num_classes, self.classes = num_classes, classes
         self.center = center and any(p in GROUND_TRUTH_PROTOCOLS for p in self.protocols)
@@ -85,7 +88,7 @@ class Protocols(nn.Module):
         self.metrics = nn.ModuleDict({method: self._build(method) for method in names})
 
     def _build(self, method: str) -> nn.ModuleDict:
-        o, grid = self.options, threshold_grid(self.options.threshold_step)
+        o, grid = self.options, self.grid
         m = nn.ModuleDict()
         for p in self.protocols:
             if method == CENTER and p not in GROUND_TRUTH_PROTOCOLS:
@@ -113,14 +116,19 @@ class Protocols(nn.Module):
         boxes, masks = batch.get("boxes", batch.get("box")), batch.get("mask")
         out: dict[str, torch.Tensor] = {}
         with torch.no_grad():
+            best = predicted = None
+            if self._boxes_at_once(m, boxes):  # CAM's box and MaxBoxAccV2's from one pass over the components
+                level = self.grid.index(o.cam_threshold)
+                best, predicted = _l.component_scores(maps, boxes, self.grid, level)
             if "cam_loc" in m and boxes is not None:
                 ranks = label_ranks(logits, labels)
-                scores = CamLocalization.per_image(maps, boxes, ranks, o.cam_threshold, o.iou, m["cam_loc"].topk)
+                topk = m["cam_loc"].topk
+                scores = CamLocalization.per_image(maps, boxes, ranks, o.cam_threshold, o.iou, topk, predicted)
                 m["cam_loc"].update(maps, boxes, labels, ranks, scores)
                 has = _has_box(boxes)
                 out.update({k: _blank(v.float(), has) for k, v in scores.items()})
             if "wsol" in m and boxes is not None:
-                m["wsol"].update(maps, boxes)
+                m["wsol"].update(maps, boxes, best)
             if "pxap" in m and masks is not None:
                 m["pxap"].update(maps, masks, batch.get("ignore"))
             if "pointing" in m and masks is not None:
@@ -142,6 +150,18 @@ class Protocols(nn.Module):
             out["aopc"] = _f.aopc(model, batch["image"], maps, labels, o.aopc_region, o.aopc_steps, seeds=seeds)
             m["aopc"].update(out["aopc"])
         return out
+
+    def _boxes_at_once(self, m: nn.ModuleDict, boxes) -> bool:
+        """Whether CAM's box comes from MaxBoxAccV2's pass: both protocols run (MaxBoxAccV2 in
+        camlight's own definition), CAM's threshold is on the grid, and the pass is compiled."""
+        return (
+            boxes is not None
+            and "cam_loc" in m
+            and "wsol" in m
+            and m["wsol"].compat == "paper"
+            and self.options.cam_threshold in self.grid
+            and _components.score_maps is not None
+        )
 
     def update_center(self, batch: dict, logits: torch.Tensor) -> None:
         """Score the centre baseline on this batch (no model pass)."""

@@ -38,6 +38,11 @@ from camlight.metrics import localization as _l
 from camlight.metrics._components import reference_best_ious, reference_candidates
 from camlight.metrics.classes import _has_box, _has_mask
 
+try:  # PxAP's histograms compiled for maps on the CPU; torch.bucketize elsewhere (and without Numba)
+    from camlight.metrics._histogram import pixel_counts
+except ImportError:  # pragma: no cover - numba is a dependency, but a platform may lack its wheels
+    pixel_counts = None
+
 PROTOCOLS = ("cam_loc", "wsol", "pointing", "causal", "aopc")
 # The protocols that score against boxes or masks (and the centre baseline with them).
 GROUND_TRUTH_PROTOCOLS = ("cam_loc", "wsol", "pointing")
@@ -143,9 +148,10 @@ class CamLocalization(Metric):
         self.add_state("images", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     @staticmethod
-    def per_image(maps, boxes, ranks, threshold: float = 0.2, iou: float = 0.5, topk=(1, 5)) -> dict:
-        """{"iou": (B,), "gt_known": (B,) bool, "top<k>_loc": (B,) bool} for each image."""
-        predicted = cam_boxes(maps, threshold)
+    def per_image(maps, boxes, ranks, threshold: float = 0.2, iou: float = 0.5, topk=(1, 5), predicted=None) -> dict:
+        """{"iou": (B,), "gt_known": (B,) bool, "top<k>_loc": (B,) bool} for each image; `predicted`:
+        the maps' boxes (`cam_boxes`) when already found."""
+        predicted = cam_boxes(maps, threshold) if predicted is None else predicted
         best = _l._best_iou(predicted, _l.box_sets(boxes).to(predicted))
         known = best >= iou
         out = {"iou": best, "gt_known": known}
@@ -240,9 +246,12 @@ class WsolBoxes(Metric):
         )
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
-    def counts(self, maps: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hits (T,D), images) of one batch, without accumulating (`add` does)."""
+    def counts(self, maps: torch.Tensor, boxes: torch.Tensor, best=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hits (T,D), images) of one batch, without accumulating (`add` does); `best`: the maps'
+        best IoUs per threshold (B,T) when already found (`localization.component_scores`)."""
         valid = _has_box(boxes)
+        if best is not None and self.compat == "paper":
+            return _l._hit_counts(best[valid.cpu()], self.ious).round().long(), valid.sum()
         maps, boxes = _rows(maps, valid), boxes[valid]
         if self.compat == "wsolevaluation":
             hits = _reference_hits(maps, boxes, self.thresholds, self.ious)
@@ -254,8 +263,8 @@ class WsolBoxes(Metric):
         self.hits += hits.to(self.hits.device)
         self.count += images.to(self.count.device)
 
-    def update(self, maps: torch.Tensor, boxes: torch.Tensor) -> None:
-        self.add(*self.counts(maps, boxes))
+    def update(self, maps: torch.Tensor, boxes: torch.Tensor, best=None) -> None:
+        self.add(*self.counts(maps, boxes, best))
 
     def curves(self) -> torch.Tensor:
         """(T,D) accuracy at each threshold and IoU."""
@@ -314,14 +323,24 @@ class Pxap(Metric):
         self.add_state("neg", torch.zeros(len(grid) + 1, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
-        edges = self.edges.to(maps.device)
         one = maps.dim() == 3 and len(maps) > 1 and maps.stride(0) == 0  # one map for every image: bin it once
-        index = torch.bucketize((maps[:1] if one else maps).detach().float().clamp(0, 1), edges, right=True) - 1
-        index = index.expand_as(maps) if one else index
-        gt = masks.bool()
-        keep = torch.ones_like(gt) if ignore is None else ~ignore.bool()
-        self.pos += torch.bincount(index[gt & keep], minlength=len(edges))
-        self.neg += torch.bincount(index[~gt & keep], minlength=len(edges))
+        values = (maps[:1] if one else maps).detach().float()
+        compiled = pixel_counts is not None and values.dim() == masks.dim() == 3
+        if compiled and values.device.type == "cpu" and masks.device.type == "cpu":
+            ignored = None if ignore is None else ignore.bool().numpy()
+            arrays = values.contiguous().numpy(), masks.bool().numpy(), ignored, self.edges.numpy()
+            counts = pixel_counts(*arrays, threads=torch.get_num_threads())
+            neg, pos = torch.from_numpy(counts)
+        else:  # one bincount over (bin, in the mask) keys; ignored pixels go to a last key, dropped
+            n = len(self.edges)
+            key = torch.bucketize(values.clamp(0, 1), self.edges.to(values.device), right=True) - 1
+            key = key.expand_as(maps) + n * masks.bool()
+            if ignore is not None:
+                key = torch.where(ignore.bool(), 2 * n, key)
+            counts = torch.bincount(key.flatten(), minlength=2 * n + 1)
+            neg, pos = counts[:n], counts[n : 2 * n]
+        self.pos += pos.to(self.pos.device)
+        self.neg += neg.to(self.neg.device)
 
     def values(self) -> dict[str, float]:
         if self.pos.sum() == 0:  # no object pixel: nothing to rank
