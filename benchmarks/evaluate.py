@@ -1,8 +1,8 @@
 """`explain.py evaluate` on the CPU: the protocols' share of the work, their cost per image, and the
 end-to-end rate and memory, measured in one process (the end-to-end runs in child processes).
 
-    .venv/bin/python benchmarks/evaluate.py            # full: about 20 minutes on 2 idle cores
-    .venv/bin/python benchmarks/evaluate.py --quick    # smoke version: small sizes, about 1.5 minutes
+    .venv/bin/python benchmarks/evaluate.py            # full: about 6 minutes on 2 idle cores
+    .venv/bin/python benchmarks/evaluate.py --quick    # smoke version: small sizes, about 1 minute
 
 ResNet-18 with the GAP head at 224 px (random weights, 2 classes), SyntheticPets' val split drawn
 at 224 px (ImageNet normalisation, as train.py prepares it for resnet18), batch 32, with what
@@ -12,7 +12,8 @@ pointing (threshold step 0.01, compat paper), the centre baseline on.
 1. Per batch (after a warm-up on the first): the median over `--repeats` of a plain forward pass,
    of `explain(model, x, ["cam", "gradcam"], targets=labels)`, and of the protocols' updates of a
    batch (`Protocols.update` for both methods plus `update_center`), summed over `--batches`
-   batches; then the same updates per protocol (wsol also split into MaxBoxAccV2 and PxAP, and
+   batches (also with the protocols on one thread: their compiled passes split a batch's images
+   over torch's threads); then the same updates per protocol (wsol also split into MaxBoxAccV2 and PxAP, and
    run in compat="wsolevaluation", and MaxBoxAccV2 on the centre baseline's map alone). Goal:
    protocols ≤ 25 % of explain.
 2. Protocol time per image for a fresh `Protocols` fed 64 and 512 images (batch 32, maps computed
@@ -107,6 +108,21 @@ def updater(p: Protocols, batch: dict, logits, maps):
     return run
 
 
+def on_one_thread(fn):
+    """fn with torch (and so the protocols' compiled passes, which split images over torch's
+    threads) on one thread."""
+
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
 def metric_updater(p: Protocols, name: str, batch: dict, maps, only: str | None = None):
     """One `WsolBoxes` / `Pxap` update per method and the centre baseline (or `only` one of them),
     called directly."""
@@ -129,6 +145,7 @@ ROWS = (
     ("forward", "plain forward pass"),
     ("explain", "explain cam + gradcam"),
     ("protocols", "protocols, all three (2 methods + centre)"),
+    ("protocols_one_thread", "the same on one thread"),
     ("cam_loc", "cam_loc"),
     ("wsol", "wsol (paper)"),
     ("wsol_boxes", "wsol: MaxBoxAccV2 (paper)"),
@@ -152,6 +169,7 @@ def per_batch(model, data: list[dict], repeats: int) -> dict[str, float]:
             "forward": forwarder(model, batch["image"]),
             "explain": explainer(model, batch["image"], batch["label"]),
             "protocols": updater(everything, batch, logits, maps),
+            "protocols_one_thread": on_one_thread(updater(everything, batch, logits, maps)),
             **{p: updater(alone[p], batch, logits, maps) for p in PROTOCOLS},
             "wsol_boxes": metric_updater(alone["wsol"], "wsol", batch, maps),
             "wsol_boxes_center": metric_updater(alone["wsol"], "wsol", batch, maps, only=CENTER),
@@ -262,6 +280,7 @@ def main() -> None:
     share = totals["protocols"] / totals["explain"]
     model_work = totals["forward"] + totals["explain"]
     print(f"\nprotocols / explain: {100 * share:.0f} % (goal ≤ 25 %)")
+    print(f"the same on one thread: {100 * totals['protocols_one_thread'] / totals['explain']:.0f} %")
     print(f"protocols / (forward + explain, predict_step's model work): {100 * totals['protocols'] / model_work:.0f} %")
     parts = {k: totals[k] for k in ("cam_loc", "wsol", "pointing")}
     top = max(parts, key=parts.get)
