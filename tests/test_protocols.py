@@ -493,3 +493,11 @@ def test_a_forked_child_scores_over_threads_of_its_own():
         if process.is_alive():
             process.kill()
     assert np.array_equal(found, expected)
+
+
+def test_cam_boxes_of_a_shared_map_are_its_copies():
+    from camlight.metrics.protocols import cam_boxes
+
+    shared = center_map(20, 30).expand(3, 20, 30)
+    assert torch.equal(cam_boxes(shared), cam_boxes(shared.contiguous()))
+    assert cam_boxes(shared).shape == (3, 4) and (cam_boxes(shared)[:, 2] > 0).all()
