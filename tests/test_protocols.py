@@ -358,7 +358,7 @@ def _random_maps(rng: np.random.Generator, count: int, dtype=torch.float32) -> l
     return maps
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_component_scores_equal_labelling_every_threshold(monkeypatch, compiled, dtype):
     """MaxBoxAccV2's best IoU per threshold and CAM's largest-component box, from one pass over the
@@ -392,7 +392,6 @@ def test_component_scores_equal_labelling_every_threshold(monkeypatch, compiled,
         assert torch.equal(L._max_box_acc_update(batch, sets, grid, (0.3, 0.5, 0.7)), expected)
         at = L._thresholded(batch, torch.tensor([0.2], dtype=torch.float64))[:, 0].numpy()
         cams = torch.from_numpy(np.stack([largest_component_box(f) for f in at])).float()
-        assert torch.equal(L._largest_component_boxes(batch, 0.2), cams)
         if compiled:
             scored, cam = L.component_scores(batch, sets, grid, cam_level=20)
             assert torch.equal(scored, best) and torch.equal(cam, cams)
@@ -404,15 +403,18 @@ def test_the_max_tree_levels_and_threads_agree_with_torch():
     from camlight.metrics import localization as L
     from camlight.metrics._maxtree import map_levels, score_maps
 
-    grid = threshold_grid(0.01)
     rng = np.random.default_rng(5)
-    for dtype in (torch.float32, torch.float64):
-        for m in _random_maps(rng, 24, dtype):
-            assert np.array_equal(map_levels(m.numpy(), np.array(grid)), L._levels(m[None], grid)[0].numpy())
-    maps = torch.rand(7, 30, 20, generator=torch.Generator().manual_seed(0)).numpy()
+    uneven = (0.0, 0.013, 0.2, 0.21, 0.5, 0.77, 0.99)
+    for grid in (threshold_grid(0.01), uneven, (0.0,)):
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            for m in _random_maps(rng, 12, dtype):
+                values, cuts = L._compiled_inputs(m[None], grid)
+                assert np.array_equal(map_levels(values[0], cuts[0]), L._levels(m[None], grid)[0].numpy())
+    maps = torch.rand(7, 30, 20, generator=torch.Generator().manual_seed(0))
+    values, cuts = L._compiled_inputs(maps, threshold_grid(0.01))
     gt = np.tile(np.array([[[2.0, 3, 15, 25]]]), (7, 1, 1))
-    one = score_maps(maps, np.array(grid), gt, 20, threads=1)
-    three = score_maps(maps, np.array(grid), gt, 20, threads=3)
+    one = score_maps(values, cuts, gt, 20, threads=1)
+    three = score_maps(values, cuts, gt, 20, threads=3)
     assert all(np.array_equal(a, b) for a, b in zip(one, three, strict=True))
 
 
@@ -445,7 +447,21 @@ def test_cam_box_from_the_wsol_pass_scores_as_alone():
     components; the scores equal each protocol run alone (and on another threshold grid, where
     τ = 0.2 is off the grid and CAM boxes on its own)."""
     g = torch.Generator().manual_seed(2)
-    maps = torch.nn.functional.avg_pool2d(torch.rand(6, 1, 40, 40, generator=g), 9, 1, 4)[:, 0]
+    ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    centres = torch.rand(6, 3, 2, generator=g) * 40
+    widths = 8 + 40 * torch.rand(6, 3, generator=g)
+    blobs = torch.exp(
+        -((ys - centres[..., :1, None]) ** 2 + (xs - centres[..., 1:, None]) ** 2) / widths[..., None, None]
+    )
+    maps = blobs.sum(1) + 0.05 * torch.rand(6, 40, 40, generator=g)  # bumps on noise: boxes change with τ
+    from camlight.metrics.localization import component_scores
+    from camlight.metrics.protocols import cam_boxes
+
+    for level, tau in ((20, 0.2), (21, 0.21), (35, 0.35)):
+        assert torch.equal(component_scores(maps, None, threshold_grid(0.01), level)[1], cam_boxes(maps, tau))
+    assert len({tuple(b) for b in cam_boxes(maps, 0.2).tolist()}) > 1 and not torch.equal(
+        cam_boxes(maps, 0.2), cam_boxes(maps, 0.35)
+    )
     batch = {
         "label": torch.tensor([0, 1, 2, 0, 1, 2]),
         "box": torch.tensor([[5.0, 5, 30, 30], [0, 0, 20, 40], [10, 0, 40, 25]] * 2),
@@ -454,18 +470,19 @@ def test_cam_box_from_the_wsol_pass_scores_as_alone():
     logits = torch.randn(6, 3, generator=g)
     for step in (0.01, 0.03):
         o = Options(threshold_step=step)
-        alone = {}
+        alone, per_image = {}, {}
         for p in ("cam_loc", "wsol"):
             one = Protocols([p], ["m"], 3, o)
-            one.update("m", maps, batch, logits)
+            per_image.update(one.update("m", maps, batch, logits))
             one.update_center(batch, logits)
             for method, scores in one.compute().items():
                 alone.setdefault(method, {}).update(scores)
         both = Protocols(["cam_loc", "wsol"], ["m"], 3, o)
-        both.update("m", maps, batch, logits)
+        found = both.update("m", maps, batch, logits)
         both.update_center(batch, logits)
         together = both.compute()
         assert together == alone and "top1_loc_err" in together["m"] and "max_box_acc_v2" in together["m"]
+        assert found.keys() == per_image.keys() and all(torch.equal(found[k], per_image[k]) for k in found)
 
 
 def test_a_forked_child_scores_over_threads_of_its_own():
@@ -474,15 +491,18 @@ def test_a_forked_child_scores_over_threads_of_its_own():
     import multiprocessing as mp
 
     from camlight.metrics._maxtree import score_maps
+    from camlight.metrics.localization import _compiled_inputs
 
-    maps = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(0)).numpy()
+    maps, cuts = _compiled_inputs(
+        torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(0)), threshold_grid(0.01)
+    )
     gt = np.tile(np.array([[[2.0, 2, 12, 12]]]), (4, 1, 1))
-    expected = score_maps(maps, np.array(threshold_grid(0.01)), gt, 20, threads=2)[0]
+    expected = score_maps(maps, cuts, gt, 20, threads=2)[0]
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
 
     def child():
-        queue.put(score_maps(maps, np.array(threshold_grid(0.01)), gt, 20, threads=2)[0])
+        queue.put(score_maps(maps, cuts, gt, 20, threads=2)[0])
 
     process = ctx.Process(target=child)
     process.start()
@@ -501,3 +521,52 @@ def test_cam_boxes_of_a_shared_map_are_its_copies():
     shared = center_map(20, 30).expand(3, 20, 30)
     assert torch.equal(cam_boxes(shared), cam_boxes(shared.contiguous()))
     assert cam_boxes(shared).shape == (3, 4) and (cam_boxes(shared)[:, 2] > 0).all()
+
+
+def test_maps_without_foreground_and_mismatched_shapes():
+    """A map whose max is not finite and positive (zeros, NaN somewhere, an infinite peak) has no
+    box at any threshold, compiled or not; maps and ground truth of different shapes are refused
+    (the compiled passes would read past them)."""
+    from camlight.metrics import localization as L
+
+    maps = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0))
+    maps[0] = 0
+    maps[1, 3, 3] = float("nan")
+    maps[2, 5, 5] = float("inf")
+    boxes = torch.tensor([[0.0, 0, 12, 12]] * 3)
+    grid = threshold_grid(0.01)
+    assert (L._levels(maps, grid) == 0).all() and not L._thresholded(maps, torch.tensor([0.0, 0.5])).any()
+    assert torch.equal(L.component_scores(maps, boxes, grid, 20)[0], torch.zeros(3, 100, dtype=torch.float64))
+    assert (L.component_scores(maps, boxes, grid, 20)[1] == 0).all()
+    with pytest.raises(ValueError, match="boxes for 4 images"):
+        L.component_scores(maps, torch.zeros(4, 4), grid)
+    p = Pxap()
+    with pytest.raises(ValueError, match="one shape"):
+        p.update(maps, torch.zeros(3, 24, 24, dtype=torch.bool))
+    with pytest.raises(ValueError, match="one shape"):
+        p.update(maps, torch.zeros(1, 12, 12, dtype=torch.bool))
+    with pytest.raises(ValueError, match="from 0"):
+        Pxap((0.1, 0.5))
+    masks = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(1)) > 0.5
+    a, b = Pxap(), Pxap()
+    a.update(maps.nan_to_num(0, 0, 0), masks, torch.zeros(1, 12, 12, dtype=torch.bool))  # an ignore mask broadcast
+    b.update(maps.nan_to_num(0, 0, 0), masks)
+    assert torch.equal(a.pos, b.pos) and torch.equal(a.neg, b.neg)
+
+
+def test_pxap_compiled_counts_on_an_uneven_grid(monkeypatch):
+    """The compiled bins' first guess assumes an even grid; on an uneven one its corrections do
+    the work, and the counts still equal torch.bucketize's."""
+    from camlight.metrics import protocols
+
+    grid = (0.0, 0.013, 0.2, 0.21, 0.5, 0.77, 0.99)
+    maps = torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(4))
+    edges = Pxap(grid).edges
+    maps.view(-1)[: 3 * len(edges)] = torch.cat([edges, torch.nextafter(edges, torch.tensor(0.0)), edges + 1e-6])
+    masks = torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(5)) > 0.5
+    compiled, bucketized = Pxap(grid), Pxap(grid)
+    compiled.update(maps, masks)
+    with monkeypatch.context() as patch:
+        patch.setattr(protocols, "pixel_counts", None)
+        bucketized.update(maps, masks)
+    assert torch.equal(compiled.pos, bucketized.pos) and torch.equal(compiled.neg, bucketized.neg)

@@ -16,6 +16,7 @@ threads.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -33,25 +34,23 @@ def _root(parent, p):
 
 
 @numba.njit(cache=True, nogil=True)
-def map_levels(m, taus):
-    """(H,W) int32: how many thresholds τ · max each pixel reaches (m ≥ τ · max, and m > 0), the
-    products τ · max taken in m's precision as torch takes them (`localization._levels`)."""
+def map_levels(m, cuts):
+    """(H,W) int32: how many of the ascending `cuts` (T,) each pixel reaches (m ≥ cut, and m > 0),
+    as `torch.searchsorted(cuts, m, right=True)` counts them (`localization._levels`); none where a
+    cut is not finite (a map without foreground)."""
     h, w = m.shape
     out = np.zeros((h, w), np.int32)
-    t = len(taus)
-    if m.size == 0:
-        return out
-    peak = m.max()
-    if not peak > 0:  # no positive pixel (or NaN): no level reached
-        return out
-    cuts = taus.astype(m.dtype) * peak
-    scale = t / peak  # a guess for an even grid, corrected below for any grid
+    t = len(cuts)
+    for k in range(t):
+        if not np.isfinite(cuts[k]):
+            return out
+    step = cuts[t - 1] / (t - 1) if t > 1 and cuts[t - 1] > 0 else 0.0  # an even grid's spacing: a guess
     for r in range(h):
         for c in range(w):
             v = m[r, c]
             if not v > 0:
                 continue
-            g = min(max(int(v * scale), 0), t)
+            g = t if step == 0 else min(int(v / step) + 1, t)  # corrected below for any grid
             while g < t and cuts[g] <= v:
                 g += 1
             while g > 0 and cuts[g - 1] > v:
@@ -172,27 +171,29 @@ def component_boxes_by_level(levels, count):
 
 
 @numba.njit(cache=True, nogil=True)
-def _score_range(maps, taus, gt, cam_level, best, cam, start, stop):  # images start..stop−1
+def _score_range(maps, cuts, gt, cam_level, best, cam, start, stop):  # images start..stop−1
     for i in range(start, stop):
-        _sweep(map_levels(maps[i], taus), len(taus), gt[i : i + 1], best[i : i + 1], cam_level, cam[i], False)
+        _sweep(map_levels(maps[i], cuts[i]), cuts.shape[1], gt[i : i + 1], best[i : i + 1], cam_level, cam[i], False)
 
 
 @numba.njit(cache=True, nogil=True)
-def _score_shared(m, taus, gt, cam_level, best, cam):
-    _sweep(map_levels(m, taus), len(taus), gt, best, cam_level, cam[0], False)
+def _score_shared(m, cuts, gt, cam_level, best, cam):
+    _sweep(map_levels(m, cuts), len(cuts), gt, best, cam_level, cam[0], False)
     for i in range(1, len(cam)):
         cam[i] = cam[0]
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _forget_pool() -> None:  # a forked child has none of the parent's threads: start its own pool
-    global _pool
-    _pool = None
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def in_threads(fn, count: int, threads: int, *args) -> None:
@@ -203,8 +204,9 @@ def in_threads(fn, count: int, threads: int, *args) -> None:
     if parts <= 1:
         fn(*args, 0, count)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="camlight-metrics")
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="camlight-metrics")
     cuts = np.linspace(0, count, parts + 1).astype(int)
     jobs = [_pool.submit(fn, *args, int(s), int(e)) for s, e in zip(cuts[:-1], cuts[1:], strict=True)]
     for job in jobs:
@@ -212,21 +214,24 @@ def in_threads(fn, count: int, threads: int, *args) -> None:
 
 
 def score_maps(
-    maps: np.ndarray, taus: np.ndarray, gt: np.ndarray, cam_level: int = -1, threads: int = 1, shared: bool = False
+    maps: np.ndarray, cuts: np.ndarray, gt: np.ndarray, cam_level: int = -1, threads: int = 1, shared: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(best (B,T) float64, cam (B,4) int64) of maps (B,H,W) float at thresholds `taus` (T,) (of
-    each map's max) against ground-truth boxes gt (B,K,4): the best IoU of any component of each
-    level, and the largest component's box at level `cam_level` (zeros where it has none, or for
-    −1). `shared`: maps[0] stands for every image (labelled once). `threads` > 1 splits the images
-    over that many threads."""
+    """(best (B,T) float64, cam (B,4) int64) of maps (B,H,W) float at each map's ascending cuts
+    (B,T) (τ · max, in the maps' dtype; not finite: no foreground) against ground-truth boxes gt
+    (B,K,4): the best IoU of any component of each level, and the largest component's box at level
+    `cam_level` (zeros where it has none, or for −1). `shared`: maps[0] and cuts[0] stand for every
+    image (labelled once). `threads` > 1 splits the images over that many threads."""
     b = len(gt)
-    best = np.zeros((b, len(taus)), np.float64)
+    best = np.zeros((b, cuts.shape[1]), np.float64)
     cam = np.zeros((b, 4), np.int64)
     if b == 0:
         return best, cam
-    taus = np.ascontiguousarray(taus, dtype=np.float64)
+    if len(maps) != (1 if shared else b) or len(cuts) != len(maps):
+        raise ValueError(f"{len(maps)} maps and {len(cuts)} rows of cuts for {b} images")
+    gt = np.ascontiguousarray(gt, dtype=np.float64)
+    maps, cuts = np.ascontiguousarray(maps), np.ascontiguousarray(cuts, dtype=maps.dtype)
     if shared:
-        _score_shared(np.ascontiguousarray(maps[0]), taus, gt, cam_level, best, cam)
+        _score_shared(maps[0], cuts[0], gt, cam_level, best, cam)
     else:
-        in_threads(_score_range, b, threads, np.ascontiguousarray(maps), taus, gt, cam_level, best, cam)
+        in_threads(_score_range, b, threads, maps, cuts, gt, cam_level, best, cam)
     return best, cam

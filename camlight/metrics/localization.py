@@ -91,13 +91,21 @@ def energy_pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tenso
 # -- boxes from maps -------------------------------------------------------------------------
 
 
+def _cuts(maps: torch.Tensor, thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cuts (B,T) τ · max in the maps' dtype, valid (B,)): a map whose max is not finite and
+    positive (all zeros, NaN somewhere, inf) has no foreground at any threshold."""
+    peak = maps.flatten(1).amax(1)
+    cuts = torch.as_tensor(thresholds, dtype=torch.float64).to(maps)[None, :] * peak[:, None]
+    return cuts, torch.isfinite(peak) & (peak > 0)
+
+
 def _thresholded(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """(B,T,H,W) foreground of maps (B,H,W) at each threshold τ (T,): at least τ · max, and above 0
     (so a zero map has no box, and τ = 0 does not make the whole image one box — Choe et al.
     threshold strictly)."""
-    peak = maps.flatten(1).amax(1)[:, None, None, None]
-    t = thresholds.to(maps)[None, :, None, None]
-    return (maps[:, None] >= t * peak) & (maps[:, None] > 0)
+    cuts, valid = _cuts(maps, thresholds)
+    fg = (maps[:, None] >= cuts[:, :, None, None]) & (maps[:, None] > 0)
+    return fg & valid[:, None, None, None]
 
 
 def _largest_component_boxes(maps: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -151,17 +159,21 @@ DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(100))
 def _levels(maps: torch.Tensor, thresholds) -> torch.Tensor:
     """(B,H,W) int64: how many thresholds τ each pixel reaches (map ≥ τ · max, and > 0), so that
     the foreground at the k-th threshold is `levels > k` — `_thresholded`'s sets, all at once."""
-    peak = maps.flatten(1).amax(1)
-    cuts = torch.tensor(thresholds, dtype=torch.float64).to(maps)[None, :] * peak[:, None]  # as _thresholded
+    cuts, valid = _cuts(maps, thresholds)
     levels = torch.searchsorted(cuts.contiguous(), maps.flatten(1).contiguous(), right=True).view(maps.shape)
-    return torch.where(maps > 0, levels, torch.zeros_like(levels))
+    keep = (maps > 0) & valid[:, None, None]
+    return torch.where(keep, levels, torch.zeros_like(levels))
 
 
-def _scored_as_maps(maps: torch.Tensor) -> np.ndarray:
-    """maps as a CPU array the compiled code reads: float32 or float64 as they are, other floats
-    (half, bfloat16) in float32."""
-    maps = maps.detach().cpu()
-    return (maps if maps.dtype in (torch.float32, torch.float64) else maps.float()).numpy()
+def _compiled_inputs(maps: torch.Tensor, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(maps, cuts) as CPU arrays the compiled code reads: the cuts τ · max taken in the maps'
+    own dtype (as `_levels`), both then in float32 (half, bfloat16: exactly) or float64; a map
+    without foreground gets infinite cuts."""
+    maps = maps.detach()
+    cuts, valid = _cuts(maps, thresholds)
+    cuts = torch.where(valid[:, None], cuts, torch.full_like(cuts, float("inf")))
+    dtype = torch.float64 if maps.dtype == torch.float64 else torch.float32
+    return maps.to("cpu", dtype).contiguous().numpy(), cuts.to("cpu", dtype).contiguous().numpy()
 
 
 def component_scores(
@@ -173,17 +185,15 @@ def component_scores(
     boxes; cam (B,4) float32 on maps' device, the largest component's box at threshold index
     `cam_level`, as `box_from_map`, zeros for −1). A map shared by the batch (stride 0, the centre
     baseline) is labelled once."""
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be (B,H,W), got {tuple(maps.shape)}")
     b = maps.shape[0]
-    shared = b > 1 and maps.stride(0) == 0
     sets = np.zeros((b, 0, 4)) if boxes is None else box_sets(boxes).detach().cpu().double().numpy()
-    best, cam = _components.score_maps(
-        _scored_as_maps(maps[:1] if shared else maps),
-        np.asarray(thresholds, dtype=np.float64),
-        sets,
-        cam_level,
-        threads=torch.get_num_threads(),
-        shared=shared,
-    )
+    if len(sets) != b:
+        raise ValueError(f"{b} maps but boxes for {len(sets)} images")
+    shared = b > 1 and maps.stride(0) == 0
+    values, cuts = _compiled_inputs(maps[:1] if shared else maps, thresholds)
+    best, cam = _components.score_maps(values, cuts, sets, cam_level, threads=torch.get_num_threads(), shared=shared)
     return torch.from_numpy(best), torch.from_numpy(cam).to(maps.device, torch.float32)
 
 
@@ -197,7 +207,7 @@ def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     of their ground-truth boxes."""
     if _components.score_maps is not None:
         return _hit_counts(component_scores(maps, boxes, thresholds)[0], ious).to(maps.device)
-    sets = box_sets(boxes).float().cpu()
+    sets = box_sets(boxes).double().cpu()
     b, t = maps.shape[0], len(thresholds)
     shared = b > 1 and maps.stride(0) == 0  # one map for every image (the centre baseline)
     levels = _levels(maps[:1] if shared else maps.detach(), thresholds).cpu().numpy()
@@ -208,7 +218,7 @@ def _max_box_acc_update(maps, boxes, thresholds, ious) -> torch.Tensor:
     candidates = torch.from_numpy(np.concatenate([boxes_ for boxes_, _ in per_image])).double()
     level = torch.from_numpy(np.concatenate([which for _, which in per_image]))
     image = torch.repeat_interleave(torch.arange(b), torch.tensor(found))
-    score = _best_iou(candidates, sets[image].double())  # each candidate against its image's boxes
+    score = _best_iou(candidates, sets[image])  # each candidate against its image's boxes
     best = torch.zeros(b * t, dtype=torch.float64).scatter_reduce(0, image * t + level, score, reduce="amax")
     return _hit_counts(best.view(b, t), ious).to(maps.device)
 

@@ -318,16 +318,21 @@ class Pxap(Metric):
     def __init__(self, thresholds=None, **kwargs):
         super().__init__(**kwargs)
         grid = tuple(thresholds or threshold_grid(0.01))
+        if grid[0] != 0 or any(b <= a for a, b in zip(grid, grid[1:], strict=False)) or grid[-1] >= 1:
+            raise ValueError(f"PxAP thresholds must rise from 0 to below 1, got {grid[:3]}...{grid[-1:]}")
         self.edges = float32_edges((*grid, 1.0))  # not a buffer: a module's .half() must not round it
         self.add_state("pos", torch.zeros(len(grid) + 1, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("neg", torch.zeros(len(grid) + 1, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> None:
+        if maps.shape != masks.shape:
+            raise ValueError(f"maps and masks must have one shape, got {tuple(maps.shape)} and {tuple(masks.shape)}")
+        ignore = None if ignore is None else ignore.expand_as(masks)
         one = maps.dim() == 3 and len(maps) > 1 and maps.stride(0) == 0  # one map for every image: bin it once
         values = (maps[:1] if one else maps).detach().float()
         compiled = pixel_counts is not None and values.dim() == masks.dim() == 3
         if compiled and values.device.type == "cpu" and masks.device.type == "cpu":
-            ignored = None if ignore is None else ignore.bool().numpy()
+            ignored = None if ignore is None else ignore.bool().contiguous().numpy()
             arrays = values.contiguous().numpy(), masks.bool().numpy(), ignored, self.edges.numpy()
             counts = pixel_counts(*arrays, threads=torch.get_num_threads())
             neg, pos = torch.from_numpy(counts)
