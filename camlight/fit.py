@@ -52,6 +52,7 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
             pair_probe=e.pair_probe,
             full_val_every_n_epochs=e.full_val_every_n_epochs,
             full_val_protocols=list(e.full_val_protocols),
+            sanity_every_n_epochs=e.sanity_every_n_epochs,
         )
     except ValueError as err:
         raise ConfigError(f"explain: {err}") from None

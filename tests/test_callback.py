@@ -391,3 +391,31 @@ def test_ddp_with_a_rank_whose_share_of_the_probe_is_empty(tmp_path):
 
     for rank in (0, 1):  # every rank holds the reduced scores: the one image's, as one process finds them
         assert flatten(results[rank]) == pytest.approx(flatten(expected)), rank
+
+
+def test_sanity_spearman_is_logged_and_training_is_untouched(tmp_path):
+    """explain.sanity_every_n_epochs logs explain/<method>/sanity_spearman on its epochs, equal to
+    the Spearman correlation of the final model's probe maps with a fully re-initialised copy's;
+    the weights and the RNG end as without it."""
+    from camlight.explain import explain
+    from camlight.metrics.sanity import fully_randomized, spearman
+
+    def train(root, **kw):
+        pl.seed_everything(0, workers=True, verbose=False)
+        model = Classifier("simple_cnn", "gap", width=4)
+        callback = ExplanationCallback(["saliency", "gradcam"], probe_size=8, log_images=False, **kw)
+        _trainer(root, [callback], epochs=3).fit(model, datamodule=_dm())
+        return model, callback, torch.get_rng_state()
+
+    model, callback, rng = train(tmp_path / "a", sanity_every_n_epochs=2)
+    plain, _, rng_plain = train(tmp_path / "b")
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in model.state_dict().items())
+    assert torch.equal(rng, rng_plain)
+    epochs = [epoch for epoch, scores in callback.history if "sanity_spearman" in scores.get("gradcam", {})]
+    assert epochs == [1, 2]  # every 2nd epoch, and the last
+    probe = _dm().probe_batch(8)
+    mine = explain(model, probe["image"], ["saliency", "gradcam"], targets=probe["label"])
+    theirs = explain(fully_randomized(model), probe["image"], ["saliency", "gradcam"], targets=probe["label"])
+    for method in ("saliency", "gradcam"):
+        expected = spearman(mine[method], theirs[method]).nanmean().item()
+        assert callback.last[method]["sanity_spearman"] == pytest.approx(expected, abs=1e-5)

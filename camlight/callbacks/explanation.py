@@ -17,6 +17,7 @@ from camlight.explain import check_methods, explain, supported, untouched
 from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
 from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import check_protocols
+from camlight.metrics.sanity import fully_randomized, spearman
 from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class ExplanationCallback(pl.Callback):
             Lightning's validation sampler pads the split to a multiple of the processes, so up to
             world_size − 1 images count twice (`explain.py evaluate` scores each exactly once).
         full_val_protocols: protocol names for the whole-split scores.
+        sanity_every_n_epochs: every n-th validation epoch (and the last), also explain the probe
+            set on a copy of the model with every block re-initialised (the last step of Adebayo
+            et al.'s cascading randomization, the same random weights every time) and log the mean
+            Spearman correlation with the trained model's maps as `explain/<method>/sanity_spearman`:
+            near 1 for a method that does not depend on the weights; 0 turns it off.
 
     Example::
 
@@ -87,6 +93,7 @@ class ExplanationCallback(pl.Callback):
         pair_probe: bool = True,
         full_val_every_n_epochs: int = 0,
         full_val_protocols: Sequence[str] = FULL_VAL_PROTOCOLS,
+        sanity_every_n_epochs: int = 0,
     ):
         super().__init__()
         self.full_val_protocols = check_protocols(full_val_protocols)
@@ -100,12 +107,14 @@ class ExplanationCallback(pl.Callback):
             ("probe_size", probe_size, 1),
             ("max_images", max_images, 0),
             ("full_val_every_n_epochs", full_val_every_n_epochs, 0),
+            ("sanity_every_n_epochs", sanity_every_n_epochs, 0),
         ):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.every_n_epochs, self.probe_size, self.max_images = every_n_epochs, probe_size, max_images
         self.log_images, self.pair_probe = log_images, pair_probe
         self.full_val_every_n_epochs = full_val_every_n_epochs
+        self.sanity_every_n_epochs = sanity_every_n_epochs
         self.full: Protocols | None = None  # the whole-split scores of the running validation epoch
         self.probe: dict | None = None
         self.pair: dict | None = None
@@ -215,6 +224,11 @@ class ExplanationCallback(pl.Callback):
         if self._due(trainer, self.every_n_epochs):
             probe, batch, maps = self.evaluate(pl_module)
             scores = {**probe, **scores}
+        if self._due(trainer, self.sanity_every_n_epochs):
+            if batch is None:
+                batch, maps = self._probe_maps(pl_module)
+            for method, value in self._sanity(pl_module, batch, maps).items():
+                scores.setdefault(method, {})["sanity_spearman"] = value
         if not scores:
             return
         self._done_epoch = trainer.current_epoch
@@ -228,14 +242,32 @@ class ExplanationCallback(pl.Callback):
             if self.log_images and maps:
                 self._log_images(trainer, pl_module, batch, maps)
 
-    def evaluate(self, pl_module) -> tuple[Scores, dict, dict]:
-        """Explain and score the probe set: ({method: {metric: value}}, batch, maps).
-
-        Every rank must call it (the metrics reduce across ranks)."""
+    def _probe_maps(self, pl_module) -> tuple[dict, dict]:
+        """(this rank's probe batch on the module's device, {method: maps} of its labelled class)."""
         device = pl_module.device
         batch = {k: v.to(device) for k, v in self.probe.items()}
         batch["image"] = self._on(pl_module, batch["image"])
         maps = explain(pl_module, batch["image"], self.active, targets=batch["label"]) if len(batch["image"]) else {}
+        return batch, maps
+
+    def _sanity(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
+        """{method: mean Spearman correlation between the model's probe maps and those of a copy with
+        every block re-initialised} (images whose maps are constant left out; NaN when all are).
+        Every rank must call it (the means reduce across ranks)."""
+        means = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
+        if len(batch["image"]):
+            random = fully_randomized(pl_module)
+            found = explain(random, batch["image"], self.active, targets=batch["label"])
+            del random
+            for m in self.active:
+                means[m].update(spearman(maps[m], found[m]).float())
+        return {m: float(metric.compute()) for m, metric in means.items()}
+
+    def evaluate(self, pl_module) -> tuple[Scores, dict, dict]:
+        """Explain and score the probe set: ({method: {metric: value}}, batch, maps).
+
+        Every rank must call it (the metrics reduce across ranks)."""
+        batch, maps = self._probe_maps(pl_module)
         scores = self._score(pl_module, batch, maps)
         if self.pair is not None:
             for method, value in self._class_discrimination(pl_module).items():

@@ -133,6 +133,12 @@ class ExplainConfig:
         minimum=0,
     )
     full_val_protocols: list = _f(["cam_loc", "wsol", "pointing"], "protocols of the whole-split scores")
+    sanity_every_n_epochs: int = _f(
+        0,
+        "every n-th explained epoch (and the last) also explain the probe set on a copy of the model with every "
+        "block re-initialised, logged as explain/<method>/sanity_spearman (Adebayo et al.; 0 = off)",
+        minimum=0,
+    )
 
 
 @dataclass
@@ -240,6 +246,40 @@ class EvaluateConfig(ModelChoice):
     out: str = _f("evaluation", "output folder (created; must not hold an earlier result)")
     trainer: EvaluateTrainerConfig = field(default_factory=EvaluateTrainerConfig)
     wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
+
+
+@dataclass
+class SanityConfig(ModelChoice):
+    """`explain.py sanity`: Adebayo et al.'s randomization tests of the methods on a checkpoint."""
+
+    input: str | None = _f(None, "an image file or a folder of images (default: the checkpoint's val probe set)")
+    split: str | None = _f(
+        "val", "without input: the checkpoint's own data split (its probe set)", choices=(None, "val", "test")
+    )
+    images: int = _f(16, "images to test (the probe set of this size; or the first of input=)", minimum=1)
+    methods: list = _f(
+        ["saliency", "guided_backprop", "gradcam", "cam"], "explanation methods (those the model lacks are skipped)"
+    )
+    mode: str = _f(
+        "both",
+        "model randomization: cascading (from the logits down, cumulative), independent (one block at a time), both",
+        choices=("cascading", "independent", "both"),
+    )
+    reference: str | None = _f(
+        None,
+        "data randomization: a checkpoint of the same network trained on permuted labels "
+        "(train.py experiment=random_labels); its maps are compared with the model's",
+    )
+    target: str = _f(
+        "top1",
+        "the class explained: top1 (the model's prediction) or label (needs ground truth)",
+        choices=("top1", "label"),
+    )
+    seed: int = _f(0, "seed of the re-initialised weights")
+    max_images: int = _f(4, "images drawn in the maps grids", minimum=0)
+    out: str = _f("sanity", "output folder (created; must not hold an earlier result)")
+    batch_size: int = _f(16, "images per explain call", minimum=1)
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
 
 
 @dataclass

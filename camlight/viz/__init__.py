@@ -3,7 +3,7 @@
 from camlight.viz.files import save_png, write_csv
 from camlight.viz.grid import probe_grid
 from camlight.viz.overlay import colorize, contour, denormalize, draw_contour, overlay
-from camlight.viz.plots import localization_plot
+from camlight.viz.plots import localization_plot, randomization_plot
 
 __all__ = [
     "colorize",
@@ -13,6 +13,7 @@ __all__ = [
     "localization_plot",
     "overlay",
     "probe_grid",
+    "randomization_plot",
     "save_png",
     "write_csv",
 ]

@@ -28,3 +28,46 @@ def localization_plot(history: list[tuple[int, dict[str, dict[str, float]]]], pa
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def randomization_plot(curves: dict[str, dict], path: str | Path) -> None:
+    """Adebayo et al.'s figure: similarity to the trained network's maps against the blocks
+    re-initialised (from the logits down), a line per method (the mean over images) with a band
+    from the 25th to the 75th percentile; a row per mode, a panel per similarity measure.
+
+    `curves`: {mode: {"blocks": [names, top first], "scores": {method: {measure: (steps, B)
+    array}}}}; the first point, "trained", is the maps' similarity to themselves (1).
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    modes = list(curves)
+    measures = list(dict.fromkeys(m for c in curves.values() for s in c["scores"].values() for m in s))
+    fig = Figure(figsize=(4.4 * max(len(measures), 1), 3.6 * max(len(modes), 1)))
+    axes = fig.subplots(max(len(modes), 1), max(len(measures), 1), squeeze=False)
+    for row, mode in zip(axes, modes, strict=False):
+        blocks = curves[mode]["blocks"]
+        x = np.arange(len(blocks) + 1)
+        for ax, measure in zip(row, measures, strict=False):
+            for method, scores in curves[mode]["scores"].items():
+                if measure not in scores:
+                    continue
+                v = np.asarray(scores[measure], dtype=float)
+                if v.size == 0 or np.isnan(v).all(axis=1).any():
+                    continue
+                ones = np.ones((1, v.shape[1]))
+                v = np.concatenate([ones, v])
+                mean = np.nanmean(v, axis=1)
+                low, high = np.nanpercentile(v, 25, axis=1), np.nanpercentile(v, 75, axis=1)
+                (line,) = ax.plot(x, mean, marker="o", ms=3, label=method)
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+            ax.set_title(f"{measure} ({mode})")
+            ax.set_xticks(x)
+            ax.set_xticklabels(["trained", *blocks], rotation=70, ha="right", fontsize=7)
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_ylim(-0.3 if measure.startswith("spearman") else -0.1, 1.05)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("similarity to the trained maps")
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
