@@ -86,7 +86,7 @@ def test_cam_on_an_fc_head_is_skipped_with_one_warning(tmp_path):
     ) as record:
         _trainer(tmp_path, [callback], epochs=1, limit_train_batches=1).fit(model, datamodule=_dm())
     assert len([w for w in record if "skipping" in str(w.message)]) == 1
-    assert callback.active == ["gradcam"] and set(callback.last) == {"gradcam"}
+    assert callback.active == ["gradcam"] and set(callback.last) == {"gradcam", "center_baseline"}
 
 
 # -- training is untouched -----------------------------------------------------------------------
@@ -133,6 +133,8 @@ def test_scores_reach_the_csv_logger_and_the_run_directory(tmp_path):
         ):
             assert float(r[key]) == pytest.approx(float(row_logged[key]))
     assert sorted(p.name for p in (tmp_path / "explanations").iterdir()) == [
+        "agreement.csv",
+        "agreement.png",
         "epoch_001.png",
         "epoch_002.png",
         "localization.png",
@@ -143,7 +145,9 @@ def test_scores_reach_the_csv_logger_and_the_run_directory(tmp_path):
         "pointing_game_class_mean",
         "mask_iou",
         "class_discrimination",
+        "drift",  # against the epoch explained before
     }
+    assert set(callback.last["center_baseline"]) == {"pointing_game", "pointing_game_class_mean", "mask_iou"}
 
 
 def test_scores_match_a_fresh_evaluation_of_the_final_model(tmp_path):
@@ -164,6 +168,14 @@ def test_scores_match_a_fresh_evaluation_of_the_final_model(tmp_path):
     assert callback.last["gradcam"]["energy_pointing_game"] == pytest.approx(
         M.energy_pointing_game(maps, probe["box"]).mean().item()
     )
+    # the centre baseline beside it: a centred Gaussian scored the same way
+    from camlight.metrics.protocols import center_map
+
+    center = center_map(*probe["image"].shape[-2:]).expand(8, *probe["image"].shape[-2:])
+    baseline = callback.last["center_baseline"]
+    assert set(baseline) == {"pointing_game", "pointing_game_class_mean", "energy_pointing_game"}
+    assert baseline["pointing_game"] == pytest.approx(M.pointing_game(center, probe["mask"]).float().mean().item())
+    assert baseline["energy_pointing_game"] == pytest.approx(M.energy_pointing_game(center, probe["box"]).mean().item())
 
 
 @pytest.mark.slow
@@ -419,3 +431,44 @@ def test_sanity_spearman_is_logged_and_training_is_untouched(tmp_path):
     for method in ("saliency", "gradcam"):
         expected = spearman(mine[method], theirs[method]).nanmean().item()
         assert callback.last[method]["sanity_spearman"] == pytest.approx(expected, abs=1e-5)
+    # drift: from the second explained epoch on; agreement between the methods' final maps
+    assert [e for e, s in callback.history if "drift" in s.get("gradcam", {})] == [1, 2]
+    assert all(-1 <= s["gradcam"]["drift"] <= 1 for e, s in callback.history if e > 0)
+    with open(tmp_path / "a" / "explanations" / "agreement.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    expected = spearman(mine["saliency"], mine["gradcam"]).nanmean().item()
+    assert float(rows["saliency"]["gradcam"]) == pytest.approx(expected, abs=1e-5)
+    assert (
+        float(rows["gradcam"]["saliency"]) == float(rows["saliency"]["gradcam"]) and rows["gradcam"]["gradcam"] == "1.0"
+    )
+    assert (tmp_path / "a" / "explanations" / "agreement.png").is_file()
+
+
+def test_drift_is_the_mean_spearman_between_consecutive_maps():
+    from camlight.metrics.sanity import spearman
+
+    callback = ExplanationCallback(["saliency"], probe_size=4)
+    callback.active, callback._previous = ["saliency"], {}
+    module = Classifier("simple_cnn", "gap", width=4)
+    a, b = torch.rand(4, 16, 16), torch.rand(4, 16, 16)
+    assert callback._drift(module, {"saliency": a}) == {}
+    assert callback._drift(module, {"saliency": b})["saliency"] == pytest.approx(spearman(a, b).mean().item(), abs=1e-6)
+    assert callback._drift(module, {"saliency": b})["saliency"] == pytest.approx(1.0)
+
+
+def test_class_discrimination_by_density_and_by_energy_by_hand(monkeypatch):
+    """One image: the cat on 16 pixels, the dog on 64. The cat map is 1 on the cat and 0.25 on the
+    dog (denser on the cat; energy 16 vs 16: share 0.5); the dog map is 0.5 on the cat and 0.2 on
+    the dog (denser on the cat: a miss; energy 12.8 of 20.8 on the dog: share 0.615)."""
+    from camlight.callbacks import explanation
+
+    masks = torch.zeros(1, 2, 16, 16, dtype=torch.bool)
+    masks[0, 0, :4, :4] = True
+    masks[0, 1, 8:, 8:] = True
+    maps = {0: 1.0 * masks[:, 0] + 0.25 * masks[:, 1], 1: 0.5 * masks[:, 0] + 0.2 * masks[:, 1]}
+    monkeypatch.setattr(explanation, "explain", lambda model, x, methods, targets: {"gradcam": maps[targets]})
+    callback = ExplanationCallback(["gradcam"], probe_size=1)
+    callback.active, callback.pair = ["gradcam"], {"image": torch.zeros(1, 3, 16, 16), "class_masks": masks}
+    found = callback._class_discrimination(Classifier("simple_cnn", "gap", width=4))["gradcam"]
+    assert found["class_discrimination"] == pytest.approx(0.5)
+    assert found["class_energy"] == pytest.approx((0.5 + 12.8 / 20.8) / 2)

@@ -16,9 +16,9 @@ from camlight import metrics as M
 from camlight.explain import check_methods, explain, supported, untouched
 from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
 from camlight.metrics.protocol_set import Protocols
-from camlight.metrics.protocols import check_protocols
+from camlight.metrics.protocols import CENTER, center_map, check_protocols
 from camlight.metrics.sanity import fully_randomized, spearman
-from camlight.viz import denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
+from camlight.viz import agreement_plot, denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,11 @@ class ExplanationCallback(pl.Callback):
     writes `explanations/epoch_NNN.png`, `explanations/metrics.csv` and, at fit end,
     `explanations/localization.png` under the trainer's `default_root_dir`. With `pair_probe`, the
     datamodule's cat-and-dog images score `explain/<method>/class_discrimination`: how often the
-    map for each class is denser on that class's animal than on the other (0.5 is chance).
+    map for each class is denser on that class's animal than on the other (0.5 is chance). With
+    a shortcut mark in the data (SyntheticPets' `data.shortcut`), `explain/<method>/shortcut_energy`
+    is the share of the maps' energy on the mark over the marked probe images of the mark's class. Every
+    ground-truth metric is also scored for the centre baseline, a centred Gaussian that ignores the
+    image (`explain/center_baseline/<metric>`), so that each number can be read against it.
 
     Maps explain the labelled class. Methods the model cannot support (CAM on an FC head) are
     dropped with one warning at fit start. The callback never changes training: `explain` restores
@@ -160,6 +164,7 @@ class ExplanationCallback(pl.Callback):
                 "ExplanationCallback: %s draws no cat-and-dog pairs; class_discrimination skipped", type(dm).__name__
             )
         self.mean, self.std = tuple(dm.mean), tuple(dm.std)
+        self.shortcut_class = getattr(dm, "shortcut_class", None)  # a shortcut canary's class (SyntheticPets)
         self.class_names = list(getattr(dm, "class_names", None) or [])
         if not self.class_names:  # a datamodule that does not name its classes: number them
             with untouched(pl_module), torch.no_grad():
@@ -167,6 +172,7 @@ class ExplanationCallback(pl.Callback):
             self.class_names = [str(i) for i in range(classes)]
         self.history, self.last = [], {}
         self._done_epoch = None
+        self._previous: dict[str, torch.Tensor] = {}  # the last explained epoch's probe maps (drift, agreement)
 
     @staticmethod
     def _on(pl_module, images: torch.Tensor) -> torch.Tensor:
@@ -224,6 +230,9 @@ class ExplanationCallback(pl.Callback):
         if self._due(trainer, self.every_n_epochs):
             probe, batch, maps = self.evaluate(pl_module)
             scores = {**probe, **scores}
+        if batch is not None:  # every rank, also one whose share of the probe is empty
+            for method, value in self._drift(pl_module, maps).items():
+                scores.setdefault(method, {})["drift"] = value
         if self._due(trainer, self.sanity_every_n_epochs):
             if batch is None:
                 batch, maps = self._probe_maps(pl_module)
@@ -250,6 +259,35 @@ class ExplanationCallback(pl.Callback):
         maps = explain(pl_module, batch["image"], self.active, targets=batch["label"]) if len(batch["image"]) else {}
         return batch, maps
 
+    def _drift(self, pl_module, maps: dict) -> dict[str, float]:
+        """{method: mean Spearman correlation between each probe image's map now and at the last
+        explained epoch} (empty the first time); the maps are kept for the next time. Every rank
+        must call it (the means reduce across ranks)."""
+        empty = torch.zeros(0)
+        previous = self._previous
+        self._previous = {m: maps[m].detach().cpu() if m in maps else empty for m in self.active}
+        if not previous:
+            return {}
+        means = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
+        for m, metric in means.items():
+            if len(self._previous[m]):
+                metric.update(spearman(previous[m], self._previous[m]).float().to(pl_module.device))
+        return {m: float(metric.compute()) for m, metric in means.items()}
+
+    def agreement(self, pl_module) -> dict[str, dict[str, float]]:
+        """{method: {method: mean Spearman correlation of their maps of the same probe images}} at
+        the last explained epoch. Every rank must call it (the means reduce across ranks)."""
+        methods = [m for m in self.active if m in self._previous]
+        out = {m: {} for m in methods}
+        for i, a in enumerate(methods):
+            out[a][a] = 1.0
+            for b in methods[i + 1 :]:
+                metric = MeanMetric(nan_strategy="ignore").to(pl_module.device)
+                if len(self._previous[a]):
+                    metric.update(spearman(self._previous[a], self._previous[b]).float().to(pl_module.device))
+                out[a][b] = out[b][a] = float(metric.compute())
+        return out
+
     def _sanity(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
         """{method: mean Spearman correlation between the model's probe maps and those of a copy with
         every block re-initialised} (images whose maps are constant left out; NaN when all are).
@@ -270,44 +308,84 @@ class ExplanationCallback(pl.Callback):
         batch, maps = self._probe_maps(pl_module)
         scores = self._score(pl_module, batch, maps)
         if self.pair is not None:
-            for method, value in self._class_discrimination(pl_module).items():
-                scores[method]["class_discrimination"] = value
+            for method, values in self._class_discrimination(pl_module).items():
+                scores[method].update(values)
+        if "shortcut_mask" in batch and self.shortcut_class is not None:
+            for method, value in self._shortcut_energy(pl_module, batch, maps).items():
+                scores[method]["shortcut_energy"] = value
         return scores, batch, maps
 
+    def _shortcut_energy(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
+        """{method: mean share of the map's energy on the shortcut mark, over the probe images of the
+        mark's class that carry it (their labelled class's maps: where does the network look for
+        a dog?)} (NaN when there is none). Every rank must call it (the means reduce across ranks)."""
+        means = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
+        mark = batch["shortcut_mask"].flatten(1).float()
+        marked = mark.any(1) & (batch["label"] == self.shortcut_class)
+        for m, metric in means.items():
+            if m in maps and marked.any():
+                energy = maps[m].clamp(min=0).flatten(1).float()
+                total = energy.sum(1)
+                share = torch.where(total > 0, (energy * mark).sum(1) / total.clamp(min=1e-12), torch.zeros_like(total))
+                metric.update(share[marked])
+        return {m: float(metric.compute()) for m, metric in means.items()}
+
     def _score(self, pl_module, batch: dict, maps: dict) -> Scores:
-        scores: Scores = {}
-        num_classes = len(self.class_names)
-        for method in self.active:
-            scores[method] = {}
-            for name in self.scored:
-                spec = METRICS[name]
-                metric = spec.build(num_classes).to(pl_module.device)
-                if method in maps:
-                    spec.update(metric, maps[method], batch, pl_module, batch["label"])
-                value = metric.compute()  # every rank calls it: the reduction is collective
-                if isinstance(value, dict):  # the pointing game: overall and mean over classes
-                    scores[method][name] = value["accuracy"]
-                    scores[method][f"{name}_class_mean"] = value["mean_class_accuracy"]
-                else:
-                    scores[method][name] = value
+        """{method: {metric: value}} of the probe maps, and the centre baseline's ground-truth
+        scores beside them: a centred Gaussian that ignores the image, scored the same way."""
+        scores: Scores = {
+            method: self._score_maps(pl_module, batch, maps.get(method), self.scored) for method in self.active
+        }
+        grounded = [name for name in self.scored if name in GROUND_TRUTH_METRICS]
+        if grounded:
+            n, (h, w) = len(batch["image"]), batch["image"].shape[-2:]
+            center = center_map(h, w, device=batch["image"].device).expand(n, h, w) if n else None
+            scores[CENTER] = self._score_maps(pl_module, batch, center, grounded)
         return scores
 
-    def _class_discrimination(self, pl_module) -> dict[str, float]:
-        """Share of (image, class) pairs whose map for that class is denser (mean value) on that
-        class's animal than on any other animal in the image; 0.5 is chance with two classes."""
+    def _score_maps(self, pl_module, batch: dict, maps, names) -> dict[str, float]:
+        out = {}
+        for name in names:
+            spec = METRICS[name]
+            metric = spec.build(len(self.class_names)).to(pl_module.device)
+            if maps is not None:
+                spec.update(metric, maps, batch, pl_module, batch["label"])
+            value = metric.compute()  # every rank calls it: the reduction is collective
+            if isinstance(value, dict):  # the pointing game: overall and mean over classes
+                out[name] = value["accuracy"]
+                out[f"{name}_class_mean"] = value["mean_class_accuracy"]
+            else:
+                out[name] = value
+        return out
+
+    def _class_discrimination(self, pl_module) -> dict[str, dict[str, float]]:
+        """{method: {"class_discrimination": share of (image, class) pairs whose map for that class
+        is denser (mean value) on that class's animal than on any other animal in the image — 0.5
+        is chance with two classes; "class_energy": the mean share of the class map's energy on that
+        class's animal out of its energy on all the animals — 0.5 is no preference}}."""
         pair = {k: v.to(pl_module.device) for k, v in self.pair.items()}
         pair["image"] = self._on(pl_module, pair["image"])
         masks = pair["class_masks"].float()  # (N,C,H,W)
         area = masks.flatten(2).sum(2).clamp(min=1)  # (N,C)
-        metrics = {m: MeanMetric().to(pl_module.device) for m in self.active}
+        denser = {m: MeanMetric().to(pl_module.device) for m in self.active}
+        energy = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
         if len(pair["image"]):
             for c in range(masks.shape[1]):
                 maps = explain(pl_module, pair["image"], self.active, targets=c)
                 for m in self.active:
-                    density = (maps[m][:, None] * masks).flatten(2).sum(2) / area  # (N,C)
+                    on = (maps[m].clamp(min=0)[:, None] * masks).flatten(2).sum(2)  # (N,C) energy on each animal
+                    density = on / area
                     others = torch.cat([density[:, :c], density[:, c + 1 :]], dim=1)
-                    metrics[m].update((density[:, c] > others.amax(1)).float())
-        return {m: float(metric.compute()) for m, metric in metrics.items()}
+                    denser[m].update((density[:, c] > others.amax(1)).float())
+                    total = on.sum(1)
+                    share = torch.where(
+                        total > 0, on[:, c] / total.clamp(min=1e-12), torch.full_like(total, float("nan"))
+                    )
+                    energy[m].update(share)
+        return {
+            m: {"class_discrimination": float(denser[m].compute()), "class_energy": float(energy[m].compute())}
+            for m in self.active
+        }
 
     # -- images ----------------------------------------------------------------------------
 
@@ -370,6 +448,20 @@ class ExplanationCallback(pl.Callback):
         write_csv(self.out_dir / "metrics.csv", rows, columns)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        agreement = self.agreement(pl_module) if self._previous else {}  # every rank: collective
         if trainer.is_global_zero and self.history:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             localization_plot(self.history, self.out_dir / "localization.png")
+        if trainer.is_global_zero and len(agreement) > 1:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            methods = list(agreement)
+            rows = [{"method": a, **{b: agreement[a][b] for b in methods}} for a in methods]
+            write_csv(self.out_dir / "agreement.csv", rows, ["method", *methods])
+            agreement_plot(agreement, self.out_dir / "agreement.png")
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    from PIL import Image
+
+                    logger.log_image("explain/agreement", [Image.open(self.out_dir / "agreement.png")])
+                    data = [[a, *(agreement[a][b] for b in methods)] for a in methods]
+                    logger.log_table("explain/agreement_table", columns=["method", *methods], data=data)

@@ -62,6 +62,10 @@ def check_data(d: DictConfig) -> None:
         raise ConfigError(
             f"invalid data.resize={d.resize}; it must be at least data.image_size={d.image_size} (or null)"
         )
+    if not 0.0 <= d.shortcut_correlation <= 1.0:
+        raise ConfigError(f"invalid data.shortcut_correlation={d.shortcut_correlation}; use a share between 0 and 1")
+    if d.shortcut and d.name != "synthetic":
+        raise ConfigError(f"data.shortcut draws its mark on SyntheticPets only; use data.name=synthetic, not {d.name}")
     if d.name != "synthetic" and not d.root:
         raise ConfigError(f"data.root is required with data.name={d.name}: the folder holding the dataset")
 

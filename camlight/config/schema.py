@@ -62,6 +62,17 @@ class DataConfig:
     pin_memory: Any = _f("auto", "DataLoader pinned memory: true, false or auto (on when training on a GPU)")
     seed: int = _f(0, "dataset seed: fixes every synthetic image and the held-out validation split of photos")
     cache: bool = _f(True, "keep drawn synthetic images in memory after the first epoch")
+    shortcut: bool = _f(
+        False,
+        "synthetic: a shortcut canary, a magenta square in the top-left corner on a share of the training dogs "
+        "(data.shortcut_correlation) and on half of the validation images whatever their class",
+    )
+    shortcut_correlation: float = _f(1.0, "synthetic: the share of training dogs that carry the shortcut mark (0-1)")
+    random_labels: bool = _f(
+        False,
+        "train on the training labels permuted once (seeded by data.seed): the reference network of the data "
+        "randomization test (explain.py sanity reference=); validation keeps the true labels",
+    )
 
 
 @dataclass

@@ -41,6 +41,12 @@ def from_config(
         resize, interpolation: photos' evaluation resize (default: `d["resize"]`, else 8/7 of the
             crop) and the interpolation of every resize (pretrained weights bring their own).
     """
+    dm = _datamodule(d, mean, std, pin_memory, num_workers, resize, interpolation)
+    dm.random_labels, dm.random_labels_seed = bool(d.get("random_labels", False)), int(d.get("seed", 0))
+    return dm
+
+
+def _datamodule(d: Mapping, mean, std, pin_memory, num_workers, resize, interpolation):
     workers = d["num_workers"] if num_workers is None else num_workers
     if d["name"] == "synthetic":
         return SyntheticPets(
@@ -53,8 +59,11 @@ def from_config(
             seed=d["seed"],
             pin_memory=pin_memory,
             cache=d["cache"],
+            shortcut=float(d["shortcut_correlation"]) if d.get("shortcut") else None,
             **({"mean": tuple(mean), "std": tuple(std)} if mean is not None else {}),
         )
+    if d.get("shortcut"):
+        raise DataError(f"data.shortcut draws its mark on SyntheticPets only, not data.name={d['name']}")
     if not d.get("root"):
         raise DataError(f"data.root is required with data.name={d['name']}: the folder holding the dataset")
     common = dict(

@@ -147,6 +147,10 @@ class PhotoDataModule(CamlightDataModule):
         self.setup()
         return len(self.records[split])
 
+    def labels(self, split: str) -> list[int]:
+        self.setup()
+        return [r.label for r in self.records[split]]
+
     def dataset(self, split: str, train: bool = False) -> PhotoDataset:
         self.setup()
         t = (

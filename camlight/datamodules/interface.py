@@ -54,6 +54,10 @@ class CamlightDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: DataLoader pinned memory (for GPU training).
         mean, std: per-channel normalisation of the images.
+
+    `random_labels = True` (set after construction; `data.random_labels`) trains on the training
+    labels permuted once (seeded by `random_labels_seed`): the network of Adebayo et al.'s data
+    randomization test, which can only memorise. Validation, test and the probe keep the true labels.
     """
 
     class_names: tuple[str, ...] = ()
@@ -70,6 +74,7 @@ class CamlightDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.mean, self.std = tuple(mean), tuple(std)
         self.skipped: dict[str, str] = {}  # path → reason, every bad file seen in this process
+        self.random_labels, self.random_labels_seed = False, 0
 
     # -- what subclasses provide --------------------------------------------------------------
 
@@ -126,9 +131,21 @@ class CamlightDataModule(pl.LightningDataModule):
                 self.skipped[path] = reason
                 log.warning("skipped %s: %s (%d bad files so far)", path, reason, len(self.skipped))
 
+    def labels(self, split: str) -> list[int]:  # pragma: no cover - abstract
+        """The label of every sample of `split`, without loading the images."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its labels")
+
+    def permuted_labels(self, split: str = "train") -> torch.Tensor:
+        """(N,) int64: the labels of `split` permuted once by `random_labels_seed` (the class counts stay)."""
+        labels = torch.tensor(self.labels(split), dtype=torch.int64)
+        return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.random_labels_seed))]
+
     def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.dataset(split, train)
+        if self.random_labels and split == "train":
+            dataset = RelabelledDataset(dataset, self.permuted_labels(split))
         return DataLoader(
-            self.dataset(split, train),
+            dataset,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and self.drop_last(split),
@@ -146,3 +163,21 @@ class CamlightDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+class RelabelledDataset(Dataset):
+    """A dataset whose samples carry other labels (`labels[i]` for sample i); a `Skipped` stays one."""
+
+    def __init__(self, dataset: Dataset, labels: torch.Tensor):
+        if len(labels) != len(dataset):
+            raise ValueError(f"{len(labels)} labels for {len(dataset)} samples")
+        self.dataset, self.labels = dataset, labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        if isinstance(item, Skipped):
+            return item
+        return {**item, "label": self.labels[index].clone()}

@@ -21,6 +21,26 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
+SHORTCUT_COLOR = (1.0, 0.0, 1.0)  # magenta: a colour no animal or background is drawn in
+SHORTCUT_CLASS = 1  # the mark goes on dogs in training
+
+
+def shortcut_square(image_size: int) -> tuple[slice, slice]:
+    """(rows, cols) of the shortcut mark: a square of side S/8 (at least 4 px), 2 px from the
+    top-left corner."""
+    side = max(4, image_size // 8)
+    return slice(2, 2 + side), slice(2, 2 + side)
+
+
+def shortcut_marked(seed: int, split: str, index: int, label: int, correlation: float) -> bool:
+    """Whether sample `index` carries the mark: in training, a `correlation` share of the dogs
+    (never a cat); elsewhere half of the images, whatever their class."""
+    draw = np.random.default_rng([seed, SPLITS.index(split), index, 7]).random()  # apart from the scene's
+    if split == "train":
+        return label == SHORTCUT_CLASS and draw < correlation
+    return draw < 0.5
+
+
 class SyntheticPetsDataset(Dataset):
     """`size` samples of one split, each drawn on demand from (seed, split, index).
 
@@ -36,18 +56,36 @@ class SyntheticPetsDataset(Dataset):
         image_size: side S in pixels, at least 32.
         seed: dataset seed; together with split and index it fixes every pixel.
         mean, std: per-channel normalisation.
+        shortcut: the correlation (0–1) of a shortcut mark with the dog class, or None for no
+            mark: a magenta square in the top-left corner (`shortcut_square`) on that share of the
+            training dogs and on half of the other splits' images whatever their class, with its
+            pixels as `shortcut_mask` (S,S) bool in every sample (the canary of a shortcut: a
+            network that learns the mark looks at it).
         cache: keep every drawn sample in memory, so later epochs skip drawing (about 60 KB per
             sample at 64 px; each DataLoader worker keeps its own copy).
     """
 
-    def __init__(self, split: str, size: int, image_size: int = 64, seed: int = 0, mean=MEAN, std=STD, cache=False):
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        image_size: int = 64,
+        seed: int = 0,
+        mean=MEAN,
+        std=STD,
+        cache=False,
+        shortcut: float | None = None,
+    ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         if image_size < 32:
             raise ValueError(f"image_size={image_size} is too small to draw an animal; use 32 or more")
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
+        if shortcut is not None and not 0 <= shortcut <= 1:
+            raise ValueError(f"shortcut correlation must be between 0 and 1, got {shortcut}")
         self.split, self.size, self.image_size, self.seed = split, size, image_size, seed
+        self.shortcut = shortcut
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
@@ -71,9 +109,18 @@ class SyntheticPetsDataset(Dataset):
     def _draw(self, index: int) -> dict[str, torch.Tensor]:
         scene = self.scene(index)
         out = render(scene)
+        mark = None
+        if self.shortcut is not None:
+            mark = np.zeros(out.image.shape[1:], dtype=bool)
+            if shortcut_marked(self.seed, self.split, index, scene.animals[0].label, self.shortcut):
+                rows, cols = shortcut_square(self.image_size)
+                mark[rows, cols] = True
+                out.image[:, mark] = np.array(SHORTCUT_COLOR, dtype=out.image.dtype)[:, None]
         image = (torch.from_numpy(out.image) - self.mean) / self.std
         mask = torch.from_numpy(out.masks.any(axis=0))
         sample = {"image": image, "mask": mask, "box": mask_box(mask), "index": torch.tensor(index)}
+        if mark is not None:
+            sample["shortcut_mask"] = torch.from_numpy(mark)
         if self.split == "pair":
             order = np.argsort([a.label for a in scene.animals])
             sample["class_masks"] = torch.from_numpy(out.masks[order])
@@ -95,6 +142,8 @@ class SyntheticPets(CamlightDataModule):
         seed: dataset seed (independent of the training seed).
         pin_memory: DataLoader pinned memory (for GPU training).
         cache: keep drawn train/val/test samples in memory after their first epoch.
+        shortcut: a shortcut mark's correlation with the dog class in training (see
+            `SyntheticPetsDataset`), or None.
         mean, std: per-channel normalisation (default: the drawn images' own statistics).
 
     Example::
@@ -120,12 +169,14 @@ class SyntheticPets(CamlightDataModule):
         cache: bool = True,
         mean=MEAN,
         std=STD,
+        shortcut: float | None = None,
     ):
         super().__init__(image_size, batch_size, num_workers, pin_memory, mean, std)
-        self.seed = seed
+        self.seed, self.shortcut = seed, shortcut
+        self.shortcut_class = None if shortcut is None else SHORTCUT_CLASS  # the class the mark goes with
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.datasets = {
-            s: SyntheticPetsDataset(s, n, image_size, seed, self.mean, self.std, cache=cache)
+            s: SyntheticPetsDataset(s, n, image_size, seed, self.mean, self.std, cache=cache, shortcut=shortcut)
             for s, n in self.sizes.items()
         }
 
@@ -136,10 +187,17 @@ class SyntheticPets(CamlightDataModule):
     def split_size(self, split: str) -> int:
         return self.sizes[split]
 
+    def labels(self, split: str) -> list[int]:
+        """Each sample's class from its scene's parameters (nothing drawn)."""
+        dataset = self.datasets[split]
+        return [int(dataset.scene(i).animals[0].label) for i in range(len(dataset))]
+
     def describe(self) -> str:
         sizes = ", ".join(f"{s} {n}" for s, n in self.sizes.items())
+        mark = "" if self.shortcut is None else f"; a shortcut mark on {self.shortcut:.0%} of the training dogs"
         return (
             f"SyntheticPets at {self.image_size} px (seed {self.seed}): {sizes} images, drawn with exact ground truth"
+            f"{mark}"
         )
 
     def probe_batch(self, n: int, mode: str = "single", seed: int = 0) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from camlight import __version__
@@ -113,6 +114,12 @@ class Classifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Validation accuracy apart for images with and without a shortcut mark (SyntheticPets'
+        # data.shortcut), the marked ones per class: a network that learned the mark fails on
+        # marked images of the classes it was not trained on.
+        self.shortcut_acc = torch.nn.ModuleDict(
+            {"unmarked": MeanMetric(), **{f"marked_{i}": MeanMetric() for i in range(num_classes)}}
+        )
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints when set
 
     @property
@@ -174,8 +181,24 @@ class Classifier(pl.LightningModule):
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=not on_step
         )
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        if stage == "val" and "shortcut_mask" in batch:
+            self._log_shortcut_accuracy(logits, batch)
         # Evaluation steps hand their logits on (the explanation callback scores the whole split with them).
         return loss if stage == "train" else {"logits": logits.detach()}
+
+    def _log_shortcut_accuracy(self, logits: torch.Tensor, batch: dict) -> None:
+        """val/acc_unmarked and val/acc_marked_<class>: accuracy on images without the shortcut
+        mark, and on marked images of each class."""
+        correct = (logits.argmax(1) == batch["label"]).float()
+        marked = batch["shortcut_mask"].flatten(1).any(1)
+        groups = {"unmarked": ~marked}
+        groups.update({f"marked_{i}": marked & (batch["label"] == i) for i in range(len(self.class_names))})
+        for key, rows in groups.items():
+            if rows.any():
+                self.shortcut_acc[key].update(correct[rows])
+            # logged on every batch and rank alike (under DDP the epoch's reduction is collective)
+            name = "unmarked" if key == "unmarked" else f"marked_{self.class_names[int(key[7:])]}"
+            self.log(f"val/acc_{name}", self.shortcut_acc[key], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_acc)

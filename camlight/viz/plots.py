@@ -20,8 +20,10 @@ def localization_plot(history: list[tuple[int, dict[str, dict[str, float]]]], pa
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for method in methods:
             points = [(epoch, scores[method][metric]) for epoch, scores in history if metric in scores.get(method, {})]
+            baseline = method == "center_baseline"  # a map that ignores the image: the level to beat
+            style = {"color": "grey", "linestyle": "--", "marker": None} if baseline else {"marker": "o"}
             if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=method)
+                ax.plot(*zip(*points, strict=True), label=method, **style)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -69,5 +71,27 @@ def randomization_plot(curves: dict[str, dict], path: str | Path) -> None:
             ax.grid(alpha=0.3)
         row[0].set_ylabel("similarity to the trained maps")
         row[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def agreement_plot(agreement: dict[str, dict[str, float]], path: str | Path) -> None:
+    """A heatmap of how alike the methods' maps are: {method: {method: mean Spearman}}."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    methods = list(agreement)
+    values = np.array([[agreement[a].get(b, np.nan) for b in methods] for a in methods], dtype=float)
+    fig = Figure(figsize=(1.2 * len(methods) + 2, 1.1 * len(methods) + 1.2))
+    ax = fig.subplots()
+    image = ax.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right")
+    ax.set_yticks(range(len(methods)), methods)
+    for i in range(len(methods)):
+        for j in range(len(methods)):
+            text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9)
+    ax.set_title("agreement: mean Spearman over probe images")
+    fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
