@@ -145,6 +145,7 @@ def test_scores_reach_the_csv_logger_and_the_run_directory(tmp_path):
         "pointing_game_class_mean",
         "mask_iou",
         "class_discrimination",
+        "class_energy",
         "drift",  # against the epoch explained before
     }
     assert set(callback.last["center_baseline"]) == {"pointing_game", "pointing_game_class_mean", "mask_iou"}
@@ -445,30 +446,29 @@ def test_sanity_spearman_is_logged_and_training_is_untouched(tmp_path):
 
 
 def test_drift_is_the_mean_spearman_between_consecutive_maps():
+    from camlight.callbacks.probe_scores import drift, kept
     from camlight.metrics.sanity import spearman
 
-    callback = ExplanationCallback(["saliency"], probe_size=4)
-    callback.active, callback._previous = ["saliency"], {}
     module = Classifier("simple_cnn", "gap", width=4)
     a, b = torch.rand(4, 16, 16), torch.rand(4, 16, 16)
-    assert callback._drift(module, {"saliency": a}) == {}
-    assert callback._drift(module, {"saliency": b})["saliency"] == pytest.approx(spearman(a, b).mean().item(), abs=1e-6)
-    assert callback._drift(module, {"saliency": b})["saliency"] == pytest.approx(1.0)
+    assert drift(module, {}, kept({"saliency": a}, ["saliency"]), ["saliency"]) == {}
+    found = drift(module, kept({"saliency": a}, ["saliency"]), kept({"saliency": b}, ["saliency"]), ["saliency"])
+    assert found["saliency"] == pytest.approx(spearman(a, b).mean().item(), abs=1e-6)
+    assert drift(module, {"saliency": b}, {"saliency": b}, ["saliency"])["saliency"] == pytest.approx(1.0)
 
 
 def test_class_discrimination_by_density_and_by_energy_by_hand(monkeypatch):
     """One image: the cat on 16 pixels, the dog on 64. The cat map is 1 on the cat and 0.25 on the
     dog (denser on the cat; energy 16 vs 16: share 0.5); the dog map is 0.5 on the cat and 0.2 on
     the dog (denser on the cat: a miss; energy 12.8 of 20.8 on the dog: share 0.615)."""
-    from camlight.callbacks import explanation
+    from camlight.callbacks import probe_scores
 
     masks = torch.zeros(1, 2, 16, 16, dtype=torch.bool)
     masks[0, 0, :4, :4] = True
     masks[0, 1, 8:, 8:] = True
     maps = {0: 1.0 * masks[:, 0] + 0.25 * masks[:, 1], 1: 0.5 * masks[:, 0] + 0.2 * masks[:, 1]}
-    monkeypatch.setattr(explanation, "explain", lambda model, x, methods, targets: {"gradcam": maps[targets]})
-    callback = ExplanationCallback(["gradcam"], probe_size=1)
-    callback.active, callback.pair = ["gradcam"], {"image": torch.zeros(1, 3, 16, 16), "class_masks": masks}
-    found = callback._class_discrimination(Classifier("simple_cnn", "gap", width=4))["gradcam"]
+    monkeypatch.setattr(probe_scores, "explain", lambda model, x, methods, targets: {"gradcam": maps[targets]})
+    pair = {"image": torch.zeros(1, 3, 16, 16), "class_masks": masks}
+    found = probe_scores.class_discrimination(Classifier("simple_cnn", "gap", width=4), pair, ["gradcam"])["gradcam"]
     assert found["class_discrimination"] == pytest.approx(0.5)
     assert found["class_energy"] == pytest.approx((0.5 + 12.8 / 20.8) / 2)

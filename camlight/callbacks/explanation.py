@@ -10,14 +10,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
-from torchmetrics import MeanMetric
 
 from camlight import metrics as M
+from camlight.callbacks import probe_scores as P
 from camlight.explain import check_methods, explain, supported, untouched
 from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
 from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import CENTER, center_map, check_protocols
-from camlight.metrics.sanity import fully_randomized, spearman
 from camlight.viz import agreement_plot, denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
 
 log = logging.getLogger(__name__)
@@ -231,12 +230,13 @@ class ExplanationCallback(pl.Callback):
             probe, batch, maps = self.evaluate(pl_module)
             scores = {**probe, **scores}
         if batch is not None:  # every rank, also one whose share of the probe is empty
-            for method, value in self._drift(pl_module, maps).items():
+            previous, self._previous = self._previous, P.kept(maps, self.active)
+            for method, value in P.drift(pl_module, previous, self._previous, self.active).items():
                 scores.setdefault(method, {})["drift"] = value
         if self._due(trainer, self.sanity_every_n_epochs):
             if batch is None:
                 batch, maps = self._probe_maps(pl_module)
-            for method, value in self._sanity(pl_module, batch, maps).items():
+            for method, value in P.sanity_spearman(pl_module, batch, maps, self.active).items():
                 scores.setdefault(method, {})["sanity_spearman"] = value
         if not scores:
             return
@@ -259,48 +259,6 @@ class ExplanationCallback(pl.Callback):
         maps = explain(pl_module, batch["image"], self.active, targets=batch["label"]) if len(batch["image"]) else {}
         return batch, maps
 
-    def _drift(self, pl_module, maps: dict) -> dict[str, float]:
-        """{method: mean Spearman correlation between each probe image's map now and at the last
-        explained epoch} (empty the first time); the maps are kept for the next time. Every rank
-        must call it (the means reduce across ranks)."""
-        empty = torch.zeros(0)
-        previous = self._previous
-        self._previous = {m: maps[m].detach().cpu() if m in maps else empty for m in self.active}
-        if not previous:
-            return {}
-        means = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
-        for m, metric in means.items():
-            if len(self._previous[m]):
-                metric.update(spearman(previous[m], self._previous[m]).float().to(pl_module.device))
-        return {m: float(metric.compute()) for m, metric in means.items()}
-
-    def agreement(self, pl_module) -> dict[str, dict[str, float]]:
-        """{method: {method: mean Spearman correlation of their maps of the same probe images}} at
-        the last explained epoch. Every rank must call it (the means reduce across ranks)."""
-        methods = [m for m in self.active if m in self._previous]
-        out = {m: {} for m in methods}
-        for i, a in enumerate(methods):
-            out[a][a] = 1.0
-            for b in methods[i + 1 :]:
-                metric = MeanMetric(nan_strategy="ignore").to(pl_module.device)
-                if len(self._previous[a]):
-                    metric.update(spearman(self._previous[a], self._previous[b]).float().to(pl_module.device))
-                out[a][b] = out[b][a] = float(metric.compute())
-        return out
-
-    def _sanity(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
-        """{method: mean Spearman correlation between the model's probe maps and those of a copy with
-        every block re-initialised} (images whose maps are constant left out; NaN when all are).
-        Every rank must call it (the means reduce across ranks)."""
-        means = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
-        if len(batch["image"]):
-            random = fully_randomized(pl_module)
-            found = explain(random, batch["image"], self.active, targets=batch["label"])
-            del random
-            for m in self.active:
-                means[m].update(spearman(maps[m], found[m]).float())
-        return {m: float(metric.compute()) for m, metric in means.items()}
-
     def evaluate(self, pl_module) -> tuple[Scores, dict, dict]:
         """Explain and score the probe set: ({method: {metric: value}}, batch, maps).
 
@@ -308,27 +266,15 @@ class ExplanationCallback(pl.Callback):
         batch, maps = self._probe_maps(pl_module)
         scores = self._score(pl_module, batch, maps)
         if self.pair is not None:
-            for method, values in self._class_discrimination(pl_module).items():
+            pair = {k: v.to(pl_module.device) for k, v in self.pair.items()}
+            pair["image"] = self._on(pl_module, pair["image"])
+            for method, values in P.class_discrimination(pl_module, pair, self.active).items():
                 scores[method].update(values)
         if "shortcut_mask" in batch and self.shortcut_class is not None:
-            for method, value in self._shortcut_energy(pl_module, batch, maps).items():
+            energy = P.shortcut_energy(pl_module, batch, maps, self.active, self.shortcut_class)
+            for method, value in energy.items():
                 scores[method]["shortcut_energy"] = value
         return scores, batch, maps
-
-    def _shortcut_energy(self, pl_module, batch: dict, maps: dict) -> dict[str, float]:
-        """{method: mean share of the map's energy on the shortcut mark, over the probe images of the
-        mark's class that carry it (their labelled class's maps: where does the network look for
-        a dog?)} (NaN when there is none). Every rank must call it (the means reduce across ranks)."""
-        means = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
-        mark = batch["shortcut_mask"].flatten(1).float()
-        marked = mark.any(1) & (batch["label"] == self.shortcut_class)
-        for m, metric in means.items():
-            if m in maps and marked.any():
-                energy = maps[m].clamp(min=0).flatten(1).float()
-                total = energy.sum(1)
-                share = torch.where(total > 0, (energy * mark).sum(1) / total.clamp(min=1e-12), torch.zeros_like(total))
-                metric.update(share[marked])
-        return {m: float(metric.compute()) for m, metric in means.items()}
 
     def _score(self, pl_module, batch: dict, maps: dict) -> Scores:
         """{method: {metric: value}} of the probe maps, and the centre baseline's ground-truth
@@ -357,35 +303,6 @@ class ExplanationCallback(pl.Callback):
             else:
                 out[name] = value
         return out
-
-    def _class_discrimination(self, pl_module) -> dict[str, dict[str, float]]:
-        """{method: {"class_discrimination": share of (image, class) pairs whose map for that class
-        is denser (mean value) on that class's animal than on any other animal in the image — 0.5
-        is chance with two classes; "class_energy": the mean share of the class map's energy on that
-        class's animal out of its energy on all the animals — 0.5 is no preference}}."""
-        pair = {k: v.to(pl_module.device) for k, v in self.pair.items()}
-        pair["image"] = self._on(pl_module, pair["image"])
-        masks = pair["class_masks"].float()  # (N,C,H,W)
-        area = masks.flatten(2).sum(2).clamp(min=1)  # (N,C)
-        denser = {m: MeanMetric().to(pl_module.device) for m in self.active}
-        energy = {m: MeanMetric(nan_strategy="ignore").to(pl_module.device) for m in self.active}
-        if len(pair["image"]):
-            for c in range(masks.shape[1]):
-                maps = explain(pl_module, pair["image"], self.active, targets=c)
-                for m in self.active:
-                    on = (maps[m].clamp(min=0)[:, None] * masks).flatten(2).sum(2)  # (N,C) energy on each animal
-                    density = on / area
-                    others = torch.cat([density[:, :c], density[:, c + 1 :]], dim=1)
-                    denser[m].update((density[:, c] > others.amax(1)).float())
-                    total = on.sum(1)
-                    share = torch.where(
-                        total > 0, on[:, c] / total.clamp(min=1e-12), torch.full_like(total, float("nan"))
-                    )
-                    energy[m].update(share)
-        return {
-            m: {"class_discrimination": float(denser[m].compute()), "class_energy": float(energy[m].compute())}
-            for m in self.active
-        }
 
     # -- images ----------------------------------------------------------------------------
 
@@ -448,7 +365,7 @@ class ExplanationCallback(pl.Callback):
         write_csv(self.out_dir / "metrics.csv", rows, columns)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        agreement = self.agreement(pl_module) if self._previous else {}  # every rank: collective
+        agreement = P.agreement(pl_module, self._previous, self.active) if self._previous else {}  # every rank
         if trainer.is_global_zero and self.history:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             localization_plot(self.history, self.out_dir / "localization.png")
