@@ -139,7 +139,22 @@ def test_scores_reach_the_csv_logger_and_the_run_directory(tmp_path):
         "epoch_002.png",
         "localization.png",
         "metrics.csv",
+        "probe_scores.csv",
     ]
+    # the per-item values of the last epoch average to the logged scores
+    with open(tmp_path / "explanations" / "probe_scores.csv") as f:
+        items = list(csv.DictReader(f))
+    for score in ("pointing_game", "mask_iou", "class_discrimination", "class_energy", "drift"):
+        for method in ("gradcam", "saliency", "center_baseline"):
+            values = [float(r["value"]) for r in items if r["score"] == score and r["method"] == method]
+            if method == "center_baseline" and score not in ("pointing_game", "mask_iou"):
+                assert not values
+                continue
+            values = [v for v in values if v == v]
+            assert len(values) >= 4 and sum(values) / len(values) == pytest.approx(
+                callback.last[method][score], abs=1e-5
+            )
+    assert callback.last["center_baseline"]["pointing_game"] is not None
     assert set(callback.last["gradcam"]) == {
         "pointing_game",
         "pointing_game_class_mean",
@@ -446,15 +461,18 @@ def test_sanity_spearman_is_logged_and_training_is_untouched(tmp_path):
 
 
 def test_drift_is_the_mean_spearman_between_consecutive_maps():
-    from camlight.callbacks.probe_scores import drift, kept
+    from camlight.callbacks.probe_scores import drift, kept, means
     from camlight.metrics.sanity import spearman
 
     module = Classifier("simple_cnn", "gap", width=4)
     a, b = torch.rand(4, 16, 16), torch.rand(4, 16, 16)
-    assert drift(module, {}, kept({"saliency": a}, ["saliency"]), ["saliency"]) == {}
-    found = drift(module, kept({"saliency": a}, ["saliency"]), kept({"saliency": b}, ["saliency"]), ["saliency"])
-    assert found["saliency"] == pytest.approx(spearman(a, b).mean().item(), abs=1e-6)
-    assert drift(module, {"saliency": b}, {"saliency": b}, ["saliency"])["saliency"] == pytest.approx(1.0)
+    assert drift({}, kept({"saliency": a}, ["saliency"]), ["saliency"]) == {}
+    found = drift(kept({"saliency": a}, ["saliency"]), kept({"saliency": b}, ["saliency"]), ["saliency"])
+    assert torch.allclose(found["saliency"], spearman(a, b))
+    assert means(module, found)["saliency"] == pytest.approx(spearman(a, b).mean().item(), abs=1e-6)
+    assert torch.allclose(
+        drift({"saliency": b}, {"saliency": b}, ["saliency"])["saliency"], torch.ones(4, dtype=torch.float64)
+    )
 
 
 def test_class_discrimination_by_density_and_by_energy_by_hand(monkeypatch):
@@ -469,6 +487,6 @@ def test_class_discrimination_by_density_and_by_energy_by_hand(monkeypatch):
     maps = {0: 1.0 * masks[:, 0] + 0.25 * masks[:, 1], 1: 0.5 * masks[:, 0] + 0.2 * masks[:, 1]}
     monkeypatch.setattr(probe_scores, "explain", lambda model, x, methods, targets: {"gradcam": maps[targets]})
     pair = {"image": torch.zeros(1, 3, 16, 16), "class_masks": masks}
-    found = probe_scores.class_discrimination(Classifier("simple_cnn", "gap", width=4), pair, ["gradcam"])["gradcam"]
-    assert found["class_discrimination"] == pytest.approx(0.5)
-    assert found["class_energy"] == pytest.approx((0.5 + 12.8 / 20.8) / 2)
+    found = probe_scores.class_discrimination(Classifier("simple_cnn", "gap", width=4), pair, ["gradcam"])
+    assert found["class_discrimination"]["gradcam"].tolist() == [1.0, 0.0]  # (image 0, cat), (image 0, dog)
+    assert found["class_energy"]["gradcam"].tolist() == pytest.approx([0.5, 12.8 / 20.8])

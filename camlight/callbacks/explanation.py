@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import WandbLogger
 from camlight import metrics as M
 from camlight.callbacks import probe_scores as P
 from camlight.explain import check_methods, explain, supported, untouched
-from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics
+from camlight.metrics import GROUND_TRUTH_METRICS, METRICS, boxes_of, check_metrics, has_ground_truth
 from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import CENTER, center_map, check_protocols
 from camlight.viz import agreement_plot, denormalize, draw_contour, localization_plot, overlay, probe_grid, write_csv
@@ -157,6 +157,7 @@ class ExplanationCallback(pl.Callback):
         self.pair = None
         if self.pair_probe and "pair" in getattr(dm, "probe_modes", ()):
             pair = dm.probe_batch(max(self.probe_size // 2, 1), mode="pair")
+            pair["id"] = torch.arange(len(pair["image"]))
             self.pair = {k: v[rank::world_size] for k, v in pair.items()}
         elif self.pair_probe:  # photos hold one labelled class: nothing to warn about
             log.info(
@@ -172,6 +173,8 @@ class ExplanationCallback(pl.Callback):
         self.history, self.last = [], {}
         self._done_epoch = None
         self._previous: dict[str, torch.Tensor] = {}  # the last explained epoch's probe maps (drift, agreement)
+        self._items: dict = {}  # this epoch's per-item values: {score: {method: (item ids, values)}}
+        self.items: dict = {}  # the latest per-item values of every score (written at fit end)
 
     @staticmethod
     def _on(pl_module, images: torch.Tensor) -> torch.Tensor:
@@ -225,19 +228,20 @@ class ExplanationCallback(pl.Callback):
         if self._done_epoch == trainer.current_epoch:  # several validations per epoch: explain once
             return
         scores = self._full_scores()
-        batch, maps = None, {}
+        batch, maps, items = None, {}, {}
         if self._due(trainer, self.every_n_epochs):
             probe, batch, maps = self.evaluate(pl_module)
-            scores = {**probe, **scores}
+            scores, items = {**probe, **scores}, self._items
         if batch is not None:  # every rank, also one whose share of the probe is empty
             previous, self._previous = self._previous, P.kept(maps, self.active)
-            for method, value in P.drift(pl_module, previous, self._previous, self.active).items():
-                scores.setdefault(method, {})["drift"] = value
+            self._add(pl_module, scores, items, "drift", P.drift(previous, self._previous, self.active), batch["id"])
         if self._due(trainer, self.sanity_every_n_epochs):
             if batch is None:
                 batch, maps = self._probe_maps(pl_module)
-            for method, value in P.sanity_spearman(pl_module, batch, maps, self.active).items():
-                scores.setdefault(method, {})["sanity_spearman"] = value
+            sanity = P.sanity_spearman(pl_module, batch, maps, self.active)
+            self._add(pl_module, scores, items, "sanity_spearman", sanity, batch["id"])
+        if items:
+            self.items = {**self.items, **items}  # the latest per-item values of every score
         if not scores:
             return
         self._done_epoch = trainer.current_epoch
@@ -250,6 +254,15 @@ class ExplanationCallback(pl.Callback):
             self._write_history()
             if self.log_images and maps:
                 self._log_images(trainer, pl_module, batch, maps)
+
+    @staticmethod
+    def _add(pl_module, scores: Scores, items: dict, name: str, values: dict, ids: torch.Tensor) -> None:
+        """Put the means of per-item `values` ({method: (N,)}) into `scores` and the values, with
+        their item ids, into `items` (collective under DDP; nothing for an empty `values`)."""
+        for method, value in P.means(pl_module, values).items():
+            scores.setdefault(method, {})[name] = value
+        if values:
+            items[name] = {m: (ids.cpu(), v) for m, v in values.items()}
 
     def _probe_maps(self, pl_module) -> tuple[dict, dict]:
         """(this rank's probe batch on the module's device, {method: maps} of its labelled class)."""
@@ -265,16 +278,38 @@ class ExplanationCallback(pl.Callback):
         Every rank must call it (the metrics reduce across ranks)."""
         batch, maps = self._probe_maps(pl_module)
         scores = self._score(pl_module, batch, maps)
+        self._items = items = self._per_image(pl_module, batch, maps)
         if self.pair is not None:
             pair = {k: v.to(pl_module.device) for k, v in self.pair.items()}
             pair["image"] = self._on(pl_module, pair["image"])
-            for method, values in P.class_discrimination(pl_module, pair, self.active).items():
-                scores[method].update(values)
+            classes = pair["class_masks"].shape[1]
+            ids = (pair["id"][:, None] * classes + torch.arange(classes, device=pair["id"].device)).flatten()
+            for name, values in P.class_discrimination(pl_module, pair, self.active).items():
+                self._add(pl_module, scores, items, name, values, ids)
         if "shortcut_mask" in batch and self.shortcut_class is not None:
-            energy = P.shortcut_energy(pl_module, batch, maps, self.active, self.shortcut_class)
-            for method, value in energy.items():
-                scores[method]["shortcut_energy"] = value
+            marked = batch["shortcut_mask"].flatten(1).any(1) & (batch["label"] == self.shortcut_class)
+            energy = P.shortcut_energy(batch, maps, self.active, self.shortcut_class)
+            self._add(pl_module, scores, items, "shortcut_energy", energy, batch["id"][marked])
         return scores, batch, maps
+
+    def _per_image(self, pl_module, batch: dict, maps: dict) -> dict:
+        """{metric: {method: (ids, values)}}: each probe image's value of every ground-truth metric
+        that has one (NaN without ground truth), the centre baseline's too."""
+        out: dict = {}
+        if not maps:
+            return out
+        valid = has_ground_truth(batch).cpu()
+        n, (h, w) = len(batch["image"]), batch["image"].shape[-2:]
+        every = {**maps, CENTER: center_map(h, w, device=batch["image"].device).expand(n, h, w)}
+        for name in self.scored:
+            spec = METRICS[name]
+            if spec.per_image is None or not spec.ground_truth:
+                continue
+            for method, m in every.items():
+                value = spec.per_image(m, batch, pl_module, batch["label"]).detach().double().cpu()
+                value[~valid] = float("nan")
+                out.setdefault(name, {})[method] = (batch["id"].cpu(), value)
+        return out
 
     def _score(self, pl_module, batch: dict, maps: dict) -> Scores:
         """{method: {metric: value}} of the probe maps, and the centre baseline's ground-truth
@@ -358,6 +393,29 @@ class ExplanationCallback(pl.Callback):
             data.append(row)
         logger.log_table("explain/probe", columns=columns, data=data, step=trainer.global_step)
 
+    def _gathered(self, trainer) -> dict:
+        """The latest per-item values of every rank, joined (rank zero's result; a collective)."""
+        if trainer.world_size <= 1:
+            return self.items
+        import torch.distributed as dist
+
+        parts = [None] * trainer.world_size
+        dist.all_gather_object(parts, self.items)
+        out: dict = {}
+        for part in parts:
+            for score, per in (part or {}).items():
+                for method, (ids, values) in per.items():
+                    have = out.setdefault(score, {}).get(method)
+                    out[score][method] = (
+                        (ids, values)
+                        if have is None
+                        else (
+                            torch.cat([have[0], ids]),
+                            torch.cat([have[1], values]),
+                        )
+                    )
+        return out
+
     def _write_history(self) -> None:
         """`explanations/metrics.csv`: a row per explained epoch, a column per logging key."""
         rows = [{"epoch": epoch, **flatten(scores)} for epoch, scores in self.history]
@@ -366,6 +424,16 @@ class ExplanationCallback(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         agreement = P.agreement(pl_module, self._previous, self.active) if self._previous else {}  # every rank
+        items = self._gathered(trainer)  # every rank
+        if trainer.is_global_zero and items:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            rows = [
+                {"score": score, "method": method, "item": int(i), "value": float(v)}
+                for score, per in items.items()
+                for method, (ids, values) in per.items()
+                for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+            ]
+            write_csv(self.out_dir / "probe_scores.csv", rows, ["score", "method", "item", "value"])
         if trainer.is_global_zero and self.history:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             localization_plot(self.history, self.out_dir / "localization.png")
