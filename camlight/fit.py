@@ -254,6 +254,7 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path,
         "backbone": cfg.model.backbone,
         "head": head,
         "val_acc": _float(checkpoint.best_model_score),
+        "val_images": datamodule.split_size("val"),
         "last_val_acc": _float(trainer.callback_metrics.get("val/acc")),
         "epochs": trainer.current_epoch,
         "pretrained": pretrained,
@@ -352,10 +353,23 @@ def run(cfg: DictConfig) -> dict:
         summary["skipped_files"] = dict(sorted(skipped.items()))
     if rank_zero_only.rank == 0:
         _write_json(group_dir / "summary.json", summary)
+        from camlight.viz.findings import write_findings
         from camlight.viz.html import run_report
+
+        write_findings(group_dir, _shortcut_share(cfg))
 
         (group_dir / "report.html").write_text(run_report(group_dir))
     return summary
+
+
+def _shortcut_share(cfg: DictConfig) -> float | None:
+    """The share of the image the shortcut mark covers (SyntheticPets' data.shortcut), or None."""
+    if not cfg.data.get("shortcut"):
+        return None
+    from camlight.datamodules.synthetic import shortcut_square
+
+    rows, cols = shortcut_square(cfg.data.image_size)
+    return (rows.stop - rows.start) * (cols.stop - cols.start) / cfg.data.image_size**2
 
 
 def _write_json(path: Path, data: dict) -> None:

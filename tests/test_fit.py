@@ -28,6 +28,13 @@ def test_a_short_run_writes_checkpoints_metrics_summary_and_wandb_runs(tmp_path,
     group_dir = tmp_path / "outputs" / "tiny"
     assert json.loads((group_dir / "summary.json").read_text()) == summary
     assert [r["head"] for r in summary["runs"]] == ["gap", "fc"]
+    # the findings, from the group's own numbers, in their file and in the report
+    findings = (group_dir / "findings.md").read_text()
+    assert "## Accuracy" in findings and "## Localization, GAP head" in findings and "centre baseline" in findings
+    assert (
+        "<h2>Findings</h2>" in (group_dir / "report.html").read_text()
+        and "<h3>Accuracy</h3>" in (group_dir / "report.html").read_text()
+    )
     for row in summary["runs"]:
         run_dir = group_dir / f"simple_cnn-{row['head']}"
         # Checkpoint: the best on val/acc, rebuilt from the file alone, with the resolved config inside.

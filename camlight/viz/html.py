@@ -133,12 +133,33 @@ def run_report(group_dir: Path) -> str:
             f'<p><input type="range" min="0" max="{len(frames) - 1}" value="{len(frames) - 1}" aria-label="epoch"> '
             f'<span class="epoch-label"></span></p>{imgs}</section>'
         )
+    findings = group_dir / "findings.md"
+    if findings.is_file():
+        sections.insert(0, f'<section class="findings">{_markdown(findings.read_text())}</section>')
     title = f"camlight — {group_dir.name}"
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"{_summary_table(summary)}{''.join(sections)}<script>{SLIDER_SCRIPT}</script></body></html>"
     )
+
+
+def _markdown(text: str) -> str:
+    """The findings' Markdown (headings, bullets, paragraphs) as HTML."""
+    out, items = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("- "):
+            items.append(f"<li>{html.escape(line[2:])}</li>")
+            continue
+        if items:
+            out.append(f"<ul>{''.join(items)}</ul>")
+            items = []
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")) + 1, 4)
+            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "".join(out)
 
 
 def tables_report(title: str, sections: list[tuple[str, list[str], list[list]]], subtitle: str = "") -> str:
