@@ -22,7 +22,7 @@ from camlight.viz import agreement_plot, denormalize, draw_contour, localization
 log = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam")
-DEFAULT_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou")
+DEFAULT_METRICS = ("pointing_game", "energy_pointing_game", "box_accuracy", "max_box_acc_v2", "mask_iou")
 FULL_VAL_PROTOCOLS = ("cam_loc", "wsol", "pointing")
 
 Scores = dict[str, dict[str, float]]  # method → metric → value
@@ -364,7 +364,7 @@ class ExplanationCallback(pl.Callback):
         }
         grid = probe_grid(inputs, overlays, row_titles, cell_titles)
         epoch = trainer.current_epoch
-        grid.save(self.out_dir / f"epoch_{epoch:03d}.png")
+        grid.save(self.out_dir / f"epoch_{epoch:03d}.png", compress_level=1)  # fast; a little larger
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("explain/maps", [grid], step=trainer.global_step, caption=[f"epoch {epoch}"])

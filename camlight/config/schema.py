@@ -131,7 +131,9 @@ class WandbConfig:
 class ExplainConfig:
     enabled: bool = _f(True, "explain the probe set during training (ExplanationCallback)")
     methods: list = _f(["saliency", "guided_backprop", "cam", "gradcam"], "explanation methods (camlight.explain keys)")
-    metrics: list = _f(["pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou"], "scores of the maps")
+    metrics: list = _f(
+        ["pointing_game", "energy_pointing_game", "box_accuracy", "max_box_acc_v2", "mask_iou"], "scores of the maps"
+    )
     every_n_epochs: int = _f(1, "explain after every n-th validation epoch (and the last)", minimum=1)
     probe_size: int = _f(32, "validation images in the fixed probe set", minimum=1)
     pair_probe: bool = _f(True, "score class discrimination on cat-and-dog images")

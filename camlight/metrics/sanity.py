@@ -39,14 +39,18 @@ MODES = ("cascading", "independent")
 
 
 def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """(N,) float64 ranks 1..N of x (N,), ties given their mean rank."""
-    values, order = torch.sort(x)
-    _, inverse, counts = torch.unique_consecutive(values, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()  # each group of equal values: ranks (end − count + 1) .. end
-    mean = ends - (counts.double() - 1) / 2
-    ranks = torch.empty_like(mean[inverse])
-    ranks[order] = mean[inverse]
-    return ranks
+    """(B,N) float64 ranks 1..N of each row of x (B,N), ties given their mean rank — every row at
+    once: sorted, each run of equal values gets the mean of its first and last position."""
+    values, order = torch.sort(x, dim=1)
+    b, n = values.shape
+    new = torch.ones_like(values, dtype=torch.bool)
+    new[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = new.long().cumsum(1) - 1  # (B,N) each sorted position's run
+    pos = torch.arange(n, dtype=torch.float64, device=x.device).expand(b, n)
+    first = torch.full((b, n), float(n), dtype=torch.float64, device=x.device).scatter_reduce(1, group, pos, "amin")
+    last = torch.zeros((b, n), dtype=torch.float64, device=x.device).scatter_reduce(1, group, pos, "amax")
+    mean = (first.gather(1, group) + last.gather(1, group)) / 2 + 1
+    return torch.empty_like(mean).scatter_(1, order, mean)
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,9 +64,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B,) Spearman rank correlation between maps a and b (B,H,W), per image."""
-    ra = torch.stack([_ranks(x) for x in a.flatten(1)]) if len(a) else a.flatten(1).double()
-    rb = torch.stack([_ranks(x) for x in b.flatten(1)]) if len(b) else b.flatten(1).double()
-    return _pearson(ra, rb)
+    return _pearson(_ranks(a.flatten(1)), _ranks(b.flatten(1)))
 
 
 SSIM_WINDOW = 7
