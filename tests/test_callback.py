@@ -201,7 +201,7 @@ def test_fit_run_logs_maps_table_and_scores_to_wandb_and_the_summary(tmp_path, t
     )
     summary = fit.run(cfg)
     run = summary["runs"][0]
-    assert set(run["localization"]) == {"saliency", "guided_backprop", "cam", "gradcam"}
+    assert set(run["localization"]) == {"saliency", "guided_backprop", "cam", "gradcam", "center_baseline"}
     assert 0 <= run["localization"]["gradcam"]["pointing_game"] <= 1
     on_disk = json.loads((tmp_path / "outputs" / "tiny" / "summary.json").read_text())
     assert on_disk["runs"][0]["localization"] == run["localization"]
@@ -209,6 +209,7 @@ def test_fit_run_logs_maps_table_and_scores_to_wandb_and_the_summary(tmp_path, t
     media = wandb_dir / "files" / "media"
     assert len(list((media / "images" / "explain").glob("maps_*.png"))) == 2  # one grid per epoch
     assert len(list((media / "table" / "explain").glob("probe_*.table.json"))) == 2
+    assert not list((tmp_path / "outputs" / "tiny" / "simple_cnn-gap" / "explanations").glob("tmp*"))
     out = subprocess.run(
         [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", str(wandb_dir), "--summary", "--json"],
         capture_output=True,

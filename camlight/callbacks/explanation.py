@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -364,10 +365,11 @@ class ExplanationCallback(pl.Callback):
         }
         grid = probe_grid(inputs, overlays, row_titles, cell_titles)
         epoch = trainer.current_epoch
-        grid.save(self.out_dir / f"epoch_{epoch:03d}.png", compress_level=1)  # fast; a little larger
+        path = self.out_dir / f"epoch_{epoch:03d}.png"
+        grid.save(path, compress_level=1)  # fast; a little larger
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("explain/maps", [grid], step=trainer.global_step, caption=[f"epoch {epoch}"])
+            if isinstance(logger, WandbLogger):  # W&B takes the PNG as written (no second encoding)
+                logger.log_image("explain/maps", [str(path)], step=trainer.global_step, caption=[f"epoch {epoch}"])
                 self._log_table(logger, trainer, batch, n, pred, conf, overlays, hits, maps)
 
     def _log_table(self, logger, trainer, batch, n, pred, conf, overlays, hits, maps) -> None:
@@ -380,18 +382,22 @@ class ExplanationCallback(pl.Callback):
         columns = ["epoch", "image_id", "label", "prediction", "probability"]
         columns += [c for m in methods for c in (m, f"{m}/pointing_game", f"{m}/energy_pointing_game")]
         data = []
-        for i in range(n):
-            row = [
-                trainer.current_epoch,
-                int(batch["id"][i]),
-                self.class_names[int(batch["label"][i])],
-                self.class_names[int(pred[i])],
-                float(conf[i]),
-            ]
-            for m in methods:
-                row += [wandb.Image(to_pil(overlays[m][i], 128)), bool(hits[m][i]), float(epg[m][i])]
-            data.append(row)
-        logger.log_table("explain/probe", columns=columns, data=data, step=trainer.global_step)
+        # Each overlay is encoded once, quickly, to a file that W&B copies when the table is logged.
+        with tempfile.TemporaryDirectory(dir=self.out_dir) as tmp:
+            for i in range(n):
+                row = [
+                    trainer.current_epoch,
+                    int(batch["id"][i]),
+                    self.class_names[int(batch["label"][i])],
+                    self.class_names[int(pred[i])],
+                    float(conf[i]),
+                ]
+                for m in methods:
+                    png = Path(tmp) / f"{m}_{i}.png"
+                    to_pil(overlays[m][i], 128).save(png, compress_level=1)
+                    row += [wandb.Image(str(png)), bool(hits[m][i]), float(epg[m][i])]
+                data.append(row)
+            logger.log_table("explain/probe", columns=columns, data=data, step=trainer.global_step)
 
     def _gathered(self, trainer) -> dict:
         """The latest per-item values of every rank, joined (rank zero's result; a collective)."""
