@@ -135,7 +135,7 @@ def run_report(group_dir: Path) -> str:
         )
     findings = group_dir / "findings.md"
     if findings.is_file():
-        sections.insert(0, f'<section class="findings">{_markdown(findings.read_text())}</section>')
+        sections.append(f'<section class="findings">{_markdown(findings.read_text())}</section>')
     title = f"camlight — {group_dir.name}"
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
