@@ -210,6 +210,19 @@ def _detached_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _block_seeds(model: nn.Module, seed: int) -> list[tuple[str, int]]:
+    """(block name, its seed) from the logits down: the one place both randomizations draw from,
+    so a block gets the same random weights in every mode."""
+    names = [name for name, _ in blocks(model)][::-1]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no parameters to randomize")
+    return [(name, seed * 100_003 + i) for i, name in enumerate(names)]
+
+
+def _reinitialise(net: nn.Module, name: str, seed: int) -> None:
+    reinitialise(net.get_submodule(name), torch.Generator().manual_seed(seed))
+
+
 def randomized(model: nn.Module, mode: str = "cascading", seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
     """(block name, network) for each step of the test, on copies (the model is never changed).
 
@@ -218,26 +231,21 @@ def randomized(model: nn.Module, mode: str = "cascading", seed: int = 0) -> Iter
     both modes (a seed per block from `seed`)."""
     if mode not in MODES:
         raise ValueError(f"randomization mode {mode!r}; choose from {', '.join(MODES)}")
-    names = [name for name, _ in blocks(model)][::-1]  # from the logits down
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no parameters to randomize")
-    seeds = {name: seed * 100_003 + i for i, name in enumerate(names)}
+    steps = _block_seeds(model, seed)
     current = _detached_copy(model) if mode == "cascading" else None
-    for name in names:
+    for name, block_seed in steps:
         net = current if mode == "cascading" else _detached_copy(model)
-        reinitialise(net.get_submodule(name), torch.Generator().manual_seed(seeds[name]))
+        _reinitialise(net, name, block_seed)
         yield name, net
 
 
 def fully_randomized(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of the network with every block re-initialised: the last step of the cascading
     test (the same weights), without the steps between."""
-    names = [name for name, _ in blocks(model)][::-1]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no parameters to randomize")
+    steps = _block_seeds(model, seed)
     net = _detached_copy(model)
-    for i, name in enumerate(names):
-        reinitialise(net.get_submodule(name), torch.Generator().manual_seed(seed * 100_003 + i))
+    for name, block_seed in steps:
+        _reinitialise(net, name, block_seed)
     return net
 
 
