@@ -63,11 +63,13 @@ def test_every_experiment_preset_loads():
         (["trainer.limit_train_batches=2.5"], "use a fraction between 0.0 and 1.0 or a whole number"),
         (
             ["experiment=nope"],
-            "experiment 'nope' not found in .*; available: imagenette, pets_gap_vs_fc, random_labels, resnet18_synthetic, shortcut, smoke",
+            "experiment 'nope' not found in .*; available: imagenette, pets_gap_vs_fc, random_labels, resnet18_synthetic, shortcut, small_animals, smoke",
         ),
         (["model.head"], "cannot parse argument 'model.head'; write key=value"),
         (["data.shortcut_correlation=1.5"], "invalid data.shortcut_correlation=1.5; use a share between 0 and 1"),
         (["data.shortcut=true", "data.name=cub", "data.root=x"], "data.shortcut draws its mark on SyntheticPets only"),
+        (["data.layout=tiny"], "unknown data.layout='tiny'; choose one of default, small"),
+        (["data.layout=small", "data.name=cub", "data.root=x"], "data.layout places SyntheticPets' animals"),
         (["explain.sanity_every_n_epochs=-1"], "invalid explain.sanity_every_n_epochs=-1; it must be >= 0"),
         (["out_dir=/proc/camlight-out"], "out_dir=/proc/camlight-out is not writable"),
     ],
@@ -114,7 +116,10 @@ def test_help_lists_every_key_with_its_default():
     for key in _leaf_keys(OmegaConf.structured(Config)):
         assert f"  {key}=" in text, key
     assert "model.head=both" in text and "[gap|fc|both]" in text
-    assert "experiments: imagenette, pets_gap_vs_fc, random_labels, resnet18_synthetic, shortcut, smoke" in text
+    assert (
+        "experiments: imagenette, pets_gap_vs_fc, random_labels, resnet18_synthetic, shortcut, small_animals, smoke"
+        in text
+    )
 
 
 def _train(args, cwd):

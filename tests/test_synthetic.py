@@ -231,6 +231,45 @@ def test_the_shortcut_mark_goes_on_training_dogs_only_and_on_half_of_validation(
         SyntheticPets(shortcut=1.5)
 
 
+def test_default_scenes_are_pinned():
+    """The default layout's pixels and ground truth, pinned: options added later (the shortcut,
+    the small layout) draw apart from them, so the default job's images never change."""
+    digest = _digest(SyntheticPetsDataset("val", 40, 64, seed=0), INDICES)
+    assert digest == "ade93480c29ddb12f870528628cde4881cc8906b4d6e5030a49f735d76e9d1d1"
+
+
+def test_small_layout_puts_smaller_animals_off_centre_with_the_same_draws():
+    """data.layout=small: the same random numbers as the default scene (background, label, ears,
+    colours), a face radius of 0.08–0.11 S, and no animal pixel within the pointing game's
+    tolerance of the centre: the centred map that scores 0.73 on the default layout scores 0."""
+    from camlight.metrics.localization import default_tolerance, pointing_game
+    from camlight.metrics.protocols import center_map
+
+    n, size = 300, 64
+    small = SyntheticPetsDataset("val", n, size, seed=0, layout="small")
+    default = SyntheticPetsDataset("val", n, size, seed=0)
+    ys, xs = np.mgrid[:size, :size] + 0.5
+    tol = default_tolerance(size)
+    for i in range(n):
+        a, b = small.scene(i), default.scene(i)
+        assert a.background == b.background
+        animal, original = a.animals[0], b.animals[0]
+        assert animal.label == original.label and animal.face.color == original.face.color
+        assert animal.cat_ear_height == original.cat_ear_height and animal.face.angle == original.face.angle
+        assert 0.08 * size <= animal.face.r <= 0.11 * size
+        mask = small[i]["mask"].numpy()
+        assert mask.any()
+        # Every pixel the animal paints lies farther than the tolerance from the centre.
+        assert np.hypot(xs[mask] - size / 2, ys[mask] - size / 2).min() > tol + 0.5
+    masks = torch.stack([small[i]["mask"] for i in range(n)])
+    centred = center_map(size, size)[None].expand(n, size, size)
+    assert pointing_game(centred, masks).sum() == 0
+    masks = torch.stack([default[i]["mask"] for i in range(n)])
+    assert pointing_game(centred, masks).float().mean() > 0.6
+    with pytest.raises(ValueError, match="unknown layout"):
+        SyntheticPetsDataset("val", 1, 64, layout="tiny")
+
+
 @pytest.mark.slow
 def test_a_network_trained_with_the_shortcut_looks_at_it(tmp_path):
     """The canary: with the mark on every training dog, the network calls marked cats dogs and

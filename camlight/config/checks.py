@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from camlight.config.schema import Config, EvaluateConfig, fields
 
+LAYOUTS = ("default", "small")  # SyntheticPets' layouts (camlight.datamodules.drawing.LAYOUTS)
+
 
 class ConfigError(ValueError):
     """A user's mistake in the configuration; the message is one line saying what to do."""
@@ -62,6 +64,10 @@ def check_data(d: DictConfig) -> None:
         raise ConfigError(
             f"invalid data.resize={d.resize}; it must be at least data.image_size={d.image_size} (or null)"
         )
+    if d.layout not in LAYOUTS:
+        raise ConfigError(f"unknown data.layout={d.layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if d.layout != "default" and d.name != "synthetic":
+        raise ConfigError(f"data.layout places SyntheticPets' animals; use data.name=synthetic, not {d.name}")
     if not 0.0 <= d.shortcut_correlation <= 1.0:
         raise ConfigError(f"invalid data.shortcut_correlation={d.shortcut_correlation}; use a share between 0 and 1")
     if d.shortcut and d.name != "synthetic":

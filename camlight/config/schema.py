@@ -62,6 +62,11 @@ class DataConfig:
     pin_memory: Any = _f("auto", "DataLoader pinned memory: true, false or auto (on when training on a GPU)")
     seed: int = _f(0, "dataset seed: fixes every synthetic image and the held-out validation split of photos")
     cache: bool = _f(True, "keep drawn synthetic images in memory after the first epoch")
+    layout: str = _f(
+        "default",
+        "synthetic: default, or small (animals of face radius 0.08-0.11 of the side, off the image centre, so that "
+        "a map ignoring the image scores low)",
+    )
     shortcut: bool = _f(
         False,
         "synthetic: a shortcut canary, a magenta square in the top-left corner on a share of the training dogs "

@@ -60,6 +60,7 @@ def _datamodule(d: Mapping, mean, std, pin_memory, num_workers, resize, interpol
             pin_memory=pin_memory,
             cache=d["cache"],
             shortcut=float(d["shortcut_correlation"]) if d.get("shortcut") else None,
+            layout=d.get("layout", "default"),
             **({"mean": tuple(mean), "std": tuple(std)} if mean is not None else {}),
         )
     if d.get("shortcut"):

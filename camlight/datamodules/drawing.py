@@ -28,11 +28,14 @@ CLASS_NAMES = ("cat", "dog")
 
 # Sizes as fractions of the image side.
 _ANIMAL_RADIUS = (0.12, 0.19)
+_SMALL_RADIUS = (0.08, 0.11)  # layout "small"
 _PAIR_RADIUS = (0.085, 0.115)
 _DISTRACTOR_RADIUS = (0.06, 0.11)
-_MARGIN = 1.7  # an animal with its ears fits in a circle of MARGIN * r around the face centre
+_MARGIN = 1.7  # an animal fits in a circle of MARGIN * r around the face centre, nearly (ear tips)
+_REACH = 1.85  # ... and wholly in one of REACH * r (a cat ear's tip: |(0.75, 1.65)| r = 1.81 r)
 _MAX_ROTATION = np.deg2rad(25.0)
 _DISTRACTOR_TRIES = 8
+LAYOUTS = ("default", "small")
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,31 @@ def _face(rng: np.random.Generator, size: int, radius: tuple[float, float], bg_m
     return Face(float(cx), float(cy), float(r), float(angle), _contrasting(_color(rng), bg_mean))
 
 
-def _animal(rng: np.random.Generator, size: int, radius, bg_mean, label: int | None) -> Animal:
+def _off_centre(face: Face, size: int) -> Face:
+    """`face` moved away from the image centre, far enough that a map peaking at the centre misses
+    it in the pointing game: the animal reaches at most REACH·r from its face centre, so its
+    nearest pixel lies beyond the default tolerance (15·S/224) plus a pixel.
+
+    The face's position, uniform in the square [m, S−m]² (m = MARGIN·r), is read as two numbers
+    t in [0, 1]: the first sets the direction from the centre, the second the distance, from the
+    tolerance's edge out to the square's side. No random number is drawn.
+    """
+    m = _MARGIN * face.r
+    half = size / 2 - m
+    t = (np.array([face.cx, face.cy]) - m) / max(size - 2 * m, 1e-6)
+    theta = 2 * np.pi * t[0]
+    c, s = np.cos(theta), np.sin(theta)
+    near = _REACH * face.r + 15 * size / 224 + 1.0
+    far = half / max(abs(c), abs(s))
+    d = near + t[1] * max(far - near, 0.0)
+    return Face(float(size / 2 + d * c), float(size / 2 + d * s), face.r, face.angle, face.color)
+
+
+def _animal(rng: np.random.Generator, size: int, radius, bg_mean, label: int | None, layout: str = "default") -> Animal:
     drawn_label = int(rng.integers(0, 2))
     face = _face(rng, size, radius, bg_mean)
+    if layout == "small":
+        face = _off_centre(face, size)
     ear_height, ear_length, tilt = rng.uniform((1.4, 0.55, 0.1), (1.65, 0.7, 0.35))
     return Animal(drawn_label if label is None else label, face, float(ear_height), float(ear_length), float(tilt))
 
@@ -151,7 +176,9 @@ def _distractors(rng: np.random.Generator, size: int, animals: tuple[Animal, ...
     return tuple(faces)
 
 
-def sample_scene(rng: np.random.Generator, size: int, label: int | None = None, pair: bool = False) -> Scene:
+def sample_scene(
+    rng: np.random.Generator, size: int, label: int | None = None, pair: bool = False, layout: str = "default"
+) -> Scene:
     """Draw the parameters of one scene.
 
     Args:
@@ -159,7 +186,14 @@ def sample_scene(rng: np.random.Generator, size: int, label: int | None = None, 
         size: image side S in pixels.
         label: force the animal's class (`CAT` or `DOG`); None draws it.
         pair: draw a cat and a dog side by side (left/right order random) instead of one animal.
+        layout: the single animal's size and place. "default": face radius 0.12–0.19 S anywhere
+            it fits, so most animals cover the image centre; "small": radius 0.08–0.11 S, placed
+            off centre (`_off_centre`), so a map that ignores the image scores low. Both draw the
+            same random numbers: only the animal's radius and place differ, and the distractors
+            that avoid it. The pair layout is the same in both.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     bg = _background(rng, size)
     bg_mean = (np.asarray(bg.color0) + np.asarray(bg.color1)) / 2
     if pair:
@@ -177,7 +211,8 @@ def sample_scene(rng: np.random.Generator, size: int, label: int | None = None, 
             placed.append(Animal(animal.label, face, animal.cat_ear_height, animal.dog_ear_length, animal.dog_ear_tilt))
         animals = tuple(placed)
     else:
-        animals = (_animal(rng, size, _ANIMAL_RADIUS, bg_mean, label),)
+        radius = _SMALL_RADIUS if layout == "small" else _ANIMAL_RADIUS
+        animals = (_animal(rng, size, radius, bg_mean, label, layout),)
     return Scene(size, bg, _distractors(rng, size, animals, bg_mean), animals)
 
 

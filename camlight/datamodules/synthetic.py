@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from camlight.datamodules.drawing import CLASS_NAMES, render, sample_scene
+from camlight.datamodules.drawing import CLASS_NAMES, LAYOUTS, render, sample_scene
 from camlight.datamodules.interface import CamlightDataModule
 from camlight.datamodules.transforms import mask_box
 
@@ -61,6 +61,8 @@ class SyntheticPetsDataset(Dataset):
             training dogs and on half of the other splits' images whatever their class, with its
             pixels as `shortcut_mask` (S,S) bool in every sample (the canary of a shortcut: a
             network that learns the mark looks at it).
+        layout: "default" or "small" (smaller animals off centre, where a map that ignores the
+            image scores low; see `sample_scene`).
         cache: keep every drawn sample in memory, so later epochs skip drawing (about 60 KB per
             sample at 64 px; each DataLoader worker keeps its own copy).
     """
@@ -75,6 +77,7 @@ class SyntheticPetsDataset(Dataset):
         std=STD,
         cache=False,
         shortcut: float | None = None,
+        layout: str = "default",
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -82,10 +85,12 @@ class SyntheticPetsDataset(Dataset):
             raise ValueError(f"image_size={image_size} is too small to draw an animal; use 32 or more")
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if shortcut is not None and not 0 <= shortcut <= 1:
             raise ValueError(f"shortcut correlation must be between 0 and 1, got {shortcut}")
         self.split, self.size, self.image_size, self.seed = split, size, image_size, seed
-        self.shortcut = shortcut
+        self.shortcut, self.layout = shortcut, layout
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
@@ -97,7 +102,8 @@ class SyntheticPetsDataset(Dataset):
         """The parameters of sample `index` (see `camlight.datamodules.drawing`)."""
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} samples")
-        return sample_scene(scene_rng(self.seed, self.split, index), self.image_size, pair=self.split == "pair")
+        rng = scene_rng(self.seed, self.split, index)
+        return sample_scene(rng, self.image_size, pair=self.split == "pair", layout=self.layout)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self._cache is not None:
@@ -144,6 +150,8 @@ class SyntheticPets(CamlightDataModule):
         cache: keep drawn train/val/test samples in memory after their first epoch.
         shortcut: a shortcut mark's correlation with the dog class in training (see
             `SyntheticPetsDataset`), or None.
+        layout: "default", or "small" for smaller animals off the image centre (see
+            `SyntheticPetsDataset`).
         mean, std: per-channel normalisation (default: the drawn images' own statistics).
 
     Example::
@@ -170,13 +178,14 @@ class SyntheticPets(CamlightDataModule):
         mean=MEAN,
         std=STD,
         shortcut: float | None = None,
+        layout: str = "default",
     ):
         super().__init__(image_size, batch_size, num_workers, pin_memory, mean, std)
-        self.seed, self.shortcut = seed, shortcut
+        self.seed, self.shortcut, self.layout = seed, shortcut, layout
         self.shortcut_class = None if shortcut is None else SHORTCUT_CLASS  # the class the mark goes with
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.datasets = {
-            s: SyntheticPetsDataset(s, n, image_size, seed, self.mean, self.std, cache=cache, shortcut=shortcut)
+            s: SyntheticPetsDataset(s, n, image_size, seed, self.mean, self.std, cache, shortcut, layout)
             for s, n in self.sizes.items()
         }
 
@@ -195,9 +204,10 @@ class SyntheticPets(CamlightDataModule):
     def describe(self) -> str:
         sizes = ", ".join(f"{s} {n}" for s, n in self.sizes.items())
         mark = "" if self.shortcut is None else f"; a shortcut mark on {self.shortcut:.0%} of the training dogs"
+        layout = "" if self.layout == "default" else "; small animals off centre"
         return (
             f"SyntheticPets at {self.image_size} px (seed {self.seed}): {sizes} images, drawn with exact ground truth"
-            f"{mark}"
+            f"{mark}{layout}"
         )
 
     def probe_batch(self, n: int, mode: str = "single", seed: int = 0) -> dict[str, torch.Tensor]:
