@@ -25,7 +25,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from camlight.callbacks import ExplanationCallback
+from camlight.callbacks import ExplanationCallback, FiltersCallback
 from camlight.config import ConfigError, heads, num_workers
 from camlight.datamodules import SPLITS, CamlightDataModule, DataError, from_config
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -240,6 +240,8 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path,
     loggers = _loggers(cfg, run_cfg, group, name, run_dir)
     explainer = build_explanation_callback(cfg)
     callbacks = [checkpoint] + ([explainer] if explainer else [])
+    if cfg.explain.filters_every_n_epochs:
+        callbacks.append(FiltersCallback(cfg.explain.filters_every_n_epochs))
     trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from camlight import fit
-from camlight.callbacks import ExplanationCallback
+from camlight.callbacks import ExplanationCallback, FiltersCallback
 from camlight.config import ConfigError, load_config
 from camlight.datamodules import SyntheticPets
 from camlight.modules import Classifier, load_classifier
@@ -95,7 +97,11 @@ def test_cam_on_an_fc_head_is_skipped_with_one_warning(tmp_path):
 def _train(tmp_path, with_callback):
     pl.seed_everything(0, workers=True, verbose=False)
     model = Classifier("simple_cnn", "gap", width=4)
-    callbacks = [ExplanationCallback(probe_size=8, max_images=4, full_val_every_n_epochs=2)] if with_callback else []
+    callbacks = (
+        [ExplanationCallback(probe_size=8, max_images=4, full_val_every_n_epochs=2), FiltersCallback(2)]
+        if with_callback
+        else []
+    )
     _trainer(tmp_path, callbacks, epochs=3).fit(model, datamodule=_dm())
     return model.state_dict(), torch.get_rng_state()
 
@@ -107,6 +113,28 @@ def test_training_with_the_callback_gives_the_same_weights_bit_for_bit(tmp_path)
         assert torch.equal(without[key], with_cb[key]), key
     assert torch.equal(rng_without, rng_with)
     assert len(list((tmp_path / "b" / "explanations").glob("epoch_*.png"))) == 3
+    # The filters before training, after every 2nd epoch and after the last.
+    filters = sorted(p.name for p in (tmp_path / "b" / "explanations").glob("filters_*.png"))
+    assert filters == ["filters_epoch_001.png", "filters_epoch_002.png", "filters_start.png"]
+
+
+def test_the_filter_grids_show_the_weights_as_they_change(tmp_path):
+    """Each grid is the first convolution's weights at that moment: the start grid differs from
+    the last, and the last equals a grid drawn from the final weights."""
+    from camlight.inspect import filter_images, first_conv
+    from camlight.viz import tile_grid
+
+    pl.seed_everything(0, workers=True, verbose=False)
+    model = Classifier("simple_cnn", "gap", width=4)
+    callback = FiltersCallback(1, cell=8)
+    _trainer(tmp_path, [callback], epochs=2).fit(model, datamodule=_dm())
+    assert [p.name for p in callback.written] == ["filters_start.png", "filters_epoch_000.png", "filters_epoch_001.png"]
+    start, last = (np.asarray(Image.open(p)) for p in (callback.written[0], callback.written[-1]))
+    name, conv = first_conv(model)
+    expected = np.asarray(tile_grid(filter_images(conv.weight), cell=8, title=f"{name} epoch 001"))
+    assert np.array_equal(last, expected) and not np.array_equal(start[20:], last[20:])
+    with pytest.raises(ValueError, match=">= 1"):
+        FiltersCallback(0)
 
 
 # -- what reaches the loggers and the disk ---------------------------------------------------------

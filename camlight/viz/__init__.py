@@ -1,7 +1,7 @@
 """Overlays, the probe grid, localization plots, HTML reports and the files they are written to."""
 
 from camlight.viz.files import save_png, write_csv
-from camlight.viz.grid import probe_grid
+from camlight.viz.grid import probe_grid, tile_grid
 from camlight.viz.overlay import colorize, contour, denormalize, draw_contour, overlay
 from camlight.viz.plots import agreement_plot, localization_plot, randomization_plot
 
@@ -16,5 +16,6 @@ __all__ = [
     "probe_grid",
     "randomization_plot",
     "save_png",
+    "tile_grid",
     "write_csv",
 ]

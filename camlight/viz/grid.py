@@ -3,6 +3,8 @@ method — each cell titled. Drawn with Pillow (fast enough to run every epoch).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from PIL import Image, ImageDraw
 
@@ -52,4 +54,35 @@ def probe_grid(
             color = (0, 0, 0) if hit is None else (HIT if hit else MISS)
             draw.text((left + 2, top + 1), text, fill=color)
             grid.paste(to_pil(image, cell), (left, top + TITLE_H))
+    return grid
+
+
+def tile_grid(
+    images: torch.Tensor, titles: list[str] | None = None, cols: int | None = None, cell: int = 48, title: str = ""
+) -> Image.Image:
+    """Small images in rows: filters, activation maps, patches.
+
+    Args:
+        images: (N,3,h,w) in [0,1]; each is scaled up to `cell` pixels (nearest neighbour, so a
+            3×3 filter stays nine squares).
+        titles: N captions drawn above the cells, or None.
+        cols: cells per row (default: about √N, at most 16).
+        title: a line above the grid.
+    """
+    n = len(images)
+    cols = cols or min(16, math.ceil(math.sqrt(n)))
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols) if n else 0
+    caption = TITLE_H if titles else 0
+    top = TITLE_H if title else 0
+    grid = Image.new("RGB", (cols * (cell + PAD) + PAD, top + rows * (cell + caption + PAD) + PAD), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((PAD + 2, 1), title, fill=(0, 0, 0))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        left, y = PAD + c * (cell + PAD), top + r * (cell + caption + PAD)
+        if titles:
+            draw.text((left + 1, y + 1), titles[i], fill=(0, 0, 0))
+        grid.paste(to_pil(images[i], cell), (left, y + caption))
     return grid
