@@ -7,6 +7,10 @@
     python explain.py visualize-class checkpoint=... class=dog steps=300
     python explain.py evaluate checkpoint=... split=val methods=[cam,gradcam] protocols=[cam_loc,wsol,pointing]
     python explain.py sanity checkpoint=... methods=[saliency,guided_backprop,gradcam] mode=cascading
+    python explain.py filters checkpoint=...          # the first convolution's filters as an RGB grid
+    python explain.py activations checkpoint=... layer=backbone.block3 input=photo.jpg
+    python explain.py patches checkpoint=... layer=backbone.block3 channels=[0,5] k=9   # over the split
+    python explain.py units checkpoint=... class=dog     # the units a class relies on, by their patches
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
@@ -16,19 +20,26 @@ out/skipped.txt), 2 a mistake in the command (one line on stderr says what to do
 
 import sys
 
-COMMANDS = {  # subcommand → (config schema, defaults file, usage)
-    None: ("OfflineConfig", "explain.yaml", "(checkpoint=PATH | model=SPEC) (input=PATH | split=val|test)"),
-    "visualize-class": ("VisualizeConfig", "visualize.yaml", "visualize-class checkpoint=PATH class=NAME"),
-    "evaluate": (
-        "EvaluateConfig",
-        "evaluate.yaml",
-        "evaluate (checkpoint=PATH | model=SPEC data.name=...) [split=val]",
+MODEL = "(checkpoint=PATH | model=SPEC)"
+COMMANDS = {  # subcommand → (config schema, defaults file, runner, usage)
+    None: ("OfflineConfig", "explain.yaml", "offline:run", f"{MODEL} (input=PATH | split=val|test)"),
+    "visualize-class": (
+        "VisualizeConfig",
+        "visualize.yaml",
+        "offline:visualize",
+        "visualize-class checkpoint=PATH class=NAME",
     ),
-    "sanity": ("SanityConfig", "sanity.yaml", "sanity (checkpoint=PATH | model=SPEC) [input=PATH] [methods=[...]]"),
+    "evaluate": ("EvaluateConfig", "evaluate.yaml", "evaluate:run", f"evaluate {MODEL} [data.name=...] [split=val]"),
+    "sanity": ("SanityConfig", "sanity.yaml", "offline.sanity:run", f"sanity {MODEL} [input=PATH] [methods=[...]]"),
+    "filters": ("FiltersConfig", "filters.yaml", "offline.inspect:filters", f"filters {MODEL}"),
+    "activations": ("ActivationsConfig", "activations.yaml", "offline.inspect:activations", f"activations {MODEL}"),
+    "patches": ("PatchesConfig", "patches.yaml", "evaluate.patches:run", f"patches {MODEL} [layer=] [channels=[...]]"),
+    "units": ("UnitsConfig", "units.yaml", "evaluate.patches:run", f"units {MODEL} class=NAME [rank_by=weight]"),
 }
 
 
 def main(argv: list[str]) -> int:
+    import importlib
     import logging
 
     from camlight import config
@@ -39,23 +50,17 @@ def main(argv: list[str]) -> int:
         return report(argv[1:])
     command = argv[0] if argv and argv[0] in COMMANDS else None
     argv = argv[1:] if command else argv
-    if command == "visualize-class":
+    if command in ("visualize-class", "units"):
         argv = ["target=" + a[len("class=") :] if a.startswith("class=") else a for a in argv]
-    schema, defaults, usage = COMMANDS[command]
+    schema, defaults, runner, usage = COMMANDS[command]
     if any(a in ("-h", "--help") for a in argv):
         print(config.help_text(getattr(config, schema), f"python explain.py {usage} [key=value ...]"))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = config.load_config(argv, schema=getattr(config, schema), defaults=defaults)
-        if command == "evaluate":
-            from camlight import evaluate
-
-            return evaluate.run(cfg)
-        from camlight import offline
-        from camlight.offline import sanity
-
-        return {None: offline.run, "visualize-class": offline.visualize, "sanity": sanity.run}[command](cfg)
+        module, function = runner.split(":")
+        return getattr(importlib.import_module(f"camlight.{module}"), function)(cfg)
     except config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

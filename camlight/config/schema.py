@@ -157,6 +157,12 @@ class ExplainConfig:
         "block re-initialised, logged as explain/<method>/sanity_spearman (Adebayo et al.; 0 = off)",
         minimum=0,
     )
+    filters_every_n_epochs: int = _f(
+        0,
+        "draw the first convolution's filters every n training epochs (and before the first), as "
+        "explanations/filters_*.png and W&B explain/filters (0 = off; independent of explain.enabled)",
+        minimum=0,
+    )
 
 
 @dataclass
@@ -267,6 +273,38 @@ class EvaluateConfig(ModelChoice):
 
 
 @dataclass
+class PatchesConfig(ModelChoice):
+    """`explain.py patches`: the image patches that drive a layer's units most, over a whole split."""
+
+    data: dict = _f({}, "the dataset, as train.py's data.* keys (default: the checkpoint's own data config)")
+    split: str = _f("val", "the split searched", choices=("train", "val", "test"))
+    channels: list | None = _f(None, "the layer's channels (units) to follow (null: all of them)")
+    k: int = _f(9, "patches per unit (each from a different image)", minimum=1)
+    max_units: int = _f(16, "units drawn in patches.png (the csv has all; strongest first)", minimum=1)
+    cell: int = _f(56, "side of each patch's cell in pixels", minimum=8)
+    batch_size: int = _f(64, "images per batch (per process)", minimum=1)
+    num_workers: Any = _f(0, "DataLoader worker processes per process (or auto)")
+    out: str = _f("patches", "output folder (created; must not hold an earlier result)")
+    trainer: EvaluateTrainerConfig = field(default_factory=EvaluateTrainerConfig)
+
+
+@dataclass
+class UnitsConfig(PatchesConfig):
+    """`explain.py units`: the units a class relies on (CAM paper), each shown by its top patches."""
+
+    target: str | None = _f(None, "the class, by name or index (also accepted as class=; required)")
+    rank_by: str = _f(
+        "weight",
+        "weight: the GAP head's weight w_k^c (CAM); gradcam: Grad-CAM's α_k^c averaged over the class's images "
+        "(any model)",
+        choices=("weight", "gradcam"),
+    )
+    units: int = _f(8, "units shown: the largest scores for the class", minimum=1)
+    alpha_images: int = _f(64, "with rank_by=gradcam: images of the class α is averaged over", minimum=1)
+    out: str = _f("units", "output folder (created; must not hold an earlier result)")
+
+
+@dataclass
 class SanityConfig(ModelChoice):
     """`explain.py sanity`: Adebayo et al.'s randomization tests of the methods on a checkpoint."""
 
@@ -297,6 +335,35 @@ class SanityConfig(ModelChoice):
     max_images: int = _f(4, "images drawn in the maps grids", minimum=0)
     out: str = _f("sanity", "output folder (created; must not hold an earlier result)")
     batch_size: int = _f(16, "images per explain call", minimum=1)
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
+class FiltersConfig(ModelChoice):
+    """`explain.py filters`: the first convolution's filters as an RGB grid."""
+
+    scale: str = _f(
+        "all",
+        "all: one scale for every filter (strengths comparable); each: every filter to its own largest weight",
+        choices=("all", "each"),
+    )
+    sort: bool = _f(True, "strongest filters (largest weight norm) first")
+    max_filters: int = _f(256, "filters drawn", minimum=1)
+    cell: int = _f(32, "side of each filter's cell in pixels", minimum=4)
+    out: str = _f("filters", "output folder (created; must not hold an earlier result)")
+
+
+@dataclass
+class ActivationsConfig(ModelChoice):
+    """`explain.py activations`: a layer's activation maps for images, channels strongest first."""
+
+    input: str | None = _f(None, "an image file or a folder of images (default: the checkpoint's val probe set)")
+    split: str | None = _f("val", "without input: the checkpoint's own data split", choices=(None, "val", "test"))
+    images: int = _f(4, "images to show", minimum=1)
+    max_channels: int = _f(64, "channels drawn per image (the strongest)", minimum=1)
+    cmap: str = _f("viridis", "matplotlib colormap of the maps")
+    cell: int = _f(48, "side of each map's cell in pixels", minimum=8)
+    out: str = _f("activations", "output folder (created; must not hold an earlier result)")
     device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
 
 
