@@ -213,7 +213,11 @@ class OfflineConfig(ModelChoice):
         "scores of the maps (camlight.metrics keys): per image in results.csv where ground truth exists, "
         "over all images in scores.csv",
     )
-    target: str = _f("top1", "top1, topk (with k), label (needs ground truth), or a class name or index")
+    target: str = _f(
+        "top1",
+        "top1, topk (with k), label (needs ground truth), a class name or index, or a neuron: layer:channel "
+        "(summed over space), layer:channel:max, layer:channel:row:col",
+    )
     k: int = _f(3, "classes per image with target=topk", minimum=1)
     out: str = _f("explained", "output folder (created; must not hold an earlier result)")
     batch_size: int = _f(32, "images per batch", minimum=1)

@@ -27,10 +27,12 @@ from camlight.explain._model import ModelAccess, NoLayer
 from camlight.explain._normalize import channel_max_abs, finish, min_max
 from camlight.explain._rules import ReluRule
 from camlight.explain._state import as_input, untouched
+from camlight.explain.neuron import Neuron, NeuronModel, is_neuron_spec, parse_neuron
 
 # Normalisation kinds: "pixel" (B,3,H,W) signed → max |.| over channels → min-max;
 # "cam" (B,h,w) → ReLU → upsample → min-max; "signed" (B,H,W) → min-max.
 KINDS = ("pixel", "cam", "signed")
+CLASS_ONLY = ("cam",)  # methods that read a class's weights in the GAP head: no neuron targets
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,9 @@ def explain(
             classifier returning logits (B,C) (its target layer hooked: `layer=`, or found).
         images: (B,3,H,W) float, normalised as the model expects.
         methods: registry keys, e.g. ["saliency", "gradcam"]; see `REGISTRY`.
-        targets: None (predicted class), an int (every image), or a LongTensor (B,).
+        targets: None (predicted class), an int (every image), a LongTensor (B,), or a neuron of
+            an intermediate layer: a `Neuron` or its text, "layer4:123" (channel 123 summed over
+            space), "layer4:123:max", "layer4:123:3:5" (one spatial neuron).
         layer: target layer for the CAM family: a dotted module name, "name@call" for one call of
             a module that runs several times, or the module; None: the split, or one found by
             `camlight.explain.locate` on the first image.
@@ -368,6 +372,12 @@ def explain(
         raise ValueError(f"memory must be a number of bytes >= 1, got {memory!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if is_neuron_spec(targets):  # a unit of an intermediate layer: its value is the one "logit"
+        neuron = targets if isinstance(targets, Neuron) else parse_neuron(targets)
+        refused = [m for m in methods if m in CLASS_ONLY]
+        if refused:
+            raise ValueError(f"{', '.join(refused)} explain classes through the GAP head, not a neuron; use gradcam")
+        model, targets = NeuronModel(model, neuron), 0
     access = ModelAccess(model, layer)
     out = {}
     with untouched(model):

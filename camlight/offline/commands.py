@@ -9,8 +9,9 @@ import torch
 from omegaconf import DictConfig
 
 from camlight.config import ConfigError
-from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported
-from camlight.metrics import check_metrics
+from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported, untouched
+from camlight.explain.neuron import NeuronModel, is_neuron_spec, parse_neuron
+from camlight.metrics import METRICS, check_metrics
 from camlight.offline.inputs import Inputs, from_files, from_split, load_model
 from camlight.offline.outputs import Writer
 from camlight.offline.results import (
@@ -50,7 +51,17 @@ def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
         raise ConfigError("probe_size= works with split=val (the probe set is drawn from validation data)")
     if t == "label" and not cfg.split:
         raise ConfigError("target=label needs ground truth: use split=val or split=test, or target=top1")
-    if t not in ("top1", "topk", "label"):
+    if is_neuron_spec(t):
+        try:
+            parse_neuron(t)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        rescored = [m for m in cfg.metrics if not METRICS[m].ground_truth]
+        if rescored:
+            raise ConfigError(
+                f"metrics {', '.join(rescored)} re-score a class, not a neuron; with target={t} leave them out"
+            )
+    elif t not in ("top1", "topk", "label"):
         try:
             class_index(t, class_names)
         except ConfigError as e:
@@ -88,6 +99,8 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
                 layer_used = target_layer(model, first, layer)
         except ValueError as e:  # a layer= that does not fit this model
             raise ConfigError(str(e)) from None
+        if is_neuron_spec(str(cfg.target)):
+            _check_neuron(model, first, str(cfg.target), methods)
         if layer_used:
             log.info("target layer: %s", layer_used)
     pre = loaded.preprocessing
@@ -109,6 +122,18 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def _check_neuron(model, first: torch.Tensor, spec: str, methods: list[str]) -> None:
+    """ConfigError unless the neuron exists in the model (layer, channel, position) and every
+    method can explain one."""
+    if "cam" in methods:
+        raise ConfigError(f"cam explains classes through the GAP head, not a neuron; drop it or use gradcam for {spec}")
+    try:
+        with untouched(model), torch.no_grad():
+            NeuronModel(model, parse_neuron(spec))(first)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _explain(
     cfg, model, methods, inputs: Inputs, writer: Writer, device, progress, layer=None
 ) -> tuple[list[Result], SetScores]:
@@ -124,8 +149,10 @@ def _explain(
         with torch.no_grad():
             probs = model(x).softmax(1)
         conf, pred = probs.max(1)
+        neuron = str(cfg.target) if is_neuron_spec(str(cfg.target)) else None
         for rank, t in targets(cfg, writer.class_names, probs, chunk):
-            maps = explain(model, x, methods, targets=t, layer=layer) if methods else {}
+            spec = t if neuron is None else neuron
+            maps = explain(model, x, methods, targets=spec, layer=layer) if methods else {}
             scores = per_image_scores(metrics, maps, batch, valid, model, t)
             rows = [
                 Result(
@@ -138,6 +165,7 @@ def _explain(
                     rank,
                     list(maps),
                     scores[i],
+                    neuron,
                 )
                 for i, it in enumerate(chunk)
             ]

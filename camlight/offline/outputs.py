@@ -87,7 +87,7 @@ class Writer:
             if r.name not in rows:
                 lines = [f"predicted {names[r.predicted]} ({r.probability:.2f})"]
                 if r.rank is None:
-                    lines.append(f"target {names[r.target]}")
+                    lines.append(f"target {r.target_name(names)}")
                 if r.label is not None:
                     lines.append(f"label {names[r.label]}")
                 rows[r.name] = ReportRow(r.name, lines, self.overlay_path(r.name, "input"), {})

@@ -46,6 +46,13 @@ class Result:
     rank: int | None = None  # with target=topk: the target's rank among the classes (1 = top-1)
     methods: list[str] = field(default_factory=list)  # the methods whose maps explain it
     scores: Scores = field(default_factory=dict)  # per-image metrics, for images that have them
+    neuron: str | None = None  # with target=layer:channel[...]: the unit explained instead of a class
+
+    def target_name(self, class_names) -> str:
+        """The target as results.csv and the index name it: a class (with its rank) or the neuron."""
+        if self.neuron is not None:
+            return self.neuron
+        return class_names[self.target] + ("" if self.rank is None else f" top{self.rank}")
 
     @property
     def suffix(self) -> str:
@@ -58,13 +65,12 @@ class Result:
     def row(self, class_names) -> dict:
         """Its results.csv row: file, predicted, probability, target, target_probability, label,
         then a `<method>/<metric>` column per score."""
-        target = class_names[self.target] + ("" if self.rank is None else f" top{self.rank}")
         row = {
             "file": self.name,
             "predicted": class_names[self.predicted],
             "probability": round(self.probability, 6),
-            "target": target,
-            "target_probability": round(self.target_probability, 6),
+            "target": self.target_name(class_names),
+            "target_probability": "" if self.neuron is not None else round(self.target_probability, 6),
         }
         if self.label is not None:
             row["label"] = class_names[self.label]
@@ -86,6 +92,8 @@ def targets(
         return [(r + 1, top[:, r]) for r in range(top.shape[1])]
     if t == "label":
         return [(None, torch.tensor([it.label for it in items], device=logits.device))]
+    if ":" in t:  # a neuron: explained as itself; the class column holds the prediction
+        return [(None, logits.argmax(1))]
     return [(None, torch.full((len(items),), class_index(t, class_names), dtype=torch.long, device=logits.device))]
 
 
