@@ -11,6 +11,7 @@
     python explain.py activations checkpoint=... layer=backbone.block3 input=photo.jpg
     python explain.py patches checkpoint=... layer=backbone.block3 channels=[0,5] k=9   # over the split
     python explain.py units checkpoint=... class=dog     # the units a class relies on, by their patches
+    python explain.py embeddings checkpoint=... split=val     # final-layer features by PCA and t-SNE
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
@@ -34,6 +35,7 @@ COMMANDS = {  # subcommand → (config schema, defaults file, runner, usage)
     "filters": ("FiltersConfig", "filters.yaml", "offline.inspect:filters", f"filters {MODEL}"),
     "activations": ("ActivationsConfig", "activations.yaml", "offline.inspect:activations", f"activations {MODEL}"),
     "patches": ("PatchesConfig", "patches.yaml", "evaluate.patches:run", f"patches {MODEL} [layer=] [channels=[...]]"),
+    "embeddings": ("EmbeddingsConfig", "embeddings.yaml", "evaluate.embeddings:run", f"embeddings {MODEL} [split=val]"),
     "units": ("UnitsConfig", "units.yaml", "evaluate.patches:run", f"units {MODEL} class=NAME [rank_by=weight]"),
 }
 

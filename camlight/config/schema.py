@@ -309,6 +309,24 @@ class UnitsConfig(PatchesConfig):
 
 
 @dataclass
+class EmbeddingsConfig(ModelChoice):
+    """`explain.py embeddings`: a split's final-layer features in 2-D, by PCA and t-SNE."""
+
+    data: dict = _f({}, "the dataset, as train.py's data.* keys (default: the checkpoint's own data config)")
+    split: str = _f("val", "the split embedded", choices=("train", "val", "test"))
+    methods: list = _f(["pca", "tsne"], "reductions to 2-D: pca, tsne (scikit-learn's)")
+    perplexity: float = _f(30.0, "t-SNE perplexity (lowered to (N-1)/3 for small splits)", minimum=1.0)
+    seed: int = _f(0, "seed of the reductions (the same features give the same map)")
+    thumb: int = _f(32, "side of the thumbnails kept per image (the maps shrink them to fit)", minimum=4)
+    map_side: int = _f(1024, "side of the thumbnail maps in pixels", minimum=64)
+    batch_size: int = _f(64, "images per batch (per process)", minimum=1)
+    num_workers: Any = _f(0, "DataLoader worker processes per process (or auto)")
+    out: str = _f("embeddings", "output folder (created; must not hold an earlier result)")
+    trainer: EvaluateTrainerConfig = field(default_factory=EvaluateTrainerConfig)
+    wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
+
+
+@dataclass
 class SanityConfig(ModelChoice):
     """`explain.py sanity`: Adebayo et al.'s randomization tests of the methods on a checkpoint."""
 

@@ -3,13 +3,14 @@
 from camlight.viz.files import save_png, write_csv
 from camlight.viz.grid import probe_grid, tile_grid
 from camlight.viz.overlay import colorize, contour, denormalize, draw_contour, overlay
-from camlight.viz.plots import agreement_plot, localization_plot, randomization_plot
+from camlight.viz.plots import agreement_plot, embedding_plot, localization_plot, randomization_plot
 
 __all__ = [
     "agreement_plot",
     "colorize",
     "contour",
     "denormalize",
+    "embedding_plot",
     "draw_contour",
     "localization_plot",
     "overlay",

@@ -1,4 +1,4 @@
-"""Localization against epoch: one panel per metric, one line per method."""
+"""Plots: localization against epoch, the randomization curves, agreement, embeddings."""
 
 from __future__ import annotations
 
@@ -93,5 +93,29 @@ def agreement_plot(agreement: dict[str, dict[str, float]], path: str | Path) -> 
             ax.text(j, i, text, ha="center", va="center", fontsize=9)
     ax.set_title("agreement: mean Spearman over probe images")
     fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def embedding_plot(coords, labels, class_names, path: str | Path, title: str = "") -> None:
+    """A 2-D embedding (N,2) as a scatter, a colour per class (tab10/tab20), with a legend."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    coords, labels = np.asarray(coords), np.asarray(labels)
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.subplots()
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(class_names) <= 10 else "tab20"]
+    for c in sorted(set(labels.tolist())):
+        sel = labels == c
+        name = class_names[c] if 0 <= c < len(class_names) else str(c)
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=6, alpha=0.7, label=name, color=palette(c % palette.N))
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(class_names) <= 20:
+        ax.legend(fontsize=8, markerscale=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
