@@ -215,6 +215,55 @@ def test_visualize_class_cli_writes_the_image_and_the_strip(tmp_path, trained):
     assert not (tmp_path / "vis2").exists()
 
 
+def test_gradient_ascent_on_a_neuron_raises_it_and_stays_in_its_receptive_field():
+    """A single neuron's ascent (no decay, jitter or blur) changes only the pixels the neuron sees;
+    a channel's ascent raises its summed activation; a start image is where the ascent begins."""
+    from camlight.explain.class_model import class_model
+    from camlight.inspect import layer_output
+    from camlight.inspect.receptive import receptive_field
+    from camlight.modules import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier("simple_cnn", "gap", image_size=64, width=4).eval()
+    plain = dict(jitter=0, blur_every=0, l2=0.0, lr=0.05, steps=30)
+    image, _, scores = class_model(model, "backbone.block2:0:5:6", 64, start="noise", seed=1, **plain)
+    start = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))[0]
+    assert scores[-1] > scores[0] > 0
+    y0, y1, x0, x1 = receptive_field(model, "backbone.block2").box(5, 6, 64, 64)
+    changed = (image != start).any(0)
+    assert changed[y0:y1, x0:x1].any() and not changed[:y0].any() and not changed[y1:].any()
+    assert not changed[:, :x0].any() and not changed[:, x1:].any()
+    image, _, scores = class_model(model, "backbone.block3:2", 64, start="noise", steps=30)
+    value = layer_output(model, image[None], "backbone.block3")[0, 2].sum()
+    assert scores[-1] > scores[0] and value > scores[0]
+    photo = torch.rand(3, 64, 64)
+    same, _, _ = class_model(model, 1, 64, start=photo, **{**plain, "lr": 0.0, "steps": 1})
+    assert torch.equal(same, photo)
+    with pytest.raises(ValueError, match="unknown start"):
+        class_model(model, 1, 64, start="sky", steps=1)
+
+
+def test_visualize_class_takes_a_neuron_and_a_start_photo(tmp_path, trained, capsys):
+    import explain as explain_cli
+
+    ckpt = trained["best_checkpoint"]
+    Image.new("RGB", (80, 60), (200, 120, 40)).save(tmp_path / "photo.png")
+    out = tmp_path / "n"
+    args = ["visualize-class", f"checkpoint={ckpt}", "steps=5"]
+    assert explain_cli.main([*args, "class=backbone.block3:4", f"start={tmp_path / 'photo.png'}", f"out={out}"]) == 0
+    assert Image.open(out / "backbone.block3_4.png").size == (64, 64)
+    never = tmp_path / "never"
+    capsys.readouterr()
+    for extra, says in (
+        (["class=backbone.block3:999"], "out of range"),
+        (["class=dog", "start=sky"], "not mean, zeros, noise and not an image file"),
+    ):
+        assert explain_cli.main([*args, *extra, f"out={never}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not never.exists()
+
+
 def test_the_run_report_holds_every_epoch_behind_a_slider(tmp_path, tiny_argv):
     cfg = load_config(
         [*tiny_argv, "model.head=gap", "wandb.mode=disabled", "trainer.max_epochs=3", "explain.probe_size=4"]

@@ -394,7 +394,17 @@ class VisualizeConfig:
     """`explain.py visualize-class`: the image a checkpoint finds most class-like."""
 
     checkpoint: str | None = _f(None, "checkpoint (.ckpt) of a camlight run (required)")
-    target: str | None = _f(None, "the class, by name or index (also accepted as class=)")
+    target: str | None = _f(
+        None,
+        "the class, by name or index (also accepted as class=), or a neuron: layer:channel (summed over space), "
+        "layer:channel:max, layer:channel:row:col",
+    )
+    start: str = _f(
+        "auto",
+        "the first image: mean (the data's mean, a little noise), zeros, noise (random pixels), an image file "
+        "(ascent from a photo: the DeepDream-like case), or auto (mean for a class, noise for a neuron: a unit "
+        "deep in the network is often off at the mean, with no gradient to climb)",
+    )
     steps: int = _f(200, "gradient-ascent steps", minimum=1)
     lr: float = _f(0.1, "step size (on the mean-normalised gradient)", minimum=0.0)
     l2: float = _f(0.01, "L2 regularisation: the image decays by this fraction every step", minimum=0.0)

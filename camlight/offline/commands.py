@@ -9,10 +9,11 @@ import torch
 from omegaconf import DictConfig
 
 from camlight.config import ConfigError
+from camlight.datamodules.io import BadFile
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported, untouched
 from camlight.explain.neuron import NeuronModel, is_neuron_spec, parse_neuron
 from camlight.metrics import METRICS, check_metrics
-from camlight.offline.inputs import Inputs, from_files, from_split, load_model
+from camlight.offline.inputs import Inputs, from_files, from_split, load_model, prepare
 from camlight.offline.outputs import Writer
 from camlight.offline.results import (
     Result,
@@ -210,18 +211,39 @@ CLASS_MODEL_OPTIONS = ("steps", "lr", "l2", "jitter", "blur_every")
 
 
 def visualize(cfg: DictConfig, progress: bool = True) -> int:
-    """`explain.py visualize-class`: write `<class>.png` and `<class>_steps.png` into `cfg.out`."""
-    from camlight.explain.class_model import class_model
+    """`explain.py visualize-class`: write `<target>.png` and `<target>_steps.png` into `cfg.out`,
+    for a class or a neuron (`class=layer4:12`), from the start `cfg.start`."""
+    from camlight.explain.class_model import STARTS, class_model
 
     loaded = load_model(cfg)
     model, names = loaded.model, loaded.class_names
     if cfg.target is None or str(cfg.target) == "":
-        raise ConfigError(f"class= is required: one of {', '.join(names)} (or its index)")
-    index = class_index(cfg.target, names, what="class")
+        raise ConfigError(f"class= is required: one of {', '.join(names)} (or its index), or a neuron layer:channel")
+    size = loaded.preprocessing.image_size
+    if is_neuron_spec(str(cfg.target)):
+        target, name = str(cfg.target), str(cfg.target).replace(":", "_")
+        try:
+            with untouched(model), torch.no_grad():
+                NeuronModel(model, parse_neuron(target))(torch.zeros(1, 3, size, size))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        target = class_index(cfg.target, names, what="class")
+        name = names[target]
+    start = str(cfg.start)
+    if start == "auto":
+        start = "noise" if is_neuron_spec(str(cfg.target)) else "mean"
+    if start not in STARTS:  # an image file: the DeepDream-like start
+        if not Path(start).is_file():
+            raise ConfigError(f"start={start}: not {', '.join(STARTS)} and not an image file")
+        try:
+            start = prepare(Path(start), loaded.preprocessing.as_dict())
+        except BadFile as e:
+            raise ConfigError(f"start={cfg.start}: {e}") from None
     out = Path(cfg.out)
     check_out(out)
     model = model.to(device_of(cfg.device))
-    bar = _progress(cfg.steps, progress, unit="step", desc=f"class {names[index]}")
+    bar = _progress(cfg.steps, progress, unit="step", desc=f"target {name}")
 
     def on_step(step: int, score: float) -> None:
         bar.update(1)
@@ -229,14 +251,13 @@ def visualize(cfg: DictConfig, progress: bool = True) -> int:
             bar.set_postfix(score=f"{score:.3g}", refresh=False)
 
     options = {k: cfg[k] for k in CLASS_MODEL_OPTIONS}
-    image, shots, scores = class_model(model, index, loaded.preprocessing.image_size, on_step=on_step, **options)
+    image, shots, scores = class_model(model, target, size, on_step=on_step, start=start, **options)
     bar.close()
     mean, std = loaded.preprocessing.mean, loaded.preprocessing.std
     out.mkdir(parents=True, exist_ok=True)
-    name = names[index]
     save_png(_display(image, mean, std), out / f"{name}.png")
     save_png(torch.cat([_display(s, mean, std) for s in shots], dim=2), out / f"{name}_steps.png")
-    log.info("class %s: score %.3f → %.3f over %d steps; %s", name, scores[0], scores[-1], len(scores), out)
+    log.info("%s: score %.3f → %.3f over %d steps; %s", name, scores[0], scores[-1], len(scores), out)
     return EXIT_OK
 
 
