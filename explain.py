@@ -12,6 +12,8 @@
     python explain.py patches checkpoint=... layer=backbone.block3 channels=[0,5] k=9   # over the split
     python explain.py units checkpoint=... class=dog     # the units a class relies on, by their patches
     python explain.py embeddings checkpoint=... split=val     # final-layer features by PCA and t-SNE
+    python explain.py fool checkpoint=... class=cat max_eps=16  # fooling images (targeted iterative FGSM)
+    python explain.py robustness checkpoint=... eps=[0,1,2,4,8]  # accuracy under FGSM
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
@@ -36,6 +38,8 @@ COMMANDS = {  # subcommand → (config schema, defaults file, runner, usage)
     "activations": ("ActivationsConfig", "activations.yaml", "offline.inspect:activations", f"activations {MODEL}"),
     "patches": ("PatchesConfig", "patches.yaml", "evaluate.patches:run", f"patches {MODEL} [layer=] [channels=[...]]"),
     "embeddings": ("EmbeddingsConfig", "embeddings.yaml", "evaluate.embeddings:run", f"embeddings {MODEL} [split=val]"),
+    "fool": ("FoolConfig", "fool.yaml", "offline.adversarial:run", f"fool {MODEL} [class=NAME] [max_eps=16]"),
+    "robustness": ("RobustnessConfig", "robustness.yaml", "evaluate.robustness:run", f"robustness {MODEL} [eps=[...]]"),
     "units": ("UnitsConfig", "units.yaml", "evaluate.patches:run", f"units {MODEL} class=NAME [rank_by=weight]"),
 }
 
@@ -52,7 +56,7 @@ def main(argv: list[str]) -> int:
         return report(argv[1:])
     command = argv[0] if argv and argv[0] in COMMANDS else None
     argv = argv[1:] if command else argv
-    if command in ("visualize-class", "units"):
+    if command in ("visualize-class", "units", "fool"):
         argv = ["target=" + a[len("class=") :] if a.startswith("class=") else a for a in argv]
     schema, defaults, runner, usage = COMMANDS[command]
     if any(a in ("-h", "--help") for a in argv):

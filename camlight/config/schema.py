@@ -327,6 +327,35 @@ class EmbeddingsConfig(ModelChoice):
 
 
 @dataclass
+class FoolConfig(ModelChoice):
+    """`explain.py fool`: fooling images by targeted iterative FGSM within an L-inf budget."""
+
+    input: str | None = _f(None, "an image file or a folder of images (default: the checkpoint's val probe set)")
+    split: str | None = _f("val", "without input: the checkpoint's own data split", choices=(None, "val", "test"))
+    images: int = _f(16, "images to fool", minimum=1)
+    target: str = _f("other", "the class to reach, by name or index (also class=); other: the other of two classes")
+    max_eps: float = _f(16.0, "the L-inf budget, in pixels of 255", minimum=0.001)
+    step: float = _f(0.25, "the step of each iteration, in pixels of 255", minimum=0.001)
+    magnify: int = _f(10, "the perturbation is drawn this many times larger", minimum=1)
+    max_images: int = _f(4, "images drawn (fooling_<image>.png)", minimum=0)
+    out: str = _f("fooling", "output folder (created; must not hold an earlier result)")
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
+class RobustnessConfig(ModelChoice):
+    """`explain.py robustness`: accuracy under one-shot FGSM at several ε, over a whole split."""
+
+    data: dict = _f({}, "the dataset, as train.py's data.* keys (default: the checkpoint's own data config)")
+    split: str = _f("val", "the split scored", choices=("train", "val", "test"))
+    eps: list = _f([0, 1, 2, 4, 8], "FGSM sizes, L-inf, in pixels of 255")
+    batch_size: int = _f(64, "images per batch (per process)", minimum=1)
+    num_workers: Any = _f(0, "DataLoader worker processes per process (or auto)")
+    out: str = _f("robustness", "output folder (created; must not hold an earlier result)")
+    trainer: EvaluateTrainerConfig = field(default_factory=EvaluateTrainerConfig)
+
+
+@dataclass
 class SanityConfig(ModelChoice):
     """`explain.py sanity`: Adebayo et al.'s randomization tests of the methods on a checkpoint."""
 
