@@ -14,6 +14,8 @@
     python explain.py embeddings checkpoint=... split=val     # final-layer features by PCA and t-SNE
     python explain.py fool checkpoint=... class=cat max_eps=16  # fooling images (targeted iterative FGSM)
     python explain.py robustness checkpoint=... eps=[0,1,2,4,8]  # accuracy under FGSM
+    python explain.py invert checkpoint=... input=photo.jpg   # what each layer's features keep
+    python explain.py style checkpoint=... content=a.jpg style=b.jpg
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
@@ -40,6 +42,8 @@ COMMANDS = {  # subcommand → (config schema, defaults file, runner, usage)
     "embeddings": ("EmbeddingsConfig", "embeddings.yaml", "evaluate.embeddings:run", f"embeddings {MODEL} [split=val]"),
     "fool": ("FoolConfig", "fool.yaml", "offline.adversarial:run", f"fool {MODEL} [class=NAME] [max_eps=16]"),
     "robustness": ("RobustnessConfig", "robustness.yaml", "evaluate.robustness:run", f"robustness {MODEL} [eps=[...]]"),
+    "invert": ("InvertConfig", "invert.yaml", "offline.inspect:invert", f"invert {MODEL} [input=PATH] [layers=[...]]"),
+    "style": ("StyleConfig", "style.yaml", "offline.inspect:style", f"style {MODEL} content=PATH style=PATH"),
     "units": ("UnitsConfig", "units.yaml", "evaluate.patches:run", f"units {MODEL} class=NAME [rank_by=weight]"),
 }
 

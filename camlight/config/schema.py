@@ -356,6 +356,40 @@ class RobustnessConfig(ModelChoice):
 
 
 @dataclass
+class InvertConfig(ModelChoice):
+    """`explain.py invert`: images reconstructed from each layer's features (Mahendran & Vedaldi)."""
+
+    input: str | None = _f(None, "an image file or a folder of images (default: the checkpoint's val probe set)")
+    split: str | None = _f("val", "without input: the checkpoint's own data split", choices=(None, "val", "test"))
+    images: int = _f(2, "images to invert", minimum=1)
+    layers: list | None = _f(None, "layers, shallow to deep (null: a camlight Classifier's backbone blocks)")
+    steps: int = _f(300, "Adam steps per reconstruction", minimum=1)
+    lr: float = _f(0.05, "Adam step size", minimum=0.0)
+    tv: float = _f(0.5, "weight of the total-variation prior", minimum=0.0)
+    l2: float = _f(1e-3, "weight of the L2 prior", minimum=0.0)
+    cell: int = _f(96, "side of each image's cell in pixels", minimum=8)
+    out: str = _f("inversion", "output folder (created; must not hold an earlier result)")
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
+class StyleConfig(ModelChoice):
+    """`explain.py style`: Gatys et al.'s style transfer with the network's own layers."""
+
+    content: str | None = _f(None, "the content image file (required)")
+    style: str | None = _f(None, "the style image file (required)")
+    content_layer: str | None = _f(None, "the content layer (null: a Classifier's second-deepest block)")
+    style_layers: list | None = _f(None, "the style layers (null: a Classifier's backbone blocks)")
+    steps: int = _f(300, "Adam steps", minimum=1)
+    lr: float = _f(0.05, "Adam step size", minimum=0.0)
+    style_weight: float = _f(1e3, "weight of the Gram-matrix loss against the content loss", minimum=0.0)
+    tv: float = _f(0.1, "weight of the total-variation prior", minimum=0.0)
+    cell: int = _f(160, "side of each image's cell in pixels", minimum=8)
+    out: str = _f("style", "output folder (created; must not hold an earlier result)")
+    device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
 class SanityConfig(ModelChoice):
     """`explain.py sanity`: Adebayo et al.'s randomization tests of the methods on a checkpoint."""
 

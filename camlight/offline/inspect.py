@@ -1,8 +1,9 @@
 """`explain.py filters` and `explain.py activations`: look at the network itself.
 
 `filters` draws the first convolution's filters as an RGB grid; `activations` draws a layer's
-activation maps for images, channels sorted by their mean activation, beside the input. Each
-writes its folder whole at the end, or nothing.
+activation maps for images, channels sorted by their mean activation, beside the input; `invert`
+reconstructs images from each layer's features; `style` transfers a style with the network's own
+layers. Each writes its folder whole at the end, or nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from camlight.config import ConfigError
+from camlight.datamodules.io import BadFile
 from camlight.inspect import filter_images, first_conv, layer_output, sorted_channels
 from camlight.offline.commands import EXIT_OK, EXIT_SKIPPED, check_out, device_of
 from camlight.offline.inputs import from_files, from_split, load_model
-from camlight.viz import colorize, denormalize, tile_grid, write_csv
+from camlight.viz import colorize, denormalize, save_png, tile_grid, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +125,130 @@ def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def invert(cfg: DictConfig) -> int:
+    """Feature inversion for images, a column per layer: `out/inversion_<image>.png` (the input,
+    then each layer's reconstruction, titled with its relative feature error) and `inversion.csv`."""
+    from camlight.inspect.inversion import invert as invert_image
+
+    out = Path(cfg.out)
+    check_out(out)
+    loaded = load_model(cfg)
+    model = loaded.model.to(device_of(cfg.device)).eval()
+    layers = list(cfg.layers) if cfg.layers else _blocks(model)
+    items, skipped = _images(cfg, loaded)
+    device = next(model.parameters()).device
+    pre = loaded.preprocessing
+    grids, rows = {}, []
+    for item in items:
+        x = item.image.to(device)
+        tiles, titles = [denormalize(x[None].float().cpu(), pre.mean, pre.std)[0]], ["input"]
+        for layer in layers:
+            try:
+                rec, errors = invert_image(model, x, layer, steps=cfg.steps, lr=cfg.lr, tv=cfg.tv, l2=cfg.l2)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            tiles.append(_stretch(denormalize(rec[None].float().cpu(), pre.mean, pre.std)[0]))
+            titles.append(f"{layer.rsplit('.', 1)[-1]} {errors[-1]:.2f}")
+            mse = float((rec - x).pow(2).mean())
+            rows.append(
+                {"image": item.name, "layer": layer, "feature_error": round(errors[-1], 6), "pixel_mse": round(mse, 6)}
+            )
+        title = f"{item.name}: reconstructed from each layer's features (relative feature error)"
+        grids[item.name] = tile_grid(torch.stack(tiles), titles, cols=len(tiles), cell=cfg.cell, title=title)
+
+    def write(folder: Path) -> None:
+        for name, grid in grids.items():
+            grid.save(folder / f"inversion_{name}.png")
+        write_csv(folder / "inversion.csv", rows, ["image", "layer", "feature_error", "pixel_mse"])
+        if skipped:
+            (folder / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+
+    _write_whole(out, write)
+    log.info("inverted %d images at %d layers; results in %s", len(items), len(layers), out)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def style(cfg: DictConfig) -> int:
+    """Gatys et al.'s style transfer with the model's own layers: `out/stylized.png` (content,
+    style, result) and `out/result.png`."""
+    from camlight.inspect.inversion import stylize
+    from camlight.offline.inputs import prepare
+
+    out = Path(cfg.out)
+    check_out(out)
+    loaded = load_model(cfg)
+    model = loaded.model.to(device_of(cfg.device)).eval()
+    pre = loaded.preprocessing
+    images = []
+    for key in ("content", "style"):
+        path = Path(str(cfg[key])) if cfg[key] else None
+        if path is None or not path.is_file():
+            raise ConfigError(f"{key}= must be an image file; got {cfg[key]}")
+        try:
+            images.append(prepare(path, pre.as_dict()))
+        except BadFile as e:
+            raise ConfigError(f"{key}={path}: {e}") from None
+    blocks = _blocks(model) if not (cfg.content_layer and cfg.style_layers) else []
+    content_layer = cfg.content_layer or blocks[-2 if len(blocks) > 1 else -1]
+    style_layers = list(cfg.style_layers) if cfg.style_layers else blocks
+    device = next(model.parameters()).device
+    try:
+        result, losses = stylize(
+            model,
+            images[0].to(device),
+            images[1].to(device),
+            content_layer,
+            style_layers,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            style_weight=cfg.style_weight,
+            tv=cfg.tv,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    shown = [denormalize(t[None].float().cpu(), pre.mean, pre.std)[0] for t in (*images, result)]
+    shown[2] = shown[2].clamp(0, 1)
+    grid = tile_grid(torch.stack(shown), ["content", "style", "result"], cols=3, cell=cfg.cell)
+
+    def write(folder: Path) -> None:
+        grid.save(folder / "stylized.png")
+        save_png(shown[2], folder / "result.png")
+
+    _write_whole(out, write)
+    log.info(
+        "style: loss %.3g → %.3g over %d steps (content %s, style %s); %s",
+        losses[0],
+        losses[-1],
+        len(losses),
+        content_layer,
+        ", ".join(style_layers),
+        out,
+    )
+    return EXIT_OK
+
+
+def _blocks(model: torch.nn.Module) -> list[str]:
+    """A camlight Classifier's backbone blocks, shallow to deep; other models need layers=."""
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, torch.nn.Sequential) and len(backbone) > 1:
+        return [f"backbone.{name}" for name, _ in backbone.named_children()]
+    raise ConfigError("give layers=[...] (module names, shallow to deep, e.g. [layer1,layer2,layer3,layer4])")
+
+
+def _images(cfg: DictConfig, loaded):
+    """The first `images` good images of input=, or of the checkpoint's probe set; and the skipped files."""
+    if cfg.input:
+        inputs = from_files(Path(cfg.input), loaded)
+    else:
+        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": cfg.images}), loaded)
+    items = list(itertools.islice(inputs.items, cfg.images))
+    if not items:
+        raise ConfigError(f"no image of {inputs.source} could be read (see the skipped files); nothing to do")
+    return items, inputs.skipped()
+
+
+def _stretch(image: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0,1]: a reconstruction may leave the data's range."""
+    return (image - image.min()) / (image.max() - image.min()).clamp(min=1e-12)
