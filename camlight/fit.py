@@ -29,6 +29,7 @@ from camlight.callbacks import ExplanationCallback, FiltersCallback
 from camlight.config import ConfigError, heads, num_workers
 from camlight.datamodules import SPLITS, CamlightDataModule, DataError, from_config
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from camlight.metrics.segmentation import check_available as check_grabcut
 from camlight.modules import Classifier, WeightsUnavailable, check_architecture, weights_of
 from camlight.modules.weights import multi_process_launch
 from camlight.modules.zoo import check_backbone
@@ -61,6 +62,11 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
 def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
     build_explanation_callback(cfg)
+    if cfg.explain.enabled and "grabcut_iou" in cfg.explain.metrics:
+        try:
+            check_grabcut()
+        except ImportError as e:
+            raise ConfigError(f"explain.metrics: {e}") from None
     try:
         check_backbone(cfg.model.backbone)
     except ValueError as e:

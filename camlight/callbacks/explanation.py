@@ -139,6 +139,8 @@ class ExplanationCallback(pl.Callback):
             raise ValueError("ExplanationCallback needs a datamodule with probe_batch(n); pass datamodule= to fit")
         probe = dm.probe_batch(self.probe_size)
         probe["id"] = torch.arange(self.probe_size)
+        if "grabcut_iou" in self.metric_names:  # GrabCut segments the colours the model saw
+            probe["rgb"] = denormalize(probe["image"].float(), tuple(dm.mean), tuple(dm.std))
         # Decided on the whole probe set, so every rank agrees (and runs the same collectives).
         self.active = supported(
             pl_module, self._on(pl_module, probe["image"][:1]), self.methods, who="ExplanationCallback: "

@@ -141,6 +141,15 @@ class MaskIoU(_MeanMetric):
         self._accumulate(_l.mask_iou(maps, masks, self.threshold, ignore), _has_mask(masks))
 
 
+class GrabCutIoU(_MeanMetric):
+    """IoU of GrabCut's segmentation, seeded from the map, with the mask (`segmentation.grabcut_iou`)."""
+
+    def update(self, maps: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, ignore=None) -> None:
+        from camlight.metrics.segmentation import grabcut_iou
+
+        self._accumulate(grabcut_iou(maps, images, masks, ignore), _has_mask(masks))
+
+
 class PxAP(Metric):
     """Pixel average precision (Choe et al. 2020) from histograms summed over images and ranks."""
 

@@ -1,8 +1,8 @@
 """Every metric by name: how to build its `Metric`, feed it from a batch, and score one image.
 
 The callback and `explain.py` both score maps from batches in the camlight format (`image`,
-`label`, `mask`, `box`, `boxes`, optionally `ignore`); this table is the one place that says which
-batch entries each metric reads.
+`label`, `mask`, `box`, `boxes`, optionally `ignore`, and `rgb` for grabcut_iou); this table is
+the one place that says which batch entries each metric reads.
 
 Example::
 
@@ -24,6 +24,7 @@ from torchmetrics import Metric
 from camlight.metrics import classes as C
 from camlight.metrics import faithfulness as F
 from camlight.metrics import localization as L
+from camlight.metrics import segmentation as S
 
 Maps = torch.Tensor  # (B,H,W) in [0,1]
 Batch = dict
@@ -32,6 +33,14 @@ Batch = dict
 def boxes_of(batch: Batch) -> torch.Tensor:
     """Every ground-truth box of each image ((B,K,4), photos with several objects) or its one box (B,4)."""
     return batch["boxes"] if "boxes" in batch else batch["box"]
+
+
+def rgb_of(batch: Batch) -> torch.Tensor:
+    """The batch's images as RGB in [0,1] (`rgb`), which GrabCut segments; the callers that score
+    grabcut_iou add it (the normalisation undone)."""
+    if "rgb" not in batch:
+        raise ValueError("grabcut_iou needs the batch's images as RGB in [0,1] under 'rgb'")
+    return batch["rgb"]
 
 
 def has_ground_truth(batch: Batch) -> torch.Tensor:
@@ -105,6 +114,12 @@ METRICS: dict[str, MetricSpec] = {
             lambda maps, b, model, t: L.mask_iou(maps, b["mask"], ignore=b.get("ignore")),
         ),
         _gt("pxap", lambda c: C.PxAP(), lambda m, maps, b, model, t: m.update(maps, b["mask"], b.get("ignore"))),
+        _gt(
+            "grabcut_iou",
+            lambda c: C.GrabCutIoU(),
+            lambda m, maps, b, model, t: m.update(maps, rgb_of(b), b["mask"], b.get("ignore")),
+            lambda maps, b, model, t: S.grabcut_iou(maps, rgb_of(b), b["mask"], b.get("ignore")),
+        ),
         _model("deletion_auc", lambda c: C.DeletionAUC(), F.deletion_auc),
         _model("insertion_auc", lambda c: C.InsertionAUC(), F.insertion_auc),
         _model("average_drop", lambda c: C.AverageDrop(), F.average_drop),

@@ -13,6 +13,7 @@ from camlight.datamodules.io import BadFile
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported, untouched
 from camlight.explain.neuron import NeuronModel, is_neuron_spec, parse_neuron
 from camlight.metrics import METRICS, check_metrics
+from camlight.metrics.segmentation import check_available as check_grabcut
 from camlight.offline.inputs import Inputs, from_files, from_split, load_model, prepare
 from camlight.offline.outputs import Writer
 from camlight.offline.results import (
@@ -24,7 +25,7 @@ from camlight.offline.results import (
     summary_rows,
     targets,
 )
-from camlight.viz import save_png
+from camlight.viz import denormalize, save_png
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
     try:
         check_methods(list(cfg.methods))
         check_metrics(list(cfg.metrics))
-    except ValueError as e:
+        if "grabcut_iou" in cfg.metrics:
+            check_grabcut()
+    except (ValueError, ImportError) as e:
         raise ConfigError(str(e)) from None
     if bool(cfg.input) == bool(cfg.split):
         raise ConfigError("give exactly one of input= (an image or a folder) and split= (val or test)")
@@ -146,6 +149,8 @@ def _explain(
     bar, bar_at, explained = _progress(inputs.total, progress), 0, 0
     for chunk in _batches(inputs.items, cfg.batch_size):
         batch, valid = ground_truth_batch(chunk, device)
+        if "grabcut_iou" in metrics:  # GrabCut segments the colours the model saw
+            batch["rgb"] = denormalize(batch["image"].float(), writer.mean, writer.std)
         x = batch["image"]
         with torch.no_grad():
             probs = model(x).softmax(1)

@@ -1,0 +1,76 @@
+"""Segmentation from saliency by GrabCut (Simonyan et al. §3.1): a hand-made scene, the seeds, and
+the metric in the callback and explain.py."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import explain as explain_cli
+from camlight.metrics import METRICS
+from camlight.metrics.segmentation import grabcut_iou, grabcut_masks
+
+pytest.importorskip("cv2", reason="grabcut_iou needs the 'segment' extra")
+
+
+def _scene(size=64):
+    """A red disc of radius 12 on a blue-grey background, and a map: a narrow Gaussian bump at the
+    disc's centre (its 0.5 level covers a fraction of the disc)."""
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    disc = (ys - 30) ** 2 + (xs - 36) ** 2 <= 12**2
+    image = torch.empty(3, size, size)
+    image[0], image[1], image[2] = 0.3, 0.35, 0.6
+    image[:, disc] = torch.tensor([0.85, 0.15, 0.1])[:, None]
+    image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    bump = torch.exp(-((ys - 30) ** 2 + (xs - 36) ** 2) / (2 * 4.0**2))
+    return image.clamp(0, 1)[None], bump[None], disc[None]
+
+
+def test_grabcut_grows_the_seed_to_the_object_the_threshold_misses():
+    image, saliency, disc = _scene()
+    seg = grabcut_masks(saliency, image)
+    iou = grabcut_iou(saliency, image, disc)
+    assert iou > 0.9, float(iou)
+    assert METRICS["mask_iou"].per_image(saliency, {"mask": disc}, None, None) < 0.3  # 0.5 · max: the bump only
+    assert seg[0, 30, 36] and not seg[0, 2, 2]
+    flat = grabcut_masks(torch.zeros(1, 64, 64), image)
+    assert not flat.any()  # no seeds, no segment
+    with pytest.raises(ValueError, match="'rgb'"):
+        METRICS["grabcut_iou"].per_image(saliency, {"mask": disc, "image": image}, None, None)
+
+
+def test_explain_py_scores_grabcut_beside_the_thresholded_map(tmp_path):
+    from .conftest import tiny_gap_run
+
+    ckpt = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]["best_checkpoint"]
+    out = tmp_path / "e"
+    args = [f"checkpoint={ckpt}", "split=val", "probe_size=6", "methods=[gradcam]", "metrics=[mask_iou,grabcut_iou]"]
+    assert explain_cli.main([*args, f"out={out}"]) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(0 <= float(r["gradcam/grabcut_iou"]) <= 1 for r in rows) and len(rows) == 6
+
+
+def test_the_callback_logs_grabcut_iou(tmp_path):
+    import pytorch_lightning as pl
+
+    from camlight.callbacks import ExplanationCallback
+    from camlight.datamodules import SyntheticPets
+    from camlight.modules import Classifier
+
+    callback = ExplanationCallback(["gradcam"], probe_size=4, metrics=["grabcut_iou"], pair_probe=False)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=1,
+        default_root_dir=tmp_path,
+    )
+    dm = SyntheticPets(train_size=16, val_size=8, test_size=0, batch_size=8)
+    trainer.fit(Classifier("simple_cnn", "gap", width=4), datamodule=dm)
+    assert 0 <= callback.last["gradcam"]["grabcut_iou"] <= 1
