@@ -7,15 +7,8 @@
     python explain.py visualize-class checkpoint=... class=dog steps=300
     python explain.py evaluate checkpoint=... split=val methods=[cam,gradcam] protocols=[cam_loc,wsol,pointing]
     python explain.py sanity checkpoint=... methods=[saliency,guided_backprop,gradcam] mode=cascading
-    python explain.py filters checkpoint=...          # the first convolution's filters as an RGB grid
-    python explain.py activations checkpoint=... layer=backbone.block3 input=photo.jpg
-    python explain.py patches checkpoint=... layer=backbone.block3 channels=[0,5] k=9   # over the split
-    python explain.py units checkpoint=... class=dog     # the units a class relies on, by their patches
-    python explain.py embeddings checkpoint=... split=val     # final-layer features by PCA and t-SNE
-    python explain.py fool checkpoint=... class=cat max_eps=16  # fooling images (targeted iterative FGSM)
-    python explain.py robustness checkpoint=... eps=[0,1,2,4,8]  # accuracy under FGSM
-    python explain.py invert checkpoint=... input=photo.jpg   # what each layer's features keep
-    python explain.py style checkpoint=... content=a.jpg style=b.jpg
+    python explain.py units checkpoint=... class=dog       # the units a class relies on, by their patches
+    python explain.py filters|activations|patches|embeddings|fool|robustness|invert|style|segment --help
     python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
@@ -44,6 +37,7 @@ COMMANDS = {  # subcommand → (config schema, defaults file, runner, usage)
     "robustness": ("RobustnessConfig", "robustness.yaml", "evaluate.robustness:run", f"robustness {MODEL} [eps=[...]]"),
     "invert": ("InvertConfig", "invert.yaml", "offline.inspect:invert", f"invert {MODEL} [input=PATH] [layers=[...]]"),
     "style": ("StyleConfig", "style.yaml", "offline.inspect:style", f"style {MODEL} content=PATH style=PATH"),
+    "segment": ("SegmentConfig", "segment.yaml", "offline.inspect:segment", f"segment {MODEL} [methods=[...]]"),
     "units": ("UnitsConfig", "units.yaml", "evaluate.patches:run", f"units {MODEL} class=NAME [rank_by=weight]"),
 }
 

@@ -91,6 +91,10 @@ def test_embeddings_command_writes_the_maps_and_the_wandb_table(trained, tmp_pat
     )
     x = torch.stack([dm.dataset("val")[i]["image"] for i in range(32)])
     np.testing.assert_allclose(np.load(out / "features.npy"), features(model, x)[0].numpy(), atol=1e-5)
+    from PIL import Image
+
+    # 32 images: √(3·32) → 10 cells a side of 128 // 10 = 12 px.
+    assert Image.open(out / "thumbnails_tsne.png").size == (120, 120)
     about = json.loads((out / "run.json").read_text())
     assert about["images"] == 32 and set(about["seconds"]) == {"pca", "tsne"}
     tables = list(out.glob("wandb/offline-run-*/files/media/table/embeddings/*.table.json"))

@@ -37,6 +37,9 @@ def test_grabcut_grows_the_seed_to_the_object_the_threshold_misses():
     assert seg[0, 30, 36] and not seg[0, 2, 2]
     flat = grabcut_masks(torch.zeros(1, 64, 64), image)
     assert not flat.any()  # no seeds, no segment
+    # A ReLU'd map, zero on 60 % of the image: its 30 % quantile is 0, and the zeros seed the background.
+    relu = torch.where(saliency > saliency.flatten().quantile(0.6), saliency, torch.zeros(()))
+    assert grabcut_iou(relu, image, disc) > 0.9
     with pytest.raises(ValueError, match="'rgb'"):
         METRICS["grabcut_iou"].per_image(saliency, {"mask": disc, "image": image}, None, None)
 
@@ -74,3 +77,22 @@ def test_the_callback_logs_grabcut_iou(tmp_path):
     dm = SyntheticPets(train_size=16, val_size=8, test_size=0, batch_size=8)
     trainer.fit(Classifier("simple_cnn", "gap", width=4), datamodule=dm)
     assert 0 <= callback.last["gradcam"]["grabcut_iou"] <= 1
+
+
+def test_segment_command_draws_and_scores_each_method(tmp_path, capsys):
+    from .conftest import tiny_gap_run
+
+    ckpt = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]["best_checkpoint"]
+    out = tmp_path / "s"
+    args = ["segment", f"checkpoint={ckpt}", "images=3", "max_images=1", "methods=[saliency,gradcam]"]
+    assert explain_cli.main([*args, f"out={out}"]) == 0
+    with open(out / "segment.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["saliency", "gradcam"] * 3
+    assert all(0 <= float(r["grabcut_iou"]) <= 1 and 0 <= float(r["mask_iou"]) <= 1 for r in rows)
+    assert len(list(out.glob("segment_*.png"))) == 1
+    never = tmp_path / "never"
+    capsys.readouterr()
+    assert explain_cli.main(["segment", f"checkpoint={ckpt}", "methods=[gradcamm]", f"out={never}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gradcam" in err[0] and not never.exists()

@@ -7,28 +7,31 @@ anything runs, with a `ConfigError` naming the key and the valid choices (`check
 """
 
 from camlight.config.checks import ConfigError, heads, num_workers, validate
-from camlight.config.load import CONFIG_DIR, experiments, help_text, load_config
-from camlight.config.schema import (
+from camlight.config.commands import (
     ActivationsConfig,
-    Config,
-    DataConfig,
     EmbeddingsConfig,
     EvaluateConfig,
-    ExplainConfig,
     FiltersConfig,
     FoolConfig,
     InvertConfig,
     ModelChoice,
-    ModelConfig,
     OfflineConfig,
-    OptimConfig,
     PatchesConfig,
     RobustnessConfig,
     SanityConfig,
+    SegmentConfig,
     StyleConfig,
-    TrainerConfig,
     UnitsConfig,
     VisualizeConfig,
+)
+from camlight.config.load import CONFIG_DIR, experiments, help_text, load_config
+from camlight.config.schema import (
+    Config,
+    DataConfig,
+    ExplainConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainerConfig,
     WandbConfig,
     fields,
 )
@@ -53,6 +56,7 @@ __all__ = [
     "RobustnessConfig",
     "TrainerConfig",
     "SanityConfig",
+    "SegmentConfig",
     "StyleConfig",
     "UnitsConfig",
     "VisualizeConfig",

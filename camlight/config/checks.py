@@ -8,7 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from camlight.config.schema import Config, EvaluateConfig, fields
+from camlight.config.commands import EvaluateConfig
+from camlight.config.schema import Config, fields
 
 LAYOUTS = ("default", "small")  # SyntheticPets' layouts (camlight.datamodules.drawing.LAYOUTS)
 

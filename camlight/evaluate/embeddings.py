@@ -153,9 +153,7 @@ def _finish(out: Path, cfg, got: dict, dm, loaded, methods: list[str]) -> None:
         for m in methods:
             title = f"{loaded.name}: {m.upper()} of {len(feats)} {cfg.split} images' final-layer features"
             embedding_plot(coords[m], labels, names, partial / f"{m}.png", title)
-            save_png(
-                thumbnail_map(thumbs, coords[m], int(cfg.map_side), int(cfg.thumb)), partial / f"thumbnails_{m}.png"
-            )
+            save_png(thumbnail_map(thumbs, coords[m], int(cfg.map_side)), partial / f"thumbnails_{m}.png")
         about = {"model": loaded.name, "split": cfg.split, "images": len(feats), "features": int(feats.shape[1])}
         (partial / "run.json").write_text(json.dumps({**about, "seconds": seconds}, indent=2) + "\n")
         if cfg.wandb.mode != "disabled":

@@ -2,7 +2,8 @@
 supervised segmentation): GrabCut, seeded from the map, then scored against the object's mask.
 
 Seeds as Simonyan et al. set them: pixels above the map's 95 % quantile are foreground, pixels
-below its 30 % quantile background (OpenCV's definite labels, from which GrabCut estimates its
+below its 30 % quantile background (at the quantile itself where ties leave none beyond it: a
+ReLU'd CAM is exactly 0 on much of the image) (OpenCV's definite labels, from which GrabCut estimates its
 colour models); the rest start as probable background and go where the graph cut puts them. The
 image is the one the model saw, in RGB [0,1] (the batch's `rgb`: the callback and explain.py add
 it, undoing the normalisation). OpenCV's `cv2.grabCut` (the optional `segment` extra:
@@ -46,11 +47,13 @@ def grabcut_masks(
     for i in range(len(values)):
         m = values[i]
         hi, lo = np.quantile(m, foreground), np.quantile(m, background)
-        fg, bg = m > hi, m < lo
-        if not fg.any():
-            fg = m >= hi
-        if not fg.any() or not bg.any() or fg.all():
+        if hi <= lo:  # a flat map: no seeds
             continue
+        fg, bg = m > hi, m < lo
+        if not fg.any():  # ties at the top (a map clipped at its maximum)
+            fg = m >= hi
+        if not bg.any():  # ties at the bottom (a ReLU'd map is 0 on a third of the image or more)
+            bg = m <= lo
         labels = np.full(m.shape, cv2.GC_PR_BGD, dtype=np.uint8)
         labels[fg], labels[bg] = cv2.GC_FGD, cv2.GC_BGD
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)

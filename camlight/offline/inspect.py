@@ -3,7 +3,8 @@
 `filters` draws the first convolution's filters as an RGB grid; `activations` draws a layer's
 activation maps for images, channels sorted by their mean activation, beside the input; `invert`
 reconstructs images from each layer's features; `style` transfers a style with the network's own
-layers. Each writes its folder whole at the end, or nothing.
+layers; `segment` turns each method's map into a segmentation by GrabCut. Each writes its folder
+whole at the end, or nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from camlight.datamodules.io import BadFile
 from camlight.inspect import filter_images, first_conv, layer_output, sorted_channels
 from camlight.offline.commands import EXIT_OK, EXIT_SKIPPED, check_out, device_of
 from camlight.offline.inputs import from_files, from_split, load_model
-from camlight.viz import colorize, denormalize, save_png, tile_grid, write_csv
+from camlight.viz import colorize, denormalize, overlay, save_png, tile_grid, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -252,3 +253,64 @@ def _images(cfg: DictConfig, loaded):
 def _stretch(image: torch.Tensor) -> torch.Tensor:
     """Min-max to [0,1]: a reconstruction may leave the data's range."""
     return (image - image.min()) / (image.max() - image.min()).clamp(min=1e-12)
+
+
+def segment(cfg: DictConfig) -> int:
+    """Segmentation from saliency: for each image `out/segment_<image>.png` (rows: methods; columns:
+    the map, the map at 0.5 of its maximum, GrabCut seeded from it) and `segment.csv` (per image
+    and method: mask IoU of both where the image has a mask)."""
+    from camlight.explain import check_methods, explain
+    from camlight.metrics.localization import mask_iou
+    from camlight.metrics.segmentation import check_available, grabcut_masks
+
+    try:
+        methods = check_methods(list(cfg.methods))
+        check_available()
+    except (ValueError, ImportError) as e:
+        raise ConfigError(str(e)) from None
+    out = Path(cfg.out)
+    check_out(out)
+    loaded = load_model(cfg)
+    model = loaded.model.to(device_of(cfg.device)).eval()
+    items, skipped = _images(cfg, loaded)
+    device = next(model.parameters()).device
+    x = torch.stack([it.image for it in items]).to(device)
+    pre = loaded.preprocessing
+    rgb = denormalize(x.float().cpu(), pre.mean, pre.std)
+    labels = [it.label for it in items]
+    targets = torch.tensor(labels, device=device) if cfg.target == "label" and None not in labels else None
+    try:
+        maps = {m: v.cpu() for m, v in explain(model, x, methods, targets=targets, layer=cfg.get("layer")).items()}
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    cuts = {m: grabcut_masks(maps[m], rgb) for m in methods}
+    rows, grids = [], {}
+    for i, item in enumerate(items):
+        has_mask = item.mask is not None and bool(item.mask.any())
+        tiles, titles = [], []
+        for m in methods:
+            thresholded = (maps[m][i] >= 0.5).float()
+            row = {"image": item.name, "method": m}
+            if has_mask:
+                mask = item.mask[None]
+                row["mask_iou"] = round(float(mask_iou(maps[m][i : i + 1], mask)[0]), 6)
+                inter = (cuts[m][i] & mask[0]).sum().float()
+                union = (cuts[m][i] | mask[0]).sum().float().clamp(min=1)
+                row["grabcut_iou"] = round(float(inter / union), 6)
+            rows.append(row)
+            tiles += [overlay(rgb[i : i + 1], maps[m][i : i + 1])[0], rgb[i] * thresholded, rgb[i] * cuts[m][i].float()]
+            shown = [f" IoU {row[k]:.2f}" if has_mask else "" for k in ("mask_iou", "grabcut_iou")]
+            titles += [m, f"map>=0.5{shown[0]}", f"GrabCut{shown[1]}"]
+        title = f"{item.name}: segmentation from each method's map (Simonyan et al. 3.1)"
+        grids[item.name] = tile_grid(torch.stack(tiles), titles, cols=3, cell=cfg.cell, title=title)
+
+    def write(folder: Path) -> None:
+        for name, grid in list(grids.items())[: cfg.max_images]:
+            grid.save(folder / f"segment_{name}.png")
+        write_csv(folder / "segment.csv", rows)
+        if skipped:
+            (folder / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+
+    _write_whole(out, write)
+    log.info("segmented %d images with %s; results in %s", len(items), ", ".join(methods), out)
+    return EXIT_SKIPPED if skipped else EXIT_OK
