@@ -96,3 +96,29 @@ def test_segment_command_draws_and_scores_each_method(tmp_path, capsys):
     assert explain_cli.main(["segment", f"checkpoint={ckpt}", "methods=[gradcamm]", f"out={never}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gradcam" in err[0] and not never.exists()
+
+
+def test_evaluate_scores_grabcut_over_the_split_and_for_the_centre_baseline(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO, tiny_gap_run
+
+    ckpt = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]["best_checkpoint"]
+    out = tmp_path / "ev"
+    args = ["evaluate", f"checkpoint={ckpt}", "protocols=[grabcut]", "methods=[gradcam]", "batch_size=7"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "explain.py"), *args, f"out={out}", "trainer.enable_progress_bar=false"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = json.loads((out / "results.json").read_text())["scores"]
+    with open(out / "per_image.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "gradcam"]
+    assert len(rows) == 32
+    mean = sum(float(r["grabcut_iou"]) for r in rows) / len(rows)
+    assert scores["gradcam"]["grabcut_iou"] == pytest.approx(mean, abs=1e-5)
+    assert 0 <= scores["center_baseline"]["grabcut_iou"] <= 1

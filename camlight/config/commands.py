@@ -84,7 +84,7 @@ class EvaluateConfig(ModelChoice):
     protocols: list = _f(
         ["cam_loc", "wsol", "pointing"],
         "cam_loc (CAM's top-k / GT-known loc error), wsol (MaxBoxAccV2, PxAP), pointing, causal "
-        "(deletion/insertion AUC), aopc (Samek et al.)",
+        "(deletion/insertion AUC), aopc (Samek et al.), grabcut (GrabCut from the map, mask IoU; the segment extra)",
     )
     compat: dict = _f(
         {"wsol": "paper", "pointing": "paper"},

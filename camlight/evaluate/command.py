@@ -24,6 +24,7 @@ from camlight.evaluate.outputs import write_results
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, target_layer, unsupported
 from camlight.metrics.protocol_set import Protocols
 from camlight.metrics.protocols import GROUND_TRUTH_PROTOCOLS, Options, check_protocols
+from camlight.metrics.segmentation import check_available as check_grabcut
 from camlight.offline.commands import check_out
 from camlight.offline.inputs import load_model
 
@@ -177,7 +178,8 @@ def run(cfg, progress: bool = True) -> int:
         namer = image_namer(dm.dataset(cfg.split), cfg.split, dm.root)
         rows = Rows(out / f"per_image.rank{trainer.global_rank}.csv", names, namer)
         scoring = Protocols(protocols, methods, len(names), opts, cfg.center_baseline, data_classes)
-        evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated)
+        rgb = (loaded.preprocessing.mean, loaded.preprocessing.std) if "grabcut" in protocols else None
+        evaluation = Evaluation(model, methods, scoring, layer, rows, calibrated, rgb)
         trainer.predict(evaluation, _loader(dm, cfg.split, cfg, labels), return_predictions=False)
         if not trainer.is_global_zero:
             return 0
@@ -215,6 +217,11 @@ def _check(cfg) -> tuple[list[str], list[str]]:
         protocols = check_protocols(list(cfg.protocols), dict(cfg.compat))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if "grabcut" in protocols:
+        try:
+            check_grabcut()
+        except ImportError as e:
+            raise ConfigError(str(e)) from None
     if not methods or not protocols:
         raise ConfigError(f"{'methods' if not methods else 'protocols'}= is empty; give at least one")
     if cfg.calibrate_on and "wsol" not in protocols:

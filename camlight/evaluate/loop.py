@@ -100,11 +100,15 @@ class Evaluation(pl.LightningModule):
         layer: the target layer for the CAM family (None: found).
         rows: a per-rank `Rows` writer, or None.
         calibrated: {method: τ per δ} frozen MaxBoxAccV2 thresholds, or None.
+        rgb: (mean, std) of the input normalisation, to give the grabcut protocol the images'
+            colours; None when it does not run.
     """
 
-    def __init__(self, model: nn.Module, methods, protocols: Protocols, layer=None, rows=None, calibrated=None):
+    def __init__(
+        self, model: nn.Module, methods, protocols: Protocols, layer=None, rows=None, calibrated=None, rgb=None
+    ):
         super().__init__()
-        self.model, self.protocols = model, protocols
+        self.model, self.protocols, self.rgb = model, protocols, rgb
         self.methods, self.layer, self.rows, self.calibrated = list(methods), layer, rows, calibrated
         self.count = SumMetric()
         self.results: dict | None = None
@@ -119,6 +123,9 @@ class Evaluation(pl.LightningModule):
         if "image" not in batch or len(batch["image"]) == 0:  # every file of the batch was unreadable
             return
         x, labels = batch["image"], batch["label"]
+        if self.rgb is not None:  # the colours GrabCut segments: the normalisation undone
+            mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in self.rgb)
+            batch["rgb"] = (x.float() * std + mean).clamp(0, 1)
         with untouched(self.model), torch.no_grad():  # eval mode, whatever mode it came in
             logits = self.model(x)
         maps = explain(self.model, x, self.methods, targets=labels, layer=self.layer) if self.methods else {}

@@ -32,6 +32,7 @@ LABELS = {
     "deletion_auc": ("deletion AUC", False),
     "insertion_auc": ("insertion AUC", False),
     "aopc": ("AOPC", False),
+    "grabcut_iou": ("GrabCut mask IoU", False),
 }
 
 

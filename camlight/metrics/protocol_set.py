@@ -37,6 +37,11 @@ from camlight.metrics.protocols import (
     map_points,
     threshold_grid,
 )
+from camlight.metrics.segmentation import grabcut_iou
+
+
+def _rows(t, keep):
+    return None if t is None else t[keep]
 
 
 class _Mean(Metric):
@@ -104,6 +109,8 @@ class Protocols(nn.Module):
                 m["deletion"], m["insertion"] = _Mean("deletion_auc"), _Mean("insertion_auc")
             elif p == "aopc":
                 m[p] = _Mean("aopc")
+            elif p == "grabcut":
+                m["grabcut"] = _Mean("grabcut_iou")
         return m
 
     def update(
@@ -140,6 +147,13 @@ class Protocols(nn.Module):
                 hits = _hits_at(points, masks, m["pointing"].tolerance)
                 m["pointing"].update(points, masks, labels, hits)
                 out["pointing"] = _blank(hits.float(), _has_mask(masks))
+        if "grabcut" in m and masks is not None:  # GrabCut from the map (Simonyan et al. §3.1), on `rgb`
+            has = _has_mask(masks)
+            iou = grabcut_iou(maps[has], batch["rgb"][has], masks[has], _rows(batch.get("ignore"), has))
+            m["grabcut"].update(iou)
+            values = torch.zeros(len(maps), device=maps.device)
+            values[has] = iou.to(values.device)
+            out["grabcut_iou"] = _blank(values, has)
         if "deletion" in m:
             targets = labels.to(maps.device)
             out["deletion_auc"] = _f.deletion_auc(model, batch["image"], maps, targets, o.causal_steps)

@@ -43,9 +43,9 @@ try:  # PxAP's histograms compiled for maps on the CPU; torch.bucketize elsewher
 except ImportError:  # pragma: no cover - numba is a dependency, but a platform may lack its wheels
     pixel_counts = None
 
-PROTOCOLS = ("cam_loc", "wsol", "pointing", "causal", "aopc")
+PROTOCOLS = ("cam_loc", "wsol", "pointing", "causal", "aopc", "grabcut")
 # The protocols that score against boxes or masks (and the centre baseline with them).
-GROUND_TRUTH_PROTOCOLS = ("cam_loc", "wsol", "pointing")
+GROUND_TRUTH_PROTOCOLS = ("cam_loc", "wsol", "pointing", "grabcut")
 COMPAT = {"wsol": ("paper", "wsolevaluation"), "pointing": ("paper", "torchray")}
 CENTER = "center_baseline"
 
