@@ -353,3 +353,42 @@ def test_units_command_shows_the_gap_heads_strongest_units_for_the_class(trained
     expected = w.topk(3).indices.tolist()
     assert [int(r["unit"]) for r in rows[::2]] == expected
     assert [float(r["score"]) for r in rows[::2]] == pytest.approx(w.topk(3).values.tolist(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_patches_embeddings_and_robustness_give_one_processs_results_from_two(trained, tmp_path):
+    """The three whole-split commands under DDP (two gloo processes, shares of 16 and 15 images,
+    uneven batches) give what one process gives."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    def cli(command, out, *extra):
+        args = [command, f"checkpoint={trained}", "data.val_size=31", "batch_size=6", f"out={out}", *extra]
+        args.append("trainer.enable_progress_bar=false")
+        done = subprocess.run(
+            [sys.executable, str(REPO / "explain.py"), *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    ddp = ["trainer.devices=2", "trainer.strategy=ddp"]
+    for command, extra in (
+        ("patches", ["channels=[0,2,5]", "k=4"]),
+        ("embeddings", ["methods=[pca]"]),
+        ("robustness", []),
+    ):
+        cli(command, tmp_path / f"{command}1", *extra)
+        cli(command, tmp_path / f"{command}2", *extra, *ddp)
+    for name in ("patches/patches.csv", "embeddings/embeddings.csv", "robustness/robustness.csv"):
+        one, two = (tmp_path / name.replace("/", f"{k}/", 1) for k in (1, 2))
+        rows1, rows2 = (list(csv.DictReader(open(p))) for p in (one, two))
+        assert len(rows1) == len(rows2) > 0, name
+        for a, b in zip(rows1, rows2, strict=True):
+            for key, value in a.items():
+                try:
+                    assert float(b[key]) == pytest.approx(float(value), abs=1e-4), (name, key)
+                except ValueError:
+                    assert b[key] == value, (name, key)
+    assert json.loads((tmp_path / "robustness2" / "run.json").read_text())["images"] == 31

@@ -40,6 +40,13 @@ def test_grabcut_grows_the_seed_to_the_object_the_threshold_misses():
     # A ReLU'd map, zero on 60 % of the image: its 30 % quantile is 0, and the zeros seed the background.
     relu = torch.where(saliency > saliency.flatten().quantile(0.6), saliency, torch.zeros(()))
     assert grabcut_iou(relu, image, disc) > 0.9
+    # An Oxford-style trimap: a mask 3 px wider than the disc whose outer ring is the uncertain
+    # border; its pixels count neither way.
+    ys, xs = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    wide = ((ys - 30) ** 2 + (xs - 36) ** 2 <= 15**2)[None]
+    ring = wide & ~disc
+    plain, trimap = grabcut_iou(saliency, image, wide), grabcut_iou(saliency, image, wide, ignore=ring)
+    assert plain < 0.8 and trimap > 0.95 and trimap == iou, (float(plain), float(trimap))
     with pytest.raises(ValueError, match="'rgb'"):
         METRICS["grabcut_iou"].per_image(saliency, {"mask": disc, "image": image}, None, None)
 

@@ -62,8 +62,17 @@ class TopActivations(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         """{"channels" (n,), "values", "images", "rows", "cols" (k',n)}: rank r of unit u is
         column u, row r, strongest first (k' = min(k, images seen))."""
-        values, images, rows, cols = _top(self.values, self.images, self.rows, self.cols, self.k)
+        # After a DDP sync the states hold every rank's top-k: stacked (ranks, k, n) or a list.
+        states = [_rows_of(getattr(self, name), len(self.channels)) for name in ("values", "images", "rows", "cols")]
+        values, images, rows, cols = _top(*states, self.k)
         return {"channels": torch.tensor(self.channels), "values": values, "images": images, "rows": rows, "cols": cols}
+
+
+def _rows_of(state, n: int) -> torch.Tensor:
+    """A state as (rows, n), whatever shape the gathering across ranks left it in."""
+    if isinstance(state, (list, tuple)):
+        state = torch.cat([t.reshape(-1, n) for t in state]) if len(state) else torch.zeros(0, n)
+    return state.reshape(-1, n)
 
 
 def _top(values, images, rows, cols, k: int):
