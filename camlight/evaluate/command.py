@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import field, make_dataclass
 from pathlib import Path
 
@@ -205,6 +206,34 @@ def run(cfg, progress: bool = True) -> int:
     except BaseException:
         _remove_partial(out, trainer.global_rank, created)
         raise
+    finally:
+        if not in_group:
+            _leave_process_group()
+
+
+def split_pass(cfg, minimum: int = 1, what: str = "images"):
+    """(the loaded model, the model in eval mode, the datamodule) of a command that passes over a
+    whole split (`split=`): `out=` checked on rank 0, the split holding at least `minimum` images."""
+    if rank_zero_only.rank == 0:
+        check_out(Path(cfg.out))
+    loaded = load_model(cfg)
+    dm = _datamodule(cfg, loaded)
+    size = dm.split_size(cfg.split)
+    if size < minimum:
+        raise ConfigError(f"the {cfg.split} split of {dm.describe()} has {size} {what}; {minimum} at least are needed")
+    return loaded, loaded.model.eval(), dm
+
+
+@contextmanager
+def split_predict(cfg, module: pl.LightningModule, dm, labels=None, progress: bool = True):
+    """Run `module`'s predict loop over `cfg.split` (one process, or each its share under DDP) and
+    yield the trainer (rank 0 writes while the others wait); a process group this run started is
+    closed after."""
+    trainer = _trainer(cfg, progress)
+    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    try:
+        trainer.predict(module, _loader(dm, cfg.split, cfg, labels), return_predictions=False)
+        yield trainer
     finally:
         if not in_group:
             _leave_process_group()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -20,15 +18,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchmetrics import Metric
 
 from camlight.config import ConfigError
-from camlight.evaluate.command import _datamodule, _leave_process_group, _loader, _trainer, image_namer
+from camlight.evaluate.command import image_namer, split_pass, split_predict
+from camlight.evaluate.outputs import wandb_run
 from camlight.inspect.embeddings import REDUCERS, features, last_linear, reduce, thumbnail_map
-from camlight.offline.commands import check_out
-from camlight.offline.inputs import load_model
-from camlight.viz import denormalize, embedding_plot, save_png, write_csv
+from camlight.viz import denormalize, embedding_plot, save_png, whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -98,32 +94,21 @@ def run(cfg, progress: bool = True) -> int:
     bad = [m for m in methods if m not in REDUCERS]
     if bad or not methods:
         raise ConfigError(f"unknown methods {bad or '[]'}; choose from {', '.join(REDUCERS)}")
-    out = Path(cfg.out)
-    if rank_zero_only.rank == 0:
-        check_out(out)
-    loaded = load_model(cfg)
-    model = loaded.model.eval()
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise ConfigError("embeddings need scikit-learn: pip install 'camlight[inspect]'") from None
+    loaded, model, dm = split_pass(cfg, minimum=3, what="images to embed")
     try:
         last_linear(model)
-        import sklearn  # noqa: F401
-    except (ValueError, ImportError) as e:
-        msg = str(e) if isinstance(e, ValueError) else "embeddings need scikit-learn: pip install 'camlight[inspect]'"
-        raise ConfigError(msg) from None
-    dm = _datamodule(cfg, loaded)
-    if dm.split_size(cfg.split) < 3:
-        raise ConfigError(f"the {cfg.split} split of {dm.describe()} has fewer than 3 images to embed")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     pre = loaded.preprocessing
-    trainer = _trainer(cfg, progress)
-    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
-    try:
-        collect = FeatureCollect(model, pre.mean, pre.std, int(cfg.thumb))
-        trainer.predict(collect, _loader(dm, cfg.split, cfg, None), return_predictions=False)
+    collect = FeatureCollect(model, pre.mean, pre.std, int(cfg.thumb))
+    with split_predict(cfg, collect, dm, progress=progress) as trainer:
         if trainer.is_global_zero:
-            _finish(out, cfg, collect.result, dm, loaded, methods)
-        return 0
-    finally:
-        if not in_group:
-            _leave_process_group()
+            _finish(Path(cfg.out), cfg, collect.result, dm, loaded, methods)
+    return 0
 
 
 def _finish(out: Path, cfg, got: dict, dm, loaded, methods: list[str]) -> None:
@@ -143,10 +128,7 @@ def _finish(out: Path, cfg, got: dict, dm, loaded, methods: list[str]) -> None:
         for m in methods:
             row[f"{m}_x"], row[f"{m}_y"] = round(float(coords[m][k, 0]), 5), round(float(coords[m][k, 1]), 5)
         rows.append(row)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with whole_folder(out) as partial:
         write_csv(partial / "embeddings.csv", rows)
         np.save(partial / "features.npy", feats)
         thumbs = got["thumbs"].float() / 255
@@ -158,12 +140,6 @@ def _finish(out: Path, cfg, got: dict, dm, loaded, methods: list[str]) -> None:
         (partial / "run.json").write_text(json.dumps({**about, "seconds": seconds}, indent=2) + "\n")
         if cfg.wandb.mode != "disabled":
             _to_wandb(partial, cfg, rows, feats, about)
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log.info("embeddings of %d images in %s", len(feats), out)
 
 
@@ -171,18 +147,7 @@ def _to_wandb(folder: Path, cfg, rows, feats: np.ndarray, about: dict) -> None:
     """A W&B table with an `embedding` column (the features), which W&B's projector reads."""
     import wandb
 
-    run = wandb.init(
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
-        mode=cfg.wandb.mode,
-        dir=str(folder),
-        job_type="embeddings",
-        tags=list(cfg.wandb.tags),
-        config=about,
-    )
-    try:
+    with wandb_run(cfg, folder, "embeddings", about) as run:
         columns = ["image", "label", "predicted", "embedding"]
         data = [[r["image"], r["label"], r["predicted"], f.tolist()] for r, f in zip(rows, feats, strict=True)]
         run.log({"embeddings/table": wandb.Table(columns=columns, data=data)})
-    finally:
-        run.finish()

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -131,21 +132,31 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _to_wandb(out: Path, cfg, scores, header, rows, about) -> None:
-    """The scores as W&B summary keys `evaluate/<method>/<score>` and a table `evaluate/scores`."""
+@contextmanager
+def wandb_run(cfg, folder: Path, job_type: str, config: dict):
+    """A W&B run of this command (`cfg.wandb`: mode, project, entity, tags), written under
+    `folder`, finished after the body."""
     import wandb
 
     run = wandb.init(
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         mode=cfg.wandb.mode,
-        dir=str(out),
-        job_type="evaluate",
+        dir=str(folder),
+        job_type=job_type,
         tags=list(cfg.wandb.tags),
-        config={k: v for k, v in about.items() if k != "calibration_scores"},
+        config=config,
     )
     try:
-        run.summary.update({f"evaluate/{m}/{k}": v for m, s in scores.items() for k, v in s.items()})
-        run.log({"evaluate/scores": wandb.Table(columns=header, data=rows)})
+        yield run
     finally:
         run.finish()
+
+
+def _to_wandb(out: Path, cfg, scores, header, rows, about) -> None:
+    """The scores as W&B summary keys `evaluate/<method>/<score>` and a table `evaluate/scores`."""
+    import wandb
+
+    with wandb_run(cfg, out, "evaluate", {k: v for k, v in about.items() if k != "calibration_scores"}) as run:
+        run.summary.update({f"evaluate/{m}/{k}": v for m, s in scores.items() for k, v in s.items()})
+        run.log({"evaluate/scores": wandb.Table(columns=header, data=rows)})

@@ -12,22 +12,17 @@ with its activation) and `patches.csv`; the folder appears whole at the end, or 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from camlight.config import ConfigError
-from camlight.evaluate.command import Indexed, _datamodule, _leave_process_group, _loader, _trainer, image_namer
+from camlight.evaluate.command import Indexed, image_namer, split_pass, split_predict
 from camlight.inspect import layer_output
 from camlight.inspect.patches import TopActivations, class_units, crop, gradcam_alpha, head_weights
 from camlight.inspect.receptive import receptive_field
-from camlight.offline.commands import check_out
-from camlight.offline.inputs import load_model
-from camlight.viz import denormalize, tile_grid, write_csv
+from camlight.viz import denormalize, tile_grid, whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +51,7 @@ class PatchSearch(pl.LightningModule):
 
 def run(cfg, progress: bool = True) -> int:
     """Search, draw and write `cfg.out` on rank 0; return the exit code (0)."""
-    out = Path(cfg.out)
-    if rank_zero_only.rank == 0:
-        check_out(out)
-    loaded = load_model(cfg)
-    model = loaded.model.eval()
-    dm = _datamodule(cfg, loaded)
-    if dm.split_size(cfg.split) == 0:
-        raise ConfigError(f"the {cfg.split} split of {dm.describe()} is empty")
+    loaded, model, dm = split_pass(cfg)
     layer = cfg.layer or getattr(model, "target_layer", None)
     if not isinstance(layer, str) or not layer:
         raise ConfigError("give layer= (a module name, e.g. layer4 or features.7): this model names no target layer")
@@ -76,17 +64,11 @@ def run(cfg, progress: bool = True) -> int:
     if len(shape) != 4:
         raise ConfigError(f"layer {layer!r} gives shape {tuple(shape)}, not (B,C,h,w) maps; choose a conv layer")
     channels, scores, why = _channels(cfg, model, dm, layer, shape[1], loaded.class_names)
-    trainer = _trainer(cfg, progress)
-    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
-    try:
-        search = PatchSearch(model, layer, channels, int(cfg.k))
-        trainer.predict(search, _loader(dm, cfg.split, cfg, None), return_predictions=False)
+    search = PatchSearch(model, layer, channels, int(cfg.k))
+    with split_predict(cfg, search, dm, progress=progress) as trainer:
         if trainer.is_global_zero:
-            _write(out, cfg, search.result, scores, why, field, dm, loaded, layer)
-        return 0
-    finally:
-        if not in_group:
-            _leave_process_group()
+            _write(Path(cfg.out), cfg, search.result, scores, why, field, dm, loaded, layer)
+    return 0
 
 
 def _channels(cfg, model, dm, layer: str, count: int, names) -> tuple[list[int], list[float] | None, str]:
@@ -164,20 +146,11 @@ def _write(out: Path, cfg, result: dict, scores, why: str, field, dm, loaded, la
                 tiles.append(crop(image, field, i, j))
                 titles.append(f"#{channels[u]} {float(values[r, u]):.1f}" if r == 0 else f"{float(values[r, u]):.1f}")
     grid = tile_grid(torch.stack(tiles), titles, cols=values.shape[0], cell=cfg.cell, title=why) if tiles else None
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with whole_folder(out) as partial:
         if grid is not None:
             grid.save(partial / "patches.png")
         columns = ["unit", "score", "rank", "image", "row", "col", "activation", "y0", "y1", "x0", "x1"]
         write_csv(partial / "patches.csv", rows, columns)
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log.info("%d units of %s, %d patches each, in %s", len(channels), layer, values.shape[0], out)
 
 

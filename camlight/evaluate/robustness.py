@@ -12,16 +12,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchmetrics.aggregation import SumMetric
 
 from camlight.config import ConfigError
-from camlight.evaluate.command import _datamodule, _leave_process_group, _loader, _trainer, label_map
+from camlight.evaluate.command import label_map, split_pass, split_predict
 from camlight.inspect.adversarial import fgsm
-from camlight.offline.commands import check_out
-from camlight.offline.inputs import load_model
-from camlight.offline.inspect import _write_whole
-from camlight.viz import write_csv
+from camlight.viz import whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -60,40 +56,24 @@ def run(cfg, progress: bool = True) -> int:
     eps = [float(e) for e in cfg.eps]
     if not eps or any(e < 0 for e in eps):
         raise ConfigError(f"eps={list(cfg.eps)}: give one or more sizes >= 0, in pixels of 255 (e.g. [0,1,2,4,8])")
-    out = Path(cfg.out)
-    if rank_zero_only.rank == 0:
-        check_out(out)
-    loaded = load_model(cfg)
-    model = loaded.model.eval()
-    dm = _datamodule(cfg, loaded)
-    if dm.split_size(cfg.split) == 0:
-        raise ConfigError(f"the {cfg.split} split of {dm.describe()} is empty")
+    loaded, model, dm = split_pass(cfg)
     labels = label_map(dm.class_names, loaded.class_names)
     pre = loaded.preprocessing
-    trainer = _trainer(cfg, progress)
-    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
-    try:
-        scoring = FGSMAccuracy(model, eps, pre.mean, pre.std)
-        trainer.predict(scoring, _loader(dm, cfg.split, cfg, labels), return_predictions=False)
+    scoring = FGSMAccuracy(model, eps, pre.mean, pre.std)
+    with split_predict(cfg, scoring, dm, labels, progress) as trainer:
         if trainer.is_global_zero:
             rows = [
                 {"eps": e, "accuracy": round(a, 6), "images": scoring.images}
                 for e, a in zip(eps, scoring.accuracy, strict=True)
             ]
-
-            def write(folder: Path) -> None:
+            with whole_folder(cfg.out) as folder:
                 write_csv(folder / "robustness.csv", rows)
                 _plot(rows, folder / "robustness.png", f"{loaded.name} on {scoring.images} {cfg.split} images")
                 about = {"model": loaded.name, "split": cfg.split, "images": scoring.images, "attack": "FGSM"}
                 (folder / "run.json").write_text(json.dumps(about, indent=2) + "\n")
-
-            _write_whole(out, write)
             for r in rows:
                 log.info("FGSM ε = %g/255: accuracy %.2f %%", r["eps"], 100 * r["accuracy"])
-        return 0
-    finally:
-        if not in_group:
-            _leave_process_group()
+    return 0
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:

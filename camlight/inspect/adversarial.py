@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from camlight.inspect._state import evaluating
+
 
 def _scale(mean, std, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(per-channel size of one pixel unit of 255 in normalised space, lowest, highest valid value)."""
@@ -38,21 +40,6 @@ def _loss_grad(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> tupl
     return grad, logits.detach()
 
 
-class _Eval:
-    """Eval mode for the body; every module's training flag restored after, also on error."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, training in self.modes:
-            m.training = training
-
-
 def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, mean, std) -> torch.Tensor:
     """One untargeted FGSM step of `eps` pixel units (of 255) from `images` (normalised), away
     from `labels`, clamped to the valid pixel range."""
@@ -61,7 +48,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: floa
     unit, lo, hi = _scale(mean, std, images.device)
     if eps == 0:
         return images.detach().clone()
-    with _Eval(model):
+    with evaluating(model):
         grad, _ = _loss_grad(model, images, labels)
     return torch.maximum(torch.minimum(images.detach() + eps * unit * grad.sign(), hi), lo)
 
@@ -101,7 +88,7 @@ def fool(
     done = torch.zeros(n, dtype=torch.bool, device=images.device)
     taken = torch.zeros(n, dtype=torch.long, device=images.device)
     best = x0.clone()
-    with _Eval(model):
+    with evaluating(model):
         for k in range(steps + 1):
             grad, logits = _loss_grad(model, x, target)
             hit = (logits.argmax(1) == target) & ~done

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from camlight.inspect._state import evaluating
+
 REDUCERS = ("pca", "tsne")
 
 
@@ -31,14 +33,11 @@ def features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torc
     _, linear = last_linear(model)
     seen: list[torch.Tensor] = []
     handle = linear.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             logits = model(images)
     finally:
         handle.remove()
-        model.train(was_training)
     return seen[-1].detach().flatten(1), logits.detach()
 
 

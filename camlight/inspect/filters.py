@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camlight.inspect._state import evaluating
+
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     """(dotted name, module) of the model's first `nn.Conv2d` in registration order — the one
@@ -64,14 +66,11 @@ def layer_output(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Te
         raise ValueError(f"layer {layer!r} is not a module of this model; some that are: {hint}") from None
     seen: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(images)
     finally:
         handle.remove()
-        model.train(was_training)
     if not seen or not isinstance(seen[-1], torch.Tensor):
         raise ValueError(f"layer {layer!r} did not return a tensor in the forward pass")
     return seen[-1].detach()  # the last call, if the module is called more than once

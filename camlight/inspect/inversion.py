@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from camlight.inspect._state import evaluating
+
 
 class _Stop(Exception):
     pass
@@ -78,19 +80,6 @@ def gram(f: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
-class _Eval:
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, training in self.modes:
-            m.training = training
-
-
 def invert(
     model: nn.Module,
     image: torch.Tensor,
@@ -109,7 +98,7 @@ def invert(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     x0 = image.detach()[None]
-    with _Eval(model):
+    with evaluating(model):
         with torch.no_grad():
             target = layer_features(model, x0, [layer])[layer].detach()
         scale = target.pow(2).sum().clamp(min=1e-12)
@@ -145,7 +134,7 @@ def stylize(
     started from the content image. Returns (the image (3,H,W), the total loss per step)."""
     layers = list(dict.fromkeys([content_layer, *style_layers]))
     c0, s0 = content.detach()[None], style.detach()[None]
-    with _Eval(model):
+    with evaluating(model):
         with torch.no_grad():
             fc = layer_features(model, c0, layers)[content_layer].detach()
             fs = layer_features(model, s0, layers)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from camlight.inspect._state import evaluating
 from camlight.inspect.receptive import ReceptiveField
 
 
@@ -118,15 +119,12 @@ def gradcam_alpha(model: nn.Module, images: torch.Tensor, layer: str, target: in
     module = model.get_submodule(layer)
     seen: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             logits = model(images)
             (grad,) = torch.autograd.grad(logits[:, target].sum(), seen[-1])
     finally:
         handle.remove()
-        model.train(was_training)
     return grad.mean((2, 3)).detach()
 
 

@@ -241,7 +241,12 @@ def mask_iou(
 ) -> torch.Tensor:
     """(B,) IoU of (map >= threshold) with the mask; 0 when both are empty. Pixels where `ignore`
     (B,H,W) is set (e.g. a trimap's uncertain boundary) count neither way."""
-    pred, gt = maps >= threshold, masks.bool()
+    return binary_iou(maps >= threshold, masks, ignore)
+
+
+def binary_iou(pred: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) IoU of two (B,H,W) boolean masks; 0 when both are empty; `ignore` pixels count neither way."""
+    pred, gt = pred.bool(), masks.bool()
     if ignore is not None:
         keep = ~ignore.bool()
         pred, gt = pred & keep, gt & keep

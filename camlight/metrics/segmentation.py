@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from camlight.metrics.localization import binary_iou
+
 FOREGROUND, BACKGROUND = 0.95, 0.30  # quantiles of the map (Simonyan et al.)
 
 
@@ -65,10 +67,4 @@ def grabcut_masks(
 def grabcut_iou(maps: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, ignore=None) -> torch.Tensor:
     """(B,) IoU of GrabCut's segmentation (seeded from `maps`) with the ground-truth `masks`;
     0 when both are empty; pixels where `ignore` is set count neither way."""
-    pred, gt = grabcut_masks(maps, images), masks.bool()
-    if ignore is not None:
-        keep = ~ignore.bool()
-        pred, gt = pred & keep, gt & keep
-    inter = (pred & gt).flatten(1).sum(1).float()
-    union = (pred | gt).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+    return binary_iou(grabcut_masks(maps, images), masks.to(maps.device), ignore)

@@ -7,22 +7,20 @@ the Grad-CAM of each for its predicted class). The folder appears whole at the e
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from camlight.config import ConfigError
 from camlight.explain import explain
 from camlight.inspect.adversarial import fool
 from camlight.offline.commands import EXIT_OK, EXIT_SKIPPED, check_out, device_of
-from camlight.offline.inputs import from_files, from_split, load_model
-from camlight.offline.inspect import _write_whole
+from camlight.offline.inputs import first_images, load_model
 from camlight.offline.results import class_index
-from camlight.viz import denormalize, overlay, probe_grid, write_csv
+from camlight.viz import denormalize, overlay, probe_grid, whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +36,7 @@ def run(cfg: DictConfig) -> int:
     check_out(out)
     device = device_of(cfg.device)
     model = loaded.model.to(device).eval()
-    if cfg.input:
-        inputs = from_files(Path(cfg.input), loaded)
-    else:
-        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": cfg.images}), loaded)
-    items = list(itertools.islice(inputs.items, cfg.images))
-    if not items:
-        raise ConfigError(f"no image of {inputs.source} could be read (see the skipped files); nothing to fool")
+    items, skipped = first_images(cfg, loaded)
     x = torch.stack([it.image for it in items]).to(device)
     pre = loaded.preprocessing
     with torch.no_grad():
@@ -79,7 +71,6 @@ def run(cfg: DictConfig) -> int:
     grids = _grids(
         model, x[:m], adv[:m], predicted[:m], target[:m], before[:m], after[:m], names, pre, int(cfg.magnify)
     )
-    skipped = inputs.skipped()
 
     def write(folder: Path) -> None:
         write_csv(folder / "fooling.csv", rows)
@@ -88,7 +79,8 @@ def run(cfg: DictConfig) -> int:
         if skipped:
             (folder / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
 
-    _write_whole(out, write)
+    with whole_folder(out) as folder:
+        write(folder)
     ok = result["success"]
     eps = result["eps_needed"][ok]
     median = float(eps.median()) if len(eps) else float("nan")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from camlight.config import ConfigError
@@ -186,3 +186,16 @@ def _peek(inputs: Inputs) -> Inputs:
     inputs.first = first
     inputs.items = it if first is None else itertools.chain([first], it)
     return inputs
+
+
+def first_images(cfg: DictConfig, loaded: Resolved) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The first `cfg.images` good images of `input=`, or of the checkpoint's probe set of that
+    size (`split=`), and the files skipped on the way; ConfigError when none can be read."""
+    if cfg.input:
+        inputs = from_files(Path(cfg.input), loaded)
+    else:
+        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": cfg.images}), loaded)
+    items = list(itertools.islice(inputs.items, cfg.images))
+    if not items:
+        raise ConfigError(f"no image of {inputs.source} could be read (see the skipped files); nothing to do")
+    return items, inputs.skipped()

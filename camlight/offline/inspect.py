@@ -9,23 +9,19 @@ whole at the end, or nothing.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from camlight.config import ConfigError
 from camlight.datamodules.io import BadFile
 from camlight.inspect import filter_images, first_conv, layer_output, sorted_channels
 from camlight.offline.commands import EXIT_OK, EXIT_SKIPPED, check_out, device_of
-from camlight.offline.inputs import from_files, from_split, load_model
-from camlight.viz import colorize, denormalize, overlay, save_png, tile_grid, write_csv
+from camlight.offline.inputs import first_images, load_model
+from camlight.viz import colorize, denormalize, overlay, save_png, tile_grid, whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +47,8 @@ def filters(cfg: DictConfig) -> int:
         rows = [{"filter": int(i), "norm": float(norms[i])} for i in order]
         write_csv(folder / "filters.csv", rows, ["filter", "norm"])
 
-    _write_whole(out, write)
+    with whole_folder(out) as folder:
+        write(folder)
     log.info("%d filters of %s drawn in %s", len(shown), name, out / "filters.png")
     return EXIT_OK
 
@@ -63,13 +60,7 @@ def activations(cfg: DictConfig) -> int:
     check_out(out)
     loaded = load_model(cfg)
     model = loaded.model.to(device_of(cfg.device)).eval()
-    if cfg.input:
-        inputs = from_files(Path(cfg.input), loaded)
-    else:
-        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": cfg.images}), loaded)
-    items = list(itertools.islice(inputs.items, cfg.images))
-    if not items:
-        raise ConfigError(f"no image of {inputs.source} could be read (see the skipped files); nothing to show")
+    items, skipped = first_images(cfg, loaded)
     images = torch.stack([it.image for it in items]).to(next(model.parameters()).device)
     layer = cfg.layer or _default_layer(model)
     try:
@@ -91,7 +82,6 @@ def activations(cfg: DictConfig) -> int:
         title = f"{item.name}: {layer}, {acts.shape[1]} channels {acts.shape[2]}x{acts.shape[3]}, strongest first"
         grids[item.name] = tile_grid(tiles, titles, cell=cfg.cell, title=title)
         rows += [{"image": item.name, "channel": int(c), "mean": float(means[c])} for c in order]
-    skipped = inputs.skipped()
 
     def write(folder: Path) -> None:
         for name, grid in grids.items():
@@ -100,7 +90,8 @@ def activations(cfg: DictConfig) -> int:
         if skipped:
             (folder / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
 
-    _write_whole(out, write)
+    with whole_folder(out) as folder:
+        write(folder)
     log.info("activations of %s for %d images in %s (skipped %d)", layer, len(items), out, len(skipped))
     return EXIT_SKIPPED if skipped else EXIT_OK
 
@@ -113,21 +104,6 @@ def _default_layer(model: torch.nn.Module) -> str:
     raise ConfigError("give layer= (a module name, e.g. layer4 or features.7): this model names no target layer")
 
 
-def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
-    """`write(folder)` into a hidden folder beside `out`, renamed to `out` when complete."""
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        write(partial)
-        if out.exists():  # an empty folder (check_out allows it)
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-
-
 def invert(cfg: DictConfig) -> int:
     """Feature inversion for images, a column per layer: `out/inversion_<image>.png` (the input,
     then each layer's reconstruction, titled with its relative feature error) and `inversion.csv`."""
@@ -138,7 +114,7 @@ def invert(cfg: DictConfig) -> int:
     loaded = load_model(cfg)
     model = loaded.model.to(device_of(cfg.device)).eval()
     layers = list(cfg.layers) if cfg.layers else _blocks(model)
-    items, skipped = _images(cfg, loaded)
+    items, skipped = first_images(cfg, loaded)
     device = next(model.parameters()).device
     pre = loaded.preprocessing
     grids, rows = {}, []
@@ -166,7 +142,8 @@ def invert(cfg: DictConfig) -> int:
         if skipped:
             (folder / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
 
-    _write_whole(out, write)
+    with whole_folder(out) as folder:
+        write(folder)
     log.info("inverted %d images at %d layers; results in %s", len(items), len(layers), out)
     return EXIT_SKIPPED if skipped else EXIT_OK
 
@@ -217,7 +194,8 @@ def style(cfg: DictConfig) -> int:
         grid.save(folder / "stylized.png")
         save_png(shown[2], folder / "result.png")
 
-    _write_whole(out, write)
+    with whole_folder(out) as folder:
+        write(folder)
     log.info(
         "style: loss %.3g → %.3g over %d steps (content %s, style %s); %s",
         losses[0],
@@ -238,18 +216,6 @@ def _blocks(model: torch.nn.Module) -> list[str]:
     raise ConfigError("give layers=[...] (module names, shallow to deep, e.g. [layer1,layer2,layer3,layer4])")
 
 
-def _images(cfg: DictConfig, loaded):
-    """The first `images` good images of input=, or of the checkpoint's probe set; and the skipped files."""
-    if cfg.input:
-        inputs = from_files(Path(cfg.input), loaded)
-    else:
-        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": cfg.images}), loaded)
-    items = list(itertools.islice(inputs.items, cfg.images))
-    if not items:
-        raise ConfigError(f"no image of {inputs.source} could be read (see the skipped files); nothing to do")
-    return items, inputs.skipped()
-
-
 def _stretch(image: torch.Tensor) -> torch.Tensor:
     """Min-max to [0,1]: a reconstruction may leave the data's range."""
     return (image - image.min()) / (image.max() - image.min()).clamp(min=1e-12)
@@ -260,7 +226,7 @@ def segment(cfg: DictConfig) -> int:
     the map, the map at 0.5 of its maximum, GrabCut seeded from it) and `segment.csv` (per image
     and method: mask IoU of both where the image has a mask)."""
     from camlight.explain import check_methods, explain
-    from camlight.metrics.localization import mask_iou
+    from camlight.metrics.localization import binary_iou, mask_iou
     from camlight.metrics.segmentation import check_available, grabcut_masks
 
     try:
@@ -272,7 +238,7 @@ def segment(cfg: DictConfig) -> int:
     check_out(out)
     loaded = load_model(cfg)
     model = loaded.model.to(device_of(cfg.device)).eval()
-    items, skipped = _images(cfg, loaded)
+    items, skipped = first_images(cfg, loaded)
     device = next(model.parameters()).device
     x = torch.stack([it.image for it in items]).to(device)
     pre = loaded.preprocessing
@@ -294,9 +260,7 @@ def segment(cfg: DictConfig) -> int:
             if has_mask:
                 mask = item.mask[None]
                 row["mask_iou"] = round(float(mask_iou(maps[m][i : i + 1], mask)[0]), 6)
-                inter = (cuts[m][i] & mask[0]).sum().float()
-                union = (cuts[m][i] | mask[0]).sum().float().clamp(min=1)
-                row["grabcut_iou"] = round(float(inter / union), 6)
+                row["grabcut_iou"] = round(float(binary_iou(cuts[m][i : i + 1], mask)[0]), 6)
             rows.append(row)
             tiles += [overlay(rgb[i : i + 1], maps[m][i : i + 1])[0], rgb[i] * thresholded, rgb[i] * cuts[m][i].float()]
             shown = [f" IoU {row[k]:.2f}" if has_mask else "" for k in ("mask_iou", "grabcut_iou")]
@@ -311,6 +275,7 @@ def segment(cfg: DictConfig) -> int:
         if skipped:
             (folder / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
 
-    _write_whole(out, write)
+    with whole_folder(out) as folder:
+        write(folder)
     log.info("segmented %d images with %s; results in %s", len(items), ", ".join(methods), out)
     return EXIT_SKIPPED if skipped else EXIT_OK

@@ -15,8 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from camlight.explain import check_methods, drop_unsupported, unsupported
 from camlight.metrics import sanity as S
 from camlight.offline.commands import EXIT_OK, EXIT_SKIPPED, check_out, device_of
 from camlight.offline.inputs import from_files, from_split, load_model
-from camlight.viz import denormalize, overlay, probe_grid, randomization_plot, write_csv
+from camlight.viz import denormalize, overlay, probe_grid, randomization_plot, whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +185,7 @@ def summary_rows(curves: dict) -> list[dict]:
 
 def _write(out: Path, curves: dict, names: list[str], items, loaded, cfg, skipped) -> None:
     """Everything into a hidden folder beside `out`, renamed to `out` when complete."""
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with whole_folder(out) as partial:
         write_csv(partial / "sanity.csv", summary_rows(curves), SUMMARY_COLUMNS)
         per_image = [
             {
@@ -222,12 +217,6 @@ def _write(out: Path, curves: dict, names: list[str], items, loaded, cfg, skippe
                     grid.save(partial / f"maps_{mode}_{item.name}.png")
         if skipped:
             (partial / "skipped.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
-        if out.exists():  # an empty folder (check_out allows it)
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
 
 
 def _maps_grid(image: torch.Tensor, curve: dict, i: int, columns: list[str], mean, std):

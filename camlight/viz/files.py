@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,3 +38,22 @@ def to_uint8(image: torch.Tensor):
 def save_png(image: torch.Tensor, path: str | Path) -> None:
     """(3,H,W) float in [0,1] → a PNG file."""
     Image.fromarray(to_uint8(image)).save(path)
+
+
+@contextmanager
+def whole_folder(out: str | Path):
+    """A hidden folder beside `out` to write into, renamed to `out` when the body completes and
+    removed when it raises, so `out` appears whole or not at all. `out` may exist as an empty
+    folder (it is replaced)."""
+    out = Path(out)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if out.exists():
+            out.rmdir()
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
