@@ -62,7 +62,10 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
 def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
     build_explanation_callback(cfg)
-    if cfg.explain.enabled and "grabcut_iou" in cfg.explain.metrics:
+    wants_grabcut = "grabcut_iou" in cfg.explain.metrics or (
+        cfg.explain.full_val_every_n_epochs and "grabcut" in cfg.explain.full_val_protocols
+    )
+    if cfg.explain.enabled and wants_grabcut:
         try:
             check_grabcut()
         except ImportError as e:

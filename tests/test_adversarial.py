@@ -90,7 +90,7 @@ def test_fool_command_writes_the_table_and_the_pictures(trained, tmp_path, capsy
         assert not never.exists()
 
 
-def test_robustness_command_counts_what_a_hand_written_fgsm_counts(trained, tmp_path):
+def test_robustness_command_counts_what_a_hand_written_fgsm_counts(trained, tmp_path, capsys):
     from camlight.datamodules import SyntheticPets
 
     out = tmp_path / "r"
@@ -113,3 +113,14 @@ def test_robustness_command_counts_what_a_hand_written_fgsm_counts(trained, tmp_
             expected = float((model(adv).argmax(1) == y).float().mean())
         assert rows[eps] == pytest.approx(expected, abs=1e-6), eps
     assert json.loads((out / "run.json").read_text())["images"] == 32
+    never = tmp_path / "never"
+    for extra, says in (
+        (["eps=[-1]"], "sizes >= 0"),
+        (["data.val_size=1", "trainer.devices=2", "trainer.strategy=ddp"], "1 images for 2 processes"),
+        (["trainer.precision=16-true"], "half precision"),
+    ):
+        capsys.readouterr()
+        assert explain_cli.main(["robustness", f"checkpoint={trained}", *extra, f"out={never}"]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not never.exists()

@@ -135,6 +135,10 @@ def test_the_filter_grids_show_the_weights_as_they_change(tmp_path):
     assert np.array_equal(last, expected) and not np.array_equal(start[20:], last[20:])
     with pytest.raises(ValueError, match=">= 1"):
         FiltersCallback(0)
+    # Training stopped by max_steps (max_epochs unset): the start, every 5th epoch (none), the last.
+    late = FiltersCallback(5, cell=8)
+    _trainer(tmp_path / "steps", [late], epochs=-1, max_steps=12).fit(model, datamodule=_dm())
+    assert [p.name for p in late.written] == ["filters_start.png", "filters_epoch_002.png"]
 
 
 # -- what reaches the loggers and the disk ---------------------------------------------------------

@@ -132,6 +132,7 @@ def test_inspect_usage_mistakes_exit_2_with_one_line_and_write_nothing(trained, 
         ("filters", [f"checkpoint={tmp_path / 'missing.ckpt'}"], "not found"),
         ("filters", [f"checkpoint={trained}", "scale=log"], "scale"),
         ("filters", [f"checkpoint={trained}", "max_filters=0"], "max_filters"),
+        ("activations", [f"checkpoint={trained}", "cmap=rainbowz"], "unknown cmap='rainbowz'"),
         ("patches", [f"checkpoint={trained}", "channels=[999]"], "not channels of backbone.block4"),
         ("patches", [f"checkpoint={trained}", "layer=head.fc"], "not (B,C,h,w) maps"),
         ("patches", [f"checkpoint={trained}", "layer=nope"], "not a module of this model"),
@@ -306,6 +307,10 @@ def test_class_units_by_gradcam_alpha_rank_like_the_gap_weights():
     torch.testing.assert_close(alpha, weights[1].expand(4, -1) / (h * h))
     assert torch.equal(class_units(alpha.mean(0), 5)[0], class_units(weights[1], 5)[0])
     assert model.training and all(p.grad is None for p in model.parameters())
+    for p in model.parameters():  # a frozen network: α still reaches the activations
+        p.requires_grad_(False)
+    torch.testing.assert_close(gradcam_alpha(model, x, model.target_layer, 1), alpha)
+    assert not any(p.requires_grad for p in model.parameters())
     fc = Classifier(backbone="simple_cnn", head="fc", image_size=32, width=8)
     with pytest.raises(ValueError, match="rank by gradcam"):
         head_weights(fc, channels)

@@ -64,6 +64,28 @@ def test_channel_targets_sum_or_take_the_max_over_space():
         torch.testing.assert_close(got, expected, msg=spec)
 
 
+def test_gradcam_of_a_neuron_at_an_earlier_layer_named_as_in_the_model(resnet):
+    """layer= names the model's own modules (the wrapper that cuts at the neuron is invisible):
+    Grad-CAM at layer2 of a layer3 neuron equals the hand-computed α-weighted activations."""
+    x = _x(1)
+    got = explain(resnet, x, ["gradcam"], targets="layer3:4:2:1", layer="layer2", raw=True)["gradcam"]
+    seen = {}
+    hooks = [
+        getattr(resnet, n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o))
+        for n in ("layer2", "layer3")
+    ]
+    try:
+        resnet(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    (grad,) = torch.autograd.grad(seen["layer3"][0, 4, 2, 1], seen["layer2"])
+    expected = (grad.mean((2, 3), keepdim=True) * seen["layer2"]).sum(1).relu().detach()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="score_cam weighs by a softmax over classes"):
+        explain(resnet, x, ["score_cam"], targets="layer3:4")
+
+
 def test_the_model_is_left_as_it_was_and_mistakes_are_named(resnet):
     model = torchvision.models.resnet18().train()
     x = _x()
@@ -80,7 +102,7 @@ def test_the_model_is_left_as_it_was_and_mistakes_are_named(resnet):
         with pytest.raises(ValueError, match=re.escape(says)):
             explain(model, x, ["saliency"], targets=spec)
         assert all(not m._forward_hooks for m in model.modules()) and model.training
-    with pytest.raises(ValueError, match="cam explain classes through the GAP head"):
+    with pytest.raises(ValueError, match="cam reads a class's weights in the GAP head"):
         explain(
             Classifier("simple_cnn", "gap", image_size=32, width=4), _x(1, 32), ["cam"], targets="backbone.block2:0"
         )
@@ -109,7 +131,7 @@ def test_explain_py_takes_a_neuron_target(tmp_path, capsys):
         ("backbone.block2:99", [], "out of range"),
         ("nope:1", [], "not a module of this model"),
         ("backbone.block2:1", ["metrics=[deletion_auc]"], "re-score a class"),
-        ("backbone.block2:1", ["methods=[cam]"], "cam explains classes"),
+        ("backbone.block2:1", ["methods=[cam]"], "cam reads a class's weights"),
     ):
         assert explain_cli.main([*args, f"target={target}", *extra, f"out={never}"]) == 2
         err = capsys.readouterr().err.strip().splitlines()

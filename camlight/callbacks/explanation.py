@@ -212,6 +212,8 @@ class ExplanationCallback(pl.Callback):
                 logits = pl_module(images)
         maps = explain(pl_module, images, self.active, targets=labels)
         batch = {**batch, "image": images}  # in the model's dtype, for the protocols that re-run it
+        if "grabcut" in self.full_val_protocols:  # the colours GrabCut segments
+            batch["rgb"] = denormalize(images.float(), self.mean, self.std)
         for method in self.active:
             self.full.update(method, maps[method], batch, logits, pl_module, seeds=batch.get("index"))
         self.full.update_center(batch, logits)

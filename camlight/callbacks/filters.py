@@ -14,13 +14,13 @@ from camlight.viz import tile_grid
 
 class FiltersCallback(pl.Callback):
     """Draw the model's first `nn.Conv2d` filters after every `every_n_epochs`-th training epoch
-    (and before the first, to show where they started), on rank zero only.
+    and after the last (and before the first, to show where they started), on rank zero only.
 
     It reads the weights and nothing else: no forward pass, no random numbers, so training with
     it gives the same weights as training without it.
 
     Args:
-        every_n_epochs: draw after epochs n, 2n, ... (and the last); at least 1.
+        every_n_epochs: draw after epochs n, 2n, ... and after the last; at least 1.
         scale: "all" (one scale for the whole set, the default: filters that grow stand out) or
             "each" (every filter to its own largest weight), as in `filter_images`.
         cell: side of each filter's cell in pixels.
@@ -35,13 +35,21 @@ class FiltersCallback(pl.Callback):
         self.written: list[Path] = []
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self._last: int | None = None  # the last epoch trained, and whether it was drawn
+        self._drawn = False
         self._draw(trainer, pl_module, "start")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
-        last = epoch + 1 >= (trainer.max_epochs or 0)
-        if (epoch + 1) % self.every_n_epochs == 0 or last:
+        self._last, self._drawn = epoch, (epoch + 1) % self.every_n_epochs == 0
+        if self._drawn:
             self._draw(trainer, pl_module, f"epoch_{epoch:03d}")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """The final weights, when the last epoch was not one of every n-th (however training
+        ended: max_epochs, max_steps, early stopping)."""
+        if self._last is not None and not self._drawn:
+            self._draw(trainer, pl_module, f"epoch_{self._last:03d}")
 
     def _draw(self, trainer, pl_module, tag: str) -> None:
         if not trainer.is_global_zero:

@@ -110,6 +110,7 @@ class EvaluateConfig(ModelChoice):
 class PatchesConfig(ModelChoice):
     """`explain.py patches`: the image patches that drive a layer's units most, over a whole split."""
 
+    layer: str | None = _f(None, "the layer shown: a module name (null: a camlight Classifier's target layer)")
     data: dict = _f({}, "the dataset, as train.py's data.* keys (default: the checkpoint's own data config)")
     split: str = _f("val", "the split searched", choices=("train", "val", "test"))
     channels: list | None = _f(None, "the layer's channels (units) to follow (null: all of them)")
@@ -148,7 +149,7 @@ class EmbeddingsConfig(ModelChoice):
     perplexity: float = _f(30.0, "t-SNE perplexity (lowered to (N-1)/3 for small splits)", minimum=1.0)
     seed: int = _f(0, "seed of the reductions (the same features give the same map)")
     thumb: int = _f(32, "side of the thumbnails kept per image (the maps shrink them to fit)", minimum=4)
-    map_side: int = _f(1024, "side of the thumbnail maps in pixels", minimum=64)
+    map_side: int = _f(1024, "side of the thumbnail maps in pixels, at most (a whole number of thumbnails)", minimum=64)
     batch_size: int = _f(64, "images per batch (per process)", minimum=1)
     num_workers: Any = _f(0, "DataLoader worker processes per process (or auto)")
     out: str = _f("embeddings", "output folder (created; must not hold an earlier result)")
@@ -272,6 +273,7 @@ class FiltersConfig(ModelChoice):
 class ActivationsConfig(ModelChoice):
     """`explain.py activations`: a layer's activation maps for images, channels strongest first."""
 
+    layer: str | None = _f(None, "the layer shown: a module name (null: a camlight Classifier's target layer)")
     input: str | None = _f(None, "an image file or a folder of images (default: the checkpoint's val probe set)")
     split: str | None = _f("val", "without input: the checkpoint's own data split", choices=(None, "val", "test"))
     images: int = _f(4, "images to show", minimum=1)

@@ -229,7 +229,22 @@ def split_predict(cfg, module: pl.LightningModule, dm, labels=None, progress: bo
     """Run `module`'s predict loop over `cfg.split` (one process, or each its share under DDP) and
     yield the trainer (rank 0 writes while the others wait); a process group this run started is
     closed after."""
+    if str(cfg.trainer.precision) in HALF_WEIGHTS:
+        raise ConfigError(
+            f"trainer.precision={cfg.trainer.precision} turns the weights to half precision; use 16-mixed or "
+            "bf16-mixed (autocast) or 32-true"
+        )
     trainer = _trainer(cfg, progress)
+    limit = cfg.trainer.limit_predict_batches
+    if isinstance(limit, float) and limit < 1.0 and trainer.world_size > 1:
+        raise ConfigError(
+            "trainer.limit_predict_batches as a fraction can leave a process without batches; give a count"
+        )
+    if dm.split_size(cfg.split) < trainer.world_size:  # a process without batches would never join the reduction
+        raise ConfigError(
+            f"the {cfg.split} split has {dm.split_size(cfg.split)} images for {trainer.world_size} processes; "
+            "every process needs at least one"
+        )
     in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     try:
         trainer.predict(module, _loader(dm, cfg.split, cfg, labels), return_predictions=False)

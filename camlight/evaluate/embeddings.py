@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from camlight.config import ConfigError
-from camlight.evaluate.command import image_namer, split_pass, split_predict
+from camlight.evaluate.command import image_namer, label_map, split_pass, split_predict
 from camlight.evaluate.outputs import wandb_run
 from camlight.inspect.embeddings import REDUCERS, features, last_linear, reduce, thumbnail_map
 from camlight.viz import denormalize, embedding_plot, save_png, whole_folder, write_csv
@@ -105,7 +105,8 @@ def run(cfg, progress: bool = True) -> int:
         raise ConfigError(str(e)) from None
     pre = loaded.preprocessing
     collect = FeatureCollect(model, pre.mean, pre.std, int(cfg.thumb))
-    with split_predict(cfg, collect, dm, progress=progress) as trainer:
+    labels = label_map(dm.class_names, loaded.class_names)  # the data's labels as the model's classes
+    with split_predict(cfg, collect, dm, labels, progress) as trainer:
         if trainer.is_global_zero:
             _finish(Path(cfg.out), cfg, collect.result, dm, loaded, methods)
     return 0
@@ -114,6 +115,8 @@ def run(cfg, progress: bool = True) -> int:
 def _finish(out: Path, cfg, got: dict, dm, loaded, methods: list[str]) -> None:
     names = list(loaded.class_names)
     feats = got["features"].numpy()
+    if len(feats) < 3:
+        raise ConfigError(f"only {len(feats)} images of the {cfg.split} split could be read; 3 at least are needed")
     coords, seconds = {}, {}
     for m in methods:
         start = time.perf_counter()

@@ -4,7 +4,7 @@ and `strategy=ddp` split the split; each process keeps its own top-k, merged whe
 
 `patches` follows the channels asked for (`channels=[...]`, or all of them); `units` picks the
 channels a class relies on (CAM paper, fig. 8): the GAP head's largest weights for that class, or
-for any model the largest Grad-CAM α averaged over the class's images of the split's first batch.
+for any model the largest Grad-CAM α averaged over the first `alpha_images` images of the class.
 Writes `patches.png` (a row per unit: its k patches, cut to the unit's receptive field, each titled
 with its activation) and `patches.csv`; the folder appears whole at the end, or not at all.
 """
@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from camlight.config import ConfigError
-from camlight.evaluate.command import Indexed, image_namer, split_pass, split_predict
+from camlight.evaluate.command import Indexed, image_namer, label_map, split_pass, split_predict
 from camlight.inspect import layer_output
 from camlight.inspect.patches import TopActivations, class_units, crop, gradcam_alpha, head_weights
 from camlight.inspect.receptive import receptive_field
@@ -55,7 +55,9 @@ def run(cfg, progress: bool = True) -> int:
     layer = cfg.layer or getattr(model, "target_layer", None)
     if not isinstance(layer, str) or not layer:
         raise ConfigError("give layer= (a module name, e.g. layer4 or features.7): this model names no target layer")
-    first = next(s for _, s in dm.samples(cfg.split))
+    first = next((s for _, s in dm.samples(cfg.split)), None)
+    if first is None:
+        raise ConfigError(f"no usable image in the {cfg.split} split")
     try:
         shape = layer_output(model, first["image"][None], layer).shape
         field = receptive_field(model, layer)
@@ -96,7 +98,9 @@ def _channels(cfg, model, dm, layer: str, count: int, names) -> tuple[list[int],
             raise ConfigError(str(e)) from None
         how = "largest GAP-head weight"
     else:
-        images = [s["image"] for _, s in zip(range(int(cfg.alpha_images)), _of_class(dm, cfg.split, c), strict=False)]
+        mapped = label_map(dm.class_names, names)  # the data's labels as the model's classes
+        of_class = _of_class(dm, cfg.split, c, mapped)
+        images = [s["image"] for _, s in zip(range(int(cfg.alpha_images)), of_class, strict=False)]
         if not images:
             raise ConfigError(f"no image of class {names[c]} in the {cfg.split} split to average Grad-CAM's α over")
         scores = gradcam_alpha(model, torch.stack(images), layer, c).mean(0)
@@ -105,9 +109,10 @@ def _channels(cfg, model, dm, layer: str, count: int, names) -> tuple[list[int],
     return channels.tolist(), values.tolist(), f"{layer}: the units of class {names[c]} ({how})"
 
 
-def _of_class(dm, split: str, c: int):
+def _of_class(dm, split: str, c: int, mapped: list[int] | None):
     for _, s in dm.samples(split):
-        if int(s["label"]) == c:
+        label = int(s["label"])
+        if (label if mapped is None else mapped[label]) == c:
             yield s
 
 

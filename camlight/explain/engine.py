@@ -32,7 +32,9 @@ from camlight.explain.neuron import Neuron, NeuronModel, is_neuron_spec, parse_n
 # Normalisation kinds: "pixel" (B,3,H,W) signed → max |.| over channels → min-max;
 # "cam" (B,h,w) → ReLU → upsample → min-max; "signed" (B,H,W) → min-max.
 KINDS = ("pixel", "cam", "signed")
-CLASS_ONLY = ("cam",)  # methods that read a class's weights in the GAP head: no neuron targets
+# Methods that need a classifier's classes, not one neuron: CAM reads a class's weights in the GAP
+# head; Score-CAM weighs by a softmax over the classes (over one neuron it is always 1).
+CLASS_ONLY = {"cam": "reads a class's weights in the GAP head", "score_cam": "weighs by a softmax over classes"}
 
 
 @dataclass(frozen=True)
@@ -374,10 +376,12 @@ def explain(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if is_neuron_spec(targets):  # a unit of an intermediate layer: its value is the one "logit"
         neuron = targets if isinstance(targets, Neuron) else parse_neuron(targets)
-        refused = [m for m in methods if m in CLASS_ONLY]
+        refused = [f"{m} {CLASS_ONLY[m]}" for m in methods if m in CLASS_ONLY]
         if refused:
-            raise ValueError(f"{', '.join(refused)} explain classes through the GAP head, not a neuron; use gradcam")
+            raise ValueError(f"{'; '.join(refused)}: it explains classes, not a neuron; use gradcam")
         model, targets = NeuronModel(model, neuron), 0
+        if isinstance(layer, str):  # names are the model's, now inside the wrapper
+            layer = f"model.{layer}"
     access = ModelAccess(model, layer)
     out = {}
     with untouched(model):

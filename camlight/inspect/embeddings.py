@@ -62,7 +62,8 @@ def reduce(feats: np.ndarray, method: str, seed: int = 0, perplexity: float = 30
 
 
 def thumbnail_map(images: torch.Tensor, coords: np.ndarray, side: int = 1024, spread: float = 3.0) -> torch.Tensor:
-    """(3,side,side) canvas in [0,1], white, with each image (N,3,h,w) placed on a grid at its 2-D
+    """A canvas (3,S,S) in [0,1], white, S = cells · thumb ≤ `side` (a whole number of thumbnails),
+    with each image (N,3,h,w) placed on a grid at its 2-D
     position (the lecture's t-SNE grid): √(spread·N) cells a side, so about a third are filled
     and the map keeps its shape; an image goes to its own cell if free, else to the nearest free
     one, so none hides another."""

@@ -118,7 +118,12 @@ def gradcam_alpha(model: nn.Module, images: torch.Tensor, layer: str, target: in
     is left as it was (mode restored, hook removed, no parameter's .grad touched)."""
     module = model.get_submodule(layer)
     seen: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+
+    def leaf(_m, _i, out):  # a leaf the gradient can reach even when every parameter is frozen
+        seen.append(out.detach().requires_grad_(True))
+        return seen[-1]
+
+    handle = module.register_forward_hook(leaf)
     try:
         with evaluating(model), torch.enable_grad():
             logits = model(images)

@@ -12,8 +12,9 @@ unit 0's centre), so unit i covers input pixels [s + i·j − (r−1)/2, s + i·
 - anything that mixes every position (global pooling, a linear layer on flattened maps, a
   squeeze-and-excitation gate): the whole input.
 
-Layers whose effect on positions is not known (upsampling, attention, reshapes of the grid) are
-refused with the node's name rather than guessed.
+Reshapes, flattening and reductions (`view`, `reshape`, `flatten`, `mean`, `sum`, `amax`) are
+taken, conservatively, to mix every position; layers whose effect on positions is not known
+(upsampling, attention, anything else) are refused with the node's name rather than guessed.
 """
 
 from __future__ import annotations

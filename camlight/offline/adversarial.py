@@ -2,7 +2,7 @@
 iterative FGSM within an L∞ budget (`camlight.inspect.adversarial.fool`); writes `fooling.csv`
 (per image: its class and probability before, the target's probability after, success and the ε
 it needed) and `fooling_<image>.png` (the original, the perturbation magnified, the result, and
-the Grad-CAM of each for its predicted class). The folder appears whole at the end, or not at all.
+Grad-CAM of the original for its predicted class and of the result for the target class). The folder appears whole at the end, or not at all.
 """
 
 from __future__ import annotations
@@ -68,9 +68,12 @@ def run(cfg: DictConfig) -> int:
             }
         )
     m = int(cfg.max_images)
-    grids = _grids(
-        model, x[:m], adv[:m], predicted[:m], target[:m], before[:m], after[:m], names, pre, int(cfg.magnify)
-    )
+    grids = []
+    if m > 0:
+        try:
+            grids = _grids(model, x[:m], adv[:m], predicted[:m], target[:m], before[:m], after[:m], names, pre, cfg)
+        except ValueError as e:  # a layer= that does not fit, or none found for Grad-CAM
+            raise ConfigError(str(e)) from None
 
     def write(folder: Path) -> None:
         write_csv(folder / "fooling.csv", rows)
@@ -95,14 +98,15 @@ def run(cfg: DictConfig) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
-def _grids(model, x, adv, predicted, target, before, after, names, pre, magnify: int):
+def _grids(model, x, adv, predicted, target, before, after, names, pre, cfg):
     """One grid per image: original, perturbation × magnify (grey = none), result; then the
-    Grad-CAM of the original for its class and of the result for the target."""
+    Grad-CAM of the original for its class and of the result for the target (at `layer=`)."""
+    magnify, layer = int(cfg.magnify), cfg.get("layer")
     shown = denormalize(x.float().cpu(), pre.mean, pre.std)
     fooled = denormalize(adv.float().cpu(), pre.mean, pre.std)
     delta = (0.5 + magnify * (fooled - shown)).clamp(0, 1)
-    cam_before = explain(model, x, ["gradcam"], targets=predicted)["gradcam"].cpu()
-    cam_after = explain(model, adv, ["gradcam"], targets=target)["gradcam"].cpu()
+    cam_before = explain(model, x, ["gradcam"], targets=predicted, layer=layer)["gradcam"].cpu()
+    cam_after = explain(model, adv, ["gradcam"], targets=target, layer=layer)["gradcam"].cpu()
     grids = []
     for i in range(len(x)):
         p, t = int(predicted[i]), int(target[i])

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from camlight.config import ConfigError
 from camlight.datamodules.io import BadFile
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported, untouched
+from camlight.explain.engine import CLASS_ONLY
 from camlight.explain.neuron import NeuronModel, is_neuron_spec, parse_neuron
 from camlight.metrics import METRICS, check_metrics
 from camlight.metrics.segmentation import check_available as check_grabcut
@@ -94,17 +95,21 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     methods, layer, layer_used = list(check_methods(list(cfg.methods))), cfg.get("layer"), None
     if inputs.first is not None:
         first = inputs.first.image[None].to(device)
+        if is_neuron_spec(str(cfg.target)):
+            _check_neuron(model, first, str(cfg.target), methods)
         try:
             reasons = unsupported(model, first, methods, layer)
             if len(reasons) == len(methods):
                 raise ConfigError(f"this model supports none of the methods asked for: {'; '.join(reasons.values())}")
             methods = drop_unsupported(methods, reasons)
             if any(REGISTRY[m].needs & {"layer", "layer_grad"} for m in methods):
-                layer_used = target_layer(model, first, layer)
+                if is_neuron_spec(str(cfg.target)):  # the layer found in the network cut at the neuron
+                    neuron = NeuronModel(model, parse_neuron(str(cfg.target)))
+                    layer_used = target_layer(neuron, first, None if layer is None else f"model.{layer}")
+                else:
+                    layer_used = target_layer(model, first, layer)
         except ValueError as e:  # a layer= that does not fit this model
             raise ConfigError(str(e)) from None
-        if is_neuron_spec(str(cfg.target)):
-            _check_neuron(model, first, str(cfg.target), methods)
         if layer_used:
             log.info("target layer: %s", layer_used)
     pre = loaded.preprocessing
@@ -129,8 +134,9 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
 def _check_neuron(model, first: torch.Tensor, spec: str, methods: list[str]) -> None:
     """ConfigError unless the neuron exists in the model (layer, channel, position) and every
     method can explain one."""
-    if "cam" in methods:
-        raise ConfigError(f"cam explains classes through the GAP head, not a neuron; drop it or use gradcam for {spec}")
+    refused = [f"{m} {CLASS_ONLY[m]}" for m in methods if m in CLASS_ONLY]
+    if refused:
+        raise ConfigError(f"{'; '.join(refused)}: it explains classes, not a neuron; drop it for target={spec}")
     try:
         with untouched(model), torch.no_grad():
             NeuronModel(model, parse_neuron(spec))(first)

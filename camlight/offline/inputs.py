@@ -194,7 +194,8 @@ def first_images(cfg: DictConfig, loaded: Resolved) -> tuple[list[Item], list[tu
     if cfg.input:
         inputs = from_files(Path(cfg.input), loaded)
     else:
-        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": cfg.images}), loaded)
+        probe = cfg.images if cfg.split == "val" else None  # the probe set is drawn from validation data
+        inputs = from_split(OmegaConf.create({"split": cfg.split, "probe_size": probe}), loaded)
     items = list(itertools.islice(inputs.items, cfg.images))
     if not items:
         raise ConfigError(f"no image of {inputs.source} could be read (see the skipped files); nothing to do")

@@ -60,6 +60,10 @@ def activations(cfg: DictConfig) -> int:
     check_out(out)
     loaded = load_model(cfg)
     model = loaded.model.to(device_of(cfg.device)).eval()
+    from matplotlib import colormaps
+
+    if cfg.cmap not in colormaps:
+        raise ConfigError(f"unknown cmap={cfg.cmap!r}; a matplotlib colormap such as viridis, magma or jet")
     items, skipped = first_images(cfg, loaded)
     images = torch.stack([it.image for it in items]).to(next(model.parameters()).device)
     layer = cfg.layer or _default_layer(model)
@@ -168,7 +172,12 @@ def style(cfg: DictConfig) -> int:
             images.append(prepare(path, pre.as_dict()))
         except BadFile as e:
             raise ConfigError(f"{key}={path}: {e}") from None
-    blocks = _blocks(model) if not (cfg.content_layer and cfg.style_layers) else []
+    try:
+        blocks = _blocks(model) if not (cfg.content_layer and cfg.style_layers) else []
+    except ConfigError:
+        raise ConfigError(
+            "give content_layer= and style_layers=[...] (module names): this model has no backbone blocks to default to"
+        ) from None
     content_layer = cfg.content_layer or blocks[-2 if len(blocks) > 1 else -1]
     style_layers = list(cfg.style_layers) if cfg.style_layers else blocks
     device = next(model.parameters()).device
@@ -244,7 +253,9 @@ def segment(cfg: DictConfig) -> int:
     pre = loaded.preprocessing
     rgb = denormalize(x.float().cpu(), pre.mean, pre.std)
     labels = [it.label for it in items]
-    targets = torch.tensor(labels, device=device) if cfg.target == "label" and None not in labels else None
+    if cfg.target == "label" and None in labels:
+        raise ConfigError("target=label needs ground truth: leave out input= (the probe set), or use target=top1")
+    targets = torch.tensor(labels, device=device) if cfg.target == "label" else None
     try:
         maps = {m: v.cpu() for m, v in explain(model, x, methods, targets=targets, layer=cfg.get("layer")).items()}
     except ValueError as e:
@@ -258,9 +269,9 @@ def segment(cfg: DictConfig) -> int:
             thresholded = (maps[m][i] >= 0.5).float()
             row = {"image": item.name, "method": m}
             if has_mask:
-                mask = item.mask[None]
-                row["mask_iou"] = round(float(mask_iou(maps[m][i : i + 1], mask)[0]), 6)
-                row["grabcut_iou"] = round(float(binary_iou(cuts[m][i : i + 1], mask)[0]), 6)
+                mask, ignore = item.mask[None], None if item.ignore is None else item.ignore[None]
+                row["mask_iou"] = round(float(mask_iou(maps[m][i : i + 1], mask, ignore=ignore)[0]), 6)
+                row["grabcut_iou"] = round(float(binary_iou(cuts[m][i : i + 1], mask, ignore)[0]), 6)
             rows.append(row)
             tiles += [overlay(rgb[i : i + 1], maps[m][i : i + 1])[0], rgb[i] * thresholded, rgb[i] * cuts[m][i].float()]
             shown = [f" IoU {row[k]:.2f}" if has_mask else "" for k in ("mask_iou", "grabcut_iou")]
