@@ -50,7 +50,17 @@ def build(name: str):
 def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
     """{method: {peer: fn}} for the same work as ours."""
     from captum import attr
-    from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam import (
+        AblationCAM,
+        EigenCAM,
+        EigenGradCAM,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        ScoreCAM,
+        XGradCAM,
+    )
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer = model.get_submodule(layer_name)
@@ -75,6 +85,12 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
             "grad-cam": lib(GradCAM, x, len(x)),
         },
         "gradcam_pp": {"grad-cam": lib(GradCAMPlusPlus, x, len(x))},
+        "hirescam": {"grad-cam": lib(HiResCAM, x, len(x))},
+        "xgradcam": {"grad-cam": lib(XGradCAM, x, len(x))},
+        "layercam": {"grad-cam": lib(LayerCAM, x, len(x))},
+        "eigencam": {"grad-cam": lib(EigenCAM, x, len(x))},
+        "eigengradcam": {"grad-cam": lib(EigenGradCAM, x, len(x))},
+        "input_x_gradient": {"captum": lambda: attr.InputXGradient(model).attribute(x, target=targets)},
         "guided_gradcam": {"captum": lambda: attr.GuidedGradCam(model, layer).attribute(x, target=targets)},
         "smoothgrad": {
             "captum": lambda: attr.NoiseTunnel(attr.Saliency(model)).attribute(
@@ -110,9 +126,15 @@ ORDER = (
     "saliency",
     "deconvnet",
     "guided_backprop",
+    "input_x_gradient",
     "cam",
     "gradcam",
     "gradcam_pp",
+    "hirescam",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "eigengradcam",
     "guided_gradcam",
     "smoothgrad",
     "integrated_gradients",

@@ -136,3 +136,43 @@ def test_score_cam_matches_pytorch_grad_cam(model, monkeypatch):
     ours = explain(model, x, ["score_cam"], targets=TARGETS, layer="layer4", score_cam=dict(score="logit_softmax"))
     theirs = _grad_cam_lib("ScoreCAM", model, x)
     assert (ours["score_cam"] - theirs).abs().max() <= TOL
+
+
+@pytest.mark.parametrize(
+    ("method", "peer"), [("hirescam", "HiResCAM"), ("xgradcam", "XGradCAM"), ("layercam", "LayerCAM")]
+)
+def test_gradient_weighted_cams_match_pytorch_grad_cam(model, x, method, peer):
+    ours = explain(model, x, [method], targets=TARGETS, layer="layer4")[method]
+    theirs = _grad_cam_lib(peer, model, x, TARGETS)
+    assert (ours - theirs).abs().max() <= TOL
+
+
+def test_eigen_cams_are_pytorch_grad_cams_projection_with_its_sign_correction(model, x):
+    """EigenCAM and EigenGradCAM: pytorch-grad-cam's first-component projection of A (and of
+    ∂y/∂A ⊙ A), with the sign rule of its `get_2d_projection_with_sign_correction` (its EigenCAM
+    class leaves the SVD's arbitrary sign). Compared raw, at the layer's resolution."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    seen = {}
+    handle = model.layer4.register_forward_hook(lambda m, i, o: seen.__setitem__("a", o))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    a = seen["a"]
+    (g,) = torch.autograd.grad(logits.gather(1, TARGETS[:, None]).sum(), a)
+    for method, source in (("eigencam", a), ("eigengradcam", g * a)):
+        ours = explain(model, x, [method], targets=TARGETS, layer="layer4", raw=True)[method]
+        theirs = torch.from_numpy(get_2d_projection_with_sign_correction(source.detach().numpy())).clamp(min=0)
+        scale = theirs.abs().max()
+        assert (ours - theirs).abs().max() <= TOL * scale, method
+        assert ours.max() > 0
+    # Class-agnostic: EigenCAM's map is the same for every target.
+    other = explain(model, x, ["eigencam"], targets=TARGETS.flip(0), layer="layer4", raw=True)["eigencam"]
+    assert torch.equal(other, explain(model, x, ["eigencam"], targets=TARGETS, layer="layer4", raw=True)["eigencam"])
+
+
+def test_input_x_gradient_matches_captum(model, x):
+    ours = explain(model, x, ["input_x_gradient"], targets=TARGETS, raw=True)["input_x_gradient"]
+    theirs = captum.InputXGradient(copy.deepcopy(model)).attribute(x.clone(), target=TARGETS)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)

@@ -63,6 +63,12 @@ AblationCAM = _explainer("AblationCAM", "ablation_cam")
 ScoreCAM = _explainer("ScoreCAM", "score_cam")
 SmoothGrad = _explainer("SmoothGrad", "smoothgrad")
 IntegratedGradients = _explainer("IntegratedGradients", "integrated_gradients")
+InputXGradient = _explainer("InputXGradient", "input_x_gradient")
+HiResCAM = _explainer("HiResCAM", "hirescam")
+XGradCAM = _explainer("XGradCAM", "xgradcam")
+LayerCAM = _explainer("LayerCAM", "layercam")
+EigenCAM = _explainer("EigenCAM", "eigencam")
+EigenGradCAM = _explainer("EigenGradCAM", "eigengradcam")
 
 __all__ = [
     "METHODS",
@@ -75,6 +81,12 @@ __all__ = [
     "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "HiResCAM",
+    "InputXGradient",
+    "LayerCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "XGradCAM",
     "IntegratedGradients",
     "Layer",
     "Occlusion",

@@ -83,3 +83,61 @@ def gradcam_pp(ctx: Context) -> torch.Tensor:
 def guided_gradcam(ctx: Context) -> torch.Tensor:
     """Selvaraju et al. 2017: guided backprop (B,3,H,W) ⊙ Grad-CAM bilinearly upsampled to the input."""
     return guided_backprop(ctx) * upsample(gradcam(ctx), ctx.size)[:, None]
+
+
+@register("hirescam", "cam", needs=("layer", "layer_grad"))
+def hirescam(ctx: Context) -> torch.Tensor:
+    """Draelos & Carin 2020: ReLU(Σ_k ∂y_c/∂A^k ⊙ A^k), the gradient kept per position rather than
+    averaged (so the map is the layer's exact contribution to y_c through A, before the ReLU)."""
+    p = ctx.plain()
+    return (p.grad_a * p.a).sum(dim=1).clamp(min=0)
+
+
+@register("xgradcam", "cam", needs=("layer", "layer_grad"))
+def xgradcam(ctx: Context) -> torch.Tensor:
+    """Fu et al. 2020: ReLU(Σ_k w_k A^k), w_k = Σ_ij (A^k_ij / (Σ_ab A^k_ab + ε)) ∂y_c/∂A^k_ij, as
+    pytorch-grad-cam computes it (ε = 1e-7)."""
+    p = ctx.plain()
+    weights = (p.grad_a * p.a / (p.a.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3))
+    return weighted_sum(weights, p.a).clamp(min=0)
+
+
+@register("layercam", "cam", needs=("layer", "layer_grad"))
+def layercam(ctx: Context) -> torch.Tensor:
+    """Jiang et al. 2021: ReLU(Σ_k ReLU(∂y_c/∂A^k) ⊙ A^k), positive gradients weighting each position."""
+    p = ctx.plain()
+    return (p.grad_a.clamp(min=0) * p.a).sum(dim=1).clamp(min=0)
+
+
+def first_component(a: torch.Tensor) -> torch.Tensor:
+    """(B,h,w): each image's (K,h,w) positions projected on their first principal component
+    (positions as samples, channels centred), as pytorch-grad-cam's `get_2d_projection`.
+
+    The sign of a principal component is arbitrary; it is fixed here so that the map's largest
+    value is not smaller in magnitude than its most negative one (flip when |min| > |max|: Chung &
+    Ying 2025, eq. 13, pytorch-grad-cam's `get_2d_projection_with_sign_correction`).
+    """
+    b, k, h, w = a.shape
+    x = a.detach().float().nan_to_num(0.0).reshape(b, k, h * w).transpose(1, 2)  # (B, hw, K)
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vt = torch.linalg.svd(x.double(), full_matrices=False)
+    projection = (x.double() @ vt[:, 0, :, None])[..., 0].reshape(b, h, w)
+    flip = projection.flatten(1).amin(1).abs() > projection.flatten(1).amax(1).abs()
+    projection = torch.where(flip[:, None, None], -projection, projection)
+    return projection.to(a.dtype)
+
+
+@register("eigencam", "cam", needs=("layer",))
+def eigencam(ctx: Context) -> torch.Tensor:
+    """Muhammad & Yeasin 2020: the activations' first principal component, ReLU'd (class-agnostic:
+    the same map whatever the target). Sign: see `first_component`."""
+    return first_component(ctx.plain().a).clamp(min=0)
+
+
+@register("eigengradcam", "cam", needs=("layer", "layer_grad"))
+def eigengradcam(ctx: Context) -> torch.Tensor:
+    """EigenCAM on ∂y_c/∂A ⊙ A (pytorch-grad-cam's EigenGradCAM): the first principal component of
+    the gradient-weighted activations, ReLU'd, so it depends on the class. Sign: see
+    `first_component`."""
+    p = ctx.plain()
+    return first_component(p.grad_a * p.a).clamp(min=0)

@@ -81,3 +81,9 @@ def integrated_gradients(ctx: Context, steps: int, baseline, batch_size: int | N
         grads = ctx.input_gradient(points)[0]
         total += (grads.view(len(a), *x.shape) * w[:, None, None, None, None]).sum(0)
     return (x - base) * total
+
+
+@register("input_x_gradient", "pixel", needs=("x_grad",))
+def input_x_gradient(ctx: Context) -> torch.Tensor:
+    """Shrikumar et al. 2016: x ⊙ ∂y_c/∂x (captum's InputXGradient), from the plain pass's gradient."""
+    return ctx.x * ctx.plain().grad_x
