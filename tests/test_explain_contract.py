@@ -594,7 +594,7 @@ def test_a_bug_in_a_method_is_not_taken_for_missing_support(monkeypatch):
 
     from camlight.explain import REGISTRY, supported
 
-    def broken(ctx):
+    def broken(ctx, **options):
         raise ValueError("a bug inside gradcam")
 
     monkeypatch.setitem(REGISTRY, "gradcam", replace(REGISTRY["gradcam"], compute=broken))

@@ -265,3 +265,30 @@ def test_methods_asked_together_give_the_same_maps_as_alone():
     for key in METHODS:
         alone = explain(model, x, [key])[key]
         torch.testing.assert_close(together[key], alone, msg=key)
+
+
+def test_eigen_smooth_of_cam_is_the_first_component_of_the_weighted_channels():
+    """CAM's raw map with eigen_smooth: the first principal component (positions as samples,
+    channels centred) of w^c_k A^k, sign flipped when |min| > |max|, computed here with numpy."""
+    import numpy as np
+
+    from camlight.modules import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier("simple_cnn", "gap", image_size=32, width=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    got = explain(model, x, ["cam"], targets=1, raw=True, cam=dict(eigen_smooth=True))["cam"]
+    with torch.no_grad():
+        weighted = (model.head.fc.weight[1][None, :, None, None] * model.features(x)).numpy().astype(np.float64)
+    for i in range(2):
+        k, h, w = weighted[i].shape
+        rows = weighted[i].reshape(k, -1).T
+        rows = rows - rows.mean(0)
+        _, _, vt = np.linalg.svd(rows, full_matrices=False)
+        proj = (rows @ vt[0]).reshape(h, w)
+        if abs(proj.min()) > abs(proj.max()):
+            proj = -proj
+        np.testing.assert_allclose(got[i].numpy(), proj, atol=1e-5)
+    for method in ("ablation_cam", "score_cam"):  # the option reaches the perturbation CAMs too
+        smooth = explain(model, x, [method], targets=1, **{method: dict(eigen_smooth=True)})[method]
+        assert not torch.allclose(smooth, explain(model, x, [method], targets=1)[method])

@@ -176,3 +176,33 @@ def test_input_x_gradient_matches_captum(model, x):
     ours = explain(model, x, ["input_x_gradient"], targets=TARGETS, raw=True)["input_x_gradient"]
     theirs = captum.InputXGradient(copy.deepcopy(model)).attribute(x.clone(), target=TARGETS)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("method", "peer"),
+    [
+        ("gradcam", "GradCAM"),
+        ("gradcam_pp", "GradCAMPlusPlus"),
+        ("xgradcam", "XGradCAM"),
+        ("hirescam", "HiResCAM"),
+        ("layercam", "LayerCAM"),
+    ],
+)
+def test_eigen_smooth_matches_pytorch_grad_cam_with_its_sign_correction(model, x, method, peer, monkeypatch):
+    """`eigen_smooth=True`: the first principal component of the weighted activations, as
+    pytorch-grad-cam's option. Its `get_2d_projection` leaves the SVD's arbitrary sign; ours fixes
+    it by its own `get_2d_projection_with_sign_correction`, patched in here so both use one rule."""
+    from pytorch_grad_cam import base_cam, hirescam, layer_cam
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    for module in (base_cam, hirescam, layer_cam):
+        monkeypatch.setattr(module, "get_2d_projection", get_2d_projection_with_sign_correction)
+    ours = explain(model, x, [method], targets=TARGETS, layer="layer4", **{method: dict(eigen_smooth=True)})[method]
+    m = copy.deepcopy(model)
+    with getattr(gradcam_lib, peer)(model=m, target_layers=[m.layer4]) as cam:
+        out = cam(x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS], eigen_smooth=True)
+    theirs = torch.from_numpy(out)
+    theirs = theirs / theirs.flatten(1).amax(1)[:, None, None]  # their (max + 1e-7), undone
+    assert (ours - theirs).abs().max() <= TOL
+    plain = explain(model, x, [method], targets=TARGETS, layer="layer4")[method]
+    assert (ours - plain).abs().max() > 0.05  # the option changes the map

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camlight.explain._eigen import cam_map, first_component
 from camlight.explain._normalize import upsample
-from camlight.explain.engine import Context, register, weighted_sum
+from camlight.explain.engine import Context, register
 from camlight.explain.gradient import guided_backprop
 
 
@@ -46,25 +47,25 @@ def _has_gap_head(ctx: Context) -> str | None:
     return None if gap_linear(ctx) is not None else NO_GAP_HEAD
 
 
-@register("cam", "cam", needs=("layer",), requires=_has_gap_head)
-def cam(ctx: Context) -> torch.Tensor:
+@register("cam", "cam", needs=("layer",), requires=_has_gap_head, eigen_smooth=False)
+def cam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Zhou et al. 2016: Σ_k w^c_k A^k with w the GAP head's linear weights (bias ignored); signed."""
     fc = gap_linear(ctx)
     if fc is None:
         raise ValueError(NO_GAP_HEAD)
     p = ctx.plain()
-    return weighted_sum(fc.weight[ctx.targets].to(p.a.dtype), p.a)
+    return cam_map(fc.weight[ctx.targets].to(p.a.dtype)[:, :, None, None] * p.a, eigen_smooth)
 
 
-@register("gradcam", "cam", needs=("layer", "layer_grad"))
-def gradcam(ctx: Context) -> torch.Tensor:
+@register("gradcam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+def gradcam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_c/∂A^k_ij."""
     p = ctx.plain()
-    return weighted_sum(p.grad_a.mean(dim=(2, 3)), p.a).clamp(min=0)
+    return cam_map(p.grad_a.mean(dim=(2, 3), keepdim=True) * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("gradcam_pp", "cam", needs=("layer", "layer_grad"))
-def gradcam_pp(ctx: Context) -> torch.Tensor:
+@register("gradcam_pp", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+def gradcam_pp(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Chattopadhyay et al. 2018, closed form for an exponential score, from first-order gradients.
 
     α^kc_ij = g² / (2g² + Σ_ab A^k_ab · g³) (0 where g = 0), w_k = Σ_ij α^kc_ij ReLU(g_ij),
@@ -75,56 +76,38 @@ def gradcam_pp(ctx: Context) -> torch.Tensor:
     g2 = g * g
     alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + 1e-6)
     alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
-    weights = (alpha * g.clamp(min=0)).sum(dim=(2, 3))
-    return weighted_sum(weights, a).clamp(min=0)
+    weights = (alpha * g.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
+    return cam_map(weights * a, eigen_smooth).clamp(min=0)
 
 
 @register("guided_gradcam", "pixel", needs=("layer", "layer_grad"))
 def guided_gradcam(ctx: Context) -> torch.Tensor:
     """Selvaraju et al. 2017: guided backprop (B,3,H,W) ⊙ Grad-CAM bilinearly upsampled to the input."""
-    return guided_backprop(ctx) * upsample(gradcam(ctx), ctx.size)[:, None]
+    return guided_backprop(ctx) * upsample(gradcam(ctx, eigen_smooth=False), ctx.size)[:, None]
 
 
-@register("hirescam", "cam", needs=("layer", "layer_grad"))
-def hirescam(ctx: Context) -> torch.Tensor:
+@register("hirescam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+def hirescam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Draelos & Carin 2020: ReLU(Σ_k ∂y_c/∂A^k ⊙ A^k), the gradient kept per position rather than
     averaged (so the map is the layer's exact contribution to y_c through A, before the ReLU)."""
     p = ctx.plain()
-    return (p.grad_a * p.a).sum(dim=1).clamp(min=0)
+    return cam_map(p.grad_a * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("xgradcam", "cam", needs=("layer", "layer_grad"))
-def xgradcam(ctx: Context) -> torch.Tensor:
+@register("xgradcam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+def xgradcam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Fu et al. 2020: ReLU(Σ_k w_k A^k), w_k = Σ_ij (A^k_ij / (Σ_ab A^k_ab + ε)) ∂y_c/∂A^k_ij, as
     pytorch-grad-cam computes it (ε = 1e-7)."""
     p = ctx.plain()
-    weights = (p.grad_a * p.a / (p.a.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3))
-    return weighted_sum(weights, p.a).clamp(min=0)
+    weights = (p.grad_a * p.a / (p.a.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3), keepdim=True)
+    return cam_map(weights * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("layercam", "cam", needs=("layer", "layer_grad"))
-def layercam(ctx: Context) -> torch.Tensor:
+@register("layercam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+def layercam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Jiang et al. 2021: ReLU(Σ_k ReLU(∂y_c/∂A^k) ⊙ A^k), positive gradients weighting each position."""
     p = ctx.plain()
-    return (p.grad_a.clamp(min=0) * p.a).sum(dim=1).clamp(min=0)
-
-
-def first_component(a: torch.Tensor) -> torch.Tensor:
-    """(B,h,w): each image's (K,h,w) positions projected on their first principal component
-    (positions as samples, channels centred), as pytorch-grad-cam's `get_2d_projection`.
-
-    The sign of a principal component is arbitrary; it is fixed here so that the map's largest
-    value is not smaller in magnitude than its most negative one (flip when |min| > |max|: Chung &
-    Ying 2025, eq. 13, pytorch-grad-cam's `get_2d_projection_with_sign_correction`).
-    """
-    b, k, h, w = a.shape
-    x = a.detach().float().nan_to_num(0.0).reshape(b, k, h * w).transpose(1, 2)  # (B, hw, K)
-    x = x - x.mean(dim=1, keepdim=True)
-    _, _, vt = torch.linalg.svd(x.double(), full_matrices=False)
-    projection = (x.double() @ vt[:, 0, :, None])[..., 0].reshape(b, h, w)
-    flip = projection.flatten(1).amin(1).abs() > projection.flatten(1).amax(1).abs()
-    projection = torch.where(flip[:, None, None], -projection, projection)
-    return projection.to(a.dtype)
+    return cam_map(p.grad_a.clamp(min=0) * p.a, eigen_smooth).clamp(min=0)
 
 
 @register("eigencam", "cam", needs=("layer",))

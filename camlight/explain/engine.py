@@ -313,11 +313,6 @@ def needs_of(methods: list[str]) -> set[str]:
     return needs
 
 
-def weighted_sum(weights: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Σ_k w_k A^k: (B,K) weights, (B,K,h,w) activations → (B,h,w)."""
-    return torch.einsum("bk,bkhw->bhw", weights, a)
-
-
 def normalise(kind: str, raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if kind == "pixel":
         return min_max(channel_max_abs(raw))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from camlight.explain._eigen import cam_map
 from camlight.explain._normalize import min_max, upsample
-from camlight.explain.engine import Context, register, weighted_sum
+from camlight.explain.engine import Context, register
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -50,8 +51,8 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
     return total / count
 
 
-@register("ablation_cam", "cam", needs=("layer",), batch_size=None)
-def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
+@register("ablation_cam", "cam", needs=("layer",), batch_size=None, eigen_smooth=False)
+def ablation_cam(ctx: Context, batch_size: int | None, eigen_smooth: bool) -> torch.Tensor:
     """Desai & Ramaswamy 2020: w_k = (y_c − y_c with channel k of A zeroed) / |y_c|; ReLU(Σ_k w_k A^k).
 
     The paper (and pytorch-grad-cam) divide by y_c; we divide by |y_c| (at least 1e-12), which is
@@ -88,11 +89,11 @@ def ablation_cam(ctx: Context, batch_size: int | None) -> torch.Tensor:
                     ablated[torch.arange(len(channels), device=a.device), channels] = 0
                     weights[i, channels] = clean[i] - head(ablated)[:, targets[i]]
     weights = weights / clean.abs().clamp(min=1e-12)[:, None]
-    return weighted_sum(weights, a).clamp(min=0)
+    return cam_map(weights[:, :, None, None] * a, eigen_smooth).clamp(min=0)
 
 
-@register("score_cam", "cam", needs=("layer",), batch_size=None, score="probability")
-def score_cam(ctx: Context, batch_size: int | None, score: str) -> torch.Tensor:
+@register("score_cam", "cam", needs=("layer",), batch_size=None, score="probability", eigen_smooth=False)
+def score_cam(ctx: Context, batch_size: int | None, score: str, eigen_smooth: bool) -> torch.Tensor:
     """Wang et al. 2020: each channel of A, upsampled and min-max normalised, masks the input;
     its weight is the target's softmax probability for the masked input (the authors' code);
     ReLU(Σ_k w_k A^k).
@@ -122,4 +123,4 @@ def score_cam(ctx: Context, batch_size: int | None, score: str) -> torch.Tensor:
                 logits = logits.softmax(dim=1)
             scores[img, ch] = logits.gather(1, targets[img][:, None])[:, 0]
     weights = scores.softmax(dim=1) if score == "logit_softmax" else scores
-    return weighted_sum(weights, a).clamp(min=0)
+    return cam_map(weights[:, :, None, None] * a, eigen_smooth).clamp(min=0)

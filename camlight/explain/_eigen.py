@@ -1,0 +1,31 @@
+"""The first principal component of weighted activations: EigenCAM's map and the CAM family's
+`eigen_smooth` option (pytorch-grad-cam's `get_2d_projection`, with its sign correction)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def first_component(a: torch.Tensor) -> torch.Tensor:
+    """(B,h,w): each image's (K,h,w) positions projected on their first principal component
+    (positions as samples, channels centred), as pytorch-grad-cam's `get_2d_projection`.
+
+    The sign of a principal component is arbitrary; it is fixed here so that the map's largest
+    value is not smaller in magnitude than its most negative one (flip when |min| > |max|: Chung &
+    Ying 2025, eq. 13, pytorch-grad-cam's `get_2d_projection_with_sign_correction`).
+    """
+    b, k, h, w = a.shape
+    x = a.detach().float().nan_to_num(0.0).reshape(b, k, h * w).transpose(1, 2)  # (B, hw, K)
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vt = torch.linalg.svd(x.double(), full_matrices=False)
+    projection = (x.double() @ vt[:, 0, :, None])[..., 0].reshape(b, h, w)
+    flip = projection.flatten(1).amin(1).abs() > projection.flatten(1).amax(1).abs()
+    projection = torch.where(flip[:, None, None], -projection, projection)
+    return projection.to(a.dtype)
+
+
+def cam_map(weighted: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """(B,h,w) from a CAM method's weighted activations (B,K,h,w): their sum over channels, or with
+    `eigen_smooth` their first principal component (`first_component`) — pytorch-grad-cam's
+    option, which keeps the dominant pattern and drops the rest as noise."""
+    return first_component(weighted) if eigen_smooth else weighted.sum(dim=1)
