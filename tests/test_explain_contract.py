@@ -16,6 +16,7 @@ FAST = {
     "integrated_gradients": dict(steps=4),
     "occlusion": dict(window=16, stride=16),
     "score_cam": dict(batch_size=64),
+    "rise": dict(n_masks=50),
 }
 
 

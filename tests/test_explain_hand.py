@@ -292,3 +292,35 @@ def test_eigen_smooth_of_cam_is_the_first_component_of_the_weighted_channels():
     for method in ("ablation_cam", "score_cam"):  # the option reaches the perturbation CAMs too
         smooth = explain(model, x, [method], targets=1, **{method: dict(eigen_smooth=True)})[method]
         assert not torch.allclose(smooth, explain(model, x, [method], targets=1)[method])
+
+
+class _RegionModel(torch.nn.Module):
+    """Two classes: logit 1 is 8 × the mean of the input's first channel over rows 0-15 and
+    columns 0-15 (the region R), logit 0 is 0; everything else is ignored."""
+
+    def forward(self, x):
+        s = x[:, 0, :16, :16].mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(s), 8 * s], dim=1)
+
+
+def test_rise_is_the_mask_weighted_mean_probability():
+    """RISE's estimator by hand: Σ_i P(c | x ⊙ M_i) M_i / (N p) over the same seeded masks; a
+    pixel of the region the class depends on scores higher than one outside it; batching does
+    not change the map, and the global RNG is untouched."""
+    from camlight.explain.perturbation import rise_masks
+
+    model, x = _RegionModel(), torch.ones(2, 3, 32, 32)
+    state = torch.get_rng_state()
+    got = explain(model, x, ["rise"], targets=1, raw=True, rise=dict(n_masks=300, cells=4))["rise"]
+    assert torch.equal(torch.get_rng_state(), state)
+    masks = rise_masks(300, 4, 0.5, (32, 32), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p1 = torch.stack([model(x * m).softmax(1)[:, 1] for m in masks])  # (N,B)
+    expected = torch.einsum("nb,nhw->bhw", p1, masks) / (300 * 0.5)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    inside, outside = got[:, :16, :16].mean(), got[:, 16:, 16:].mean()
+    assert inside > outside + 0.05, (float(inside), float(outside))
+    batched = explain(model, x, ["rise"], targets=1, raw=True, rise=dict(n_masks=300, cells=4, batch_size=14))["rise"]
+    torch.testing.assert_close(batched, got, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        explain(model, x, ["rise"], rise=dict(p=1.0))

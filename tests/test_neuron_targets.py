@@ -82,8 +82,9 @@ def test_gradcam_of_a_neuron_at_an_earlier_layer_named_as_in_the_model(resnet):
     (grad,) = torch.autograd.grad(seen["layer3"][0, 4, 2, 1], seen["layer2"])
     expected = (grad.mean((2, 3), keepdim=True) * seen["layer2"]).sum(1).relu().detach()
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="score_cam weighs by a softmax over classes"):
-        explain(resnet, x, ["score_cam"], targets="layer3:4")
+    for method in ("score_cam", "rise"):
+        with pytest.raises(ValueError, match=f"{method} weighs by a softmax over classes"):
+            explain(resnet, x, [method], targets="layer3:4")
 
 
 def test_the_model_is_left_as_it_was_and_mistakes_are_named(resnet):

@@ -18,7 +18,7 @@ from torch import nn
 
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
 from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
-from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score)
+from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score, RISE)
 from camlight.explain._state import untouched
 from camlight.explain.blur import gaussian_blur
 from camlight.explain.engine import REGISTRY, check_methods, explain
@@ -69,6 +69,7 @@ XGradCAM = _explainer("XGradCAM", "xgradcam")
 LayerCAM = _explainer("LayerCAM", "layercam")
 EigenCAM = _explainer("EigenCAM", "eigencam")
 EigenGradCAM = _explainer("EigenGradCAM", "eigengradcam")
+RISE = _explainer("RISE", "rise")
 
 __all__ = [
     "METHODS",
@@ -90,6 +91,7 @@ __all__ = [
     "IntegratedGradients",
     "Layer",
     "Occlusion",
+    "RISE",
     "Saliency",
     "ScoreCAM",
     "SmoothGrad",

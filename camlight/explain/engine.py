@@ -33,8 +33,12 @@ from camlight.explain.neuron import Neuron, NeuronModel, is_neuron_spec, parse_n
 # "cam" (B,h,w) → ReLU → upsample → min-max; "signed" (B,H,W) → min-max.
 KINDS = ("pixel", "cam", "signed")
 # Methods that need a classifier's classes, not one neuron: CAM reads a class's weights in the GAP
-# head; Score-CAM weighs by a softmax over the classes (over one neuron it is always 1).
-CLASS_ONLY = {"cam": "reads a class's weights in the GAP head", "score_cam": "weighs by a softmax over classes"}
+# head; Score-CAM and RISE weigh by a softmax over the classes (over one neuron it is always 1).
+CLASS_ONLY = {
+    "cam": "reads a class's weights in the GAP head",
+    "score_cam": "weighs by a softmax over classes",
+    "rise": "weighs by a softmax over classes",
+}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Perturbation methods: occlusion, Ablation-CAM, Score-CAM. No autograd; perturbations batched."""
+"""Perturbation methods: occlusion, Ablation-CAM, Score-CAM, RISE. No autograd; perturbations batched."""
 
 from __future__ import annotations
 
@@ -124,3 +124,47 @@ def score_cam(ctx: Context, batch_size: int | None, score: str, eigen_smooth: bo
             scores[img, ch] = logits.gather(1, targets[img][:, None])[:, 0]
     weights = scores.softmax(dim=1) if score == "logit_softmax" else scores
     return cam_map(weights[:, :, None, None] * a, eigen_smooth).clamp(min=0)
+
+
+def rise_masks(n: int, cells: int, p: float, size: tuple[int, int], generator: torch.Generator, device=None):
+    """Petsiuk et al.'s masks (n,H,W) in [0,1]: a cells × cells grid of Bernoulli(p) values,
+    upsampled bilinearly to (cells + 1) · ⌈H/cells⌉ pixels a side and cropped at a random shift of
+    up to one cell, so the masks are smooth and not aligned to the grid."""
+    h, w = size
+    ch, cw = -(-h // cells), -(-w // cells)
+    grid = (torch.rand(n, cells, cells, generator=generator) < p).float()
+    big = torch.nn.functional.interpolate(
+        grid[:, None], size=((cells + 1) * ch, (cells + 1) * cw), mode="bilinear", align_corners=False
+    )[:, 0]
+    dy = torch.randint(0, ch, (n,), generator=generator)
+    dx = torch.randint(0, cw, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None])[:, :, None].expand(n, h, w)
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, :].expand(n, h, w)
+    masks = big[torch.arange(n)[:, None, None], rows, cols]
+    return masks.to(device)
+
+
+@register("rise", "signed", n_masks=2000, cells=7, p=0.5, batch_size=None, seed=0)
+def rise(ctx: Context, n_masks: int, cells: int, p: float, batch_size: int | None, seed: int) -> torch.Tensor:
+    """Petsiuk et al. 2018: Σ_i P(c | x ⊙ M_i) · M_i / (N · p) over N random smooth masks
+    (`rise_masks`): the expected target probability given that a pixel is kept. The same masks
+    serve every image of the call; they come from a generator seeded with `seed` (the global RNG
+    is not used). `batch_size` bounds the masked images per forward pass (default: as many as the
+    memory budget allows)."""
+    if n_masks < 1 or cells < 1 or not 0 < p < 1:
+        raise ValueError(f"rise needs n_masks >= 1, cells >= 1 and 0 < p < 1; got {n_masks}, {cells}, {p}")
+    x = ctx.x
+    targets = ctx.resolve_targets(ctx.logits())  # given, or the clean image's prediction
+    generator = torch.Generator().manual_seed(seed)
+    masks = rise_masks(n_masks, cells, p, ctx.size, generator, x.device).to(x.dtype)
+    n_img = x.shape[0]
+    per_pass = max(1, ctx.rows("rise", batch_size) // n_img)  # masks per forward pass, for every image
+    total = torch.zeros(n_img, *ctx.size, dtype=torch.float32, device=x.device)
+    with torch.no_grad():
+        for start in range(0, n_masks, per_pass):
+            m = masks[start : start + per_pass]  # (n,H,W)
+            masked = (x[None] * m[:, None, None]).flatten(0, 1)  # (n·B,3,H,W), mask-major
+            probs = ctx.model(masked).softmax(dim=1).view(len(m), n_img, -1)
+            score = probs.gather(2, targets[None, :, None].expand(len(m), n_img, 1))[..., 0]  # (n,B)
+            total += torch.einsum("nb,nhw->bhw", score.float(), m.float())
+    return total / (n_masks * p)
