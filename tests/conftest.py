@@ -51,3 +51,11 @@ def tiny_gap_run(root: Path, *overrides: str) -> dict:
         "trainer.enable_progress_bar=false",
     ]
     return fit.run(load_config([*argv, *overrides]))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """The best checkpoint of one seconds-long GAP run at 48 px (explanations off), trained once
+    and shared by the tests that only read it."""
+    summary = tiny_gap_run(tmp_path_factory.mktemp("tiny_checkpoint"), "data.image_size=48", "explain.enabled=false")
+    return summary["runs"][0]["best_checkpoint"]

@@ -13,8 +13,6 @@ import explain as explain_cli
 from camlight.inspect.adversarial import fgsm, fool
 from camlight.modules import Classifier
 
-from .conftest import tiny_gap_run
-
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
 
 
@@ -66,9 +64,8 @@ def test_fool_reaches_the_target_within_the_budget_and_reports_the_eps_it_needed
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    summary = tiny_gap_run(tmp_path_factory.mktemp("run"), "data.image_size=48", "explain.enabled=false")
-    return summary["runs"][0]["best_checkpoint"]
+def trained(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_fool_command_writes_the_table_and_the_pictures(trained, tmp_path, capsys):

@@ -14,8 +14,6 @@ import explain as explain_cli
 from camlight.inspect.embeddings import features, reduce, thumbnail_map
 from camlight.modules import Classifier
 
-from .conftest import tiny_gap_run
-
 pytest.importorskip("sklearn", reason="embeddings need the 'inspect' extra")
 
 
@@ -69,9 +67,8 @@ def test_thumbnail_map_places_each_image_in_its_own_cell():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    summary = tiny_gap_run(tmp_path_factory.mktemp("run"), "data.image_size=48", "explain.enabled=false")
-    return summary["runs"][0]["best_checkpoint"]
+def trained(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_embeddings_command_writes_the_maps_and_the_wandb_table(trained, tmp_path, capsys):

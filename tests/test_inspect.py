@@ -15,8 +15,6 @@ import explain as explain_cli
 from camlight.inspect import filter_images, first_conv, layer_output, sorted_channels
 from camlight.modules import Classifier
 
-from .conftest import tiny_gap_run
-
 
 def test_filter_images_put_zero_at_grey_and_share_one_scale():
     w = torch.zeros(2, 3, 1, 2)
@@ -85,16 +83,8 @@ def test_sorted_channels_order_by_mean_and_share_one_scale():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    summary = tiny_gap_run(
-        tmp_path_factory.mktemp("run"),
-        "data.image_size=48",
-        "explain.probe_size=8",
-        "explain.methods=[gradcam]",
-        "explain.metrics=[pointing_game]",
-        "explain.pair_probe=false",
-    )
-    return summary["runs"][0]["best_checkpoint"]
+def trained(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_filters_command_draws_every_filter_strongest_first(trained, tmp_path):

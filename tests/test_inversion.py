@@ -13,8 +13,6 @@ import explain as explain_cli
 from camlight.inspect.inversion import gram, invert, layer_features, stylize, total_variation
 from camlight.modules import Classifier
 
-from .conftest import tiny_gap_run
-
 
 def test_gram_and_total_variation_by_hand():
     f = torch.tensor([[[[1.0, 2.0]], [[0.0, 3.0]]]])  # (1, C=2, h=1, w=2)
@@ -35,9 +33,8 @@ def test_layer_features_stop_after_the_last_layer_and_leave_no_hook():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    summary = tiny_gap_run(tmp_path_factory.mktemp("run"), "data.image_size=48", "explain.enabled=false")
-    return summary["runs"][0]["best_checkpoint"]
+def trained(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_inversion_matches_the_features_and_deeper_layers_keep_less_of_the_image(trained):

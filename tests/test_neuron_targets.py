@@ -110,17 +110,14 @@ def test_the_model_is_left_as_it_was_and_mistakes_are_named(resnet):
     assert str(parse_neuron("layer4:12:max")) == "layer4:12:max" and parse_neuron("a.b:1:2:3") == Neuron("a.b", 1, 2, 3)
 
 
-def test_explain_py_takes_a_neuron_target(tmp_path, capsys):
+def test_explain_py_takes_a_neuron_target(tiny_checkpoint, tmp_path, capsys):
     """`explain.py target=layer:channel` explains the unit; results.csv names it; mistakes exit 2
     with one line and write nothing."""
     import csv
 
     import explain as explain_cli
 
-    from .conftest import tiny_gap_run
-
-    run = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]
-    ckpt, out = run["best_checkpoint"], tmp_path / "n"
+    ckpt, out = tiny_checkpoint, tmp_path / "n"
     args = [f"checkpoint={ckpt}", "split=val", "probe_size=4", "methods=[saliency,gradcam]"]
     assert explain_cli.main([*args, "target=backbone.block2:1", "metrics=[pointing_game]", f"out={out}"]) == 0
     with open(out / "results.csv") as f:

@@ -51,10 +51,8 @@ def test_grabcut_grows_the_seed_to_the_object_the_threshold_misses():
         METRICS["grabcut_iou"].per_image(saliency, {"mask": disc, "image": image}, None, None)
 
 
-def test_explain_py_scores_grabcut_beside_the_thresholded_map(tmp_path):
-    from .conftest import tiny_gap_run
-
-    ckpt = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]["best_checkpoint"]
+def test_explain_py_scores_grabcut_beside_the_thresholded_map(tiny_checkpoint, tmp_path):
+    ckpt = tiny_checkpoint
     out = tmp_path / "e"
     args = [f"checkpoint={ckpt}", "split=val", "probe_size=6", "methods=[gradcam]", "metrics=[mask_iou,grabcut_iou]"]
     assert explain_cli.main([*args, f"out={out}"]) == 0
@@ -86,10 +84,8 @@ def test_the_callback_logs_grabcut_iou(tmp_path):
     assert 0 <= callback.last["gradcam"]["grabcut_iou"] <= 1
 
 
-def test_segment_command_draws_and_scores_each_method(tmp_path, capsys):
-    from .conftest import tiny_gap_run
-
-    ckpt = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]["best_checkpoint"]
+def test_segment_command_draws_and_scores_each_method(tiny_checkpoint, tmp_path, capsys):
+    ckpt = tiny_checkpoint
     out = tmp_path / "s"
     args = ["segment", f"checkpoint={ckpt}", "images=3", "max_images=1", "methods=[saliency,gradcam]"]
     assert explain_cli.main([*args, f"out={out}"]) == 0
@@ -105,14 +101,14 @@ def test_segment_command_draws_and_scores_each_method(tmp_path, capsys):
     assert len(err) == 1 and "gradcam" in err[0] and not never.exists()
 
 
-def test_evaluate_scores_grabcut_over_the_split_and_for_the_centre_baseline(tmp_path):
+def test_evaluate_scores_grabcut_over_the_split_and_for_the_centre_baseline(tiny_checkpoint, tmp_path):
     import json
     import subprocess
     import sys
 
-    from .conftest import REPO, tiny_gap_run
+    from .conftest import REPO
 
-    ckpt = tiny_gap_run(tmp_path / "run", "data.image_size=48", "explain.enabled=false")["runs"][0]["best_checkpoint"]
+    ckpt = tiny_checkpoint
     out = tmp_path / "ev"
     args = ["evaluate", f"checkpoint={ckpt}", "protocols=[grabcut]", "methods=[gradcam]", "batch_size=7"]
     done = subprocess.run(
