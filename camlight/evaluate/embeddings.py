@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
 from camlight.config import ConfigError
 from camlight.evaluate.command import image_namer, label_map, split_pass, split_predict
+from camlight.evaluate.loop import SplitPass
 from camlight.evaluate.outputs import wandb_run
 from camlight.inspect.embeddings import REDUCERS, features, last_linear, reduce, thumbnail_map
 from camlight.viz import denormalize, embedding_plot, save_png, whole_folder, write_csv
@@ -52,22 +52,18 @@ class Collect(Metric):
         return out
 
 
-class FeatureCollect(pl.LightningModule):
+class FeatureCollect(SplitPass):
     """`predict_step` keeps each image's features, label, prediction, index and a small uint8
     thumbnail; after the pass `result` holds them for the whole split, in image order."""
 
     def __init__(self, model: torch.nn.Module, mean, std, thumb: int):
-        super().__init__()
-        self.model, self.mean, self.std, self.thumb = model, mean, std, thumb
+        super().__init__(model)
+        self.mean, self.std, self.thumb = mean, std, thumb
         self.collected = Collect(["features", "labels", "predicted", "index", "thumbs"])
         self.result: dict | None = None
 
-    def forward(self, x):
-        return self.model(x)
-
     def predict_step(self, batch: dict, batch_idx: int) -> None:
-        batch.pop("skipped", None)
-        if "image" not in batch or not len(batch["image"]):
+        if not self.usable(batch):
             return
         x = batch["image"]
         feats, logits = features(self.model, x)

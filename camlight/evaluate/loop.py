@@ -87,7 +87,25 @@ def merge_rows(parts: list[Path], out: Path) -> int:
     return n
 
 
-class Evaluation(pl.LightningModule):
+class SplitPass(pl.LightningModule):
+    """The base of the modules whose predict loop passes `model` over a split: `forward` is the
+    model's, and `usable(batch)` keeps the batch's unreadable files in `skipped` and says whether
+    any image is left."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.skipped: list[tuple[str, str]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def usable(self, batch: dict) -> bool:
+        self.skipped += batch.pop("skipped", [])
+        return "image" in batch and len(batch["image"]) > 0  # else every file of the batch was unreadable
+
+
+class Evaluation(SplitPass):
     """Explains each batch for its labels with `methods` and scores the maps in `protocols`.
 
     After `Trainer.predict`, `results` holds the reduced scores (`Protocols.results`), `images` the
@@ -107,20 +125,15 @@ class Evaluation(pl.LightningModule):
     def __init__(
         self, model: nn.Module, methods, protocols: Protocols, layer=None, rows=None, calibrated=None, rgb=None
     ):
-        super().__init__()
-        self.model, self.protocols, self.rgb = model, protocols, rgb
+        super().__init__(model)
+        self.protocols, self.rgb = protocols, rgb
         self.methods, self.layer, self.rows, self.calibrated = list(methods), layer, rows, calibrated
         self.count = SumMetric()
         self.results: dict | None = None
         self.images = 0
-        self.skipped: list[tuple[str, str]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
     def predict_step(self, batch: dict, batch_idx: int) -> None:
-        self.skipped += batch.pop("skipped", [])
-        if "image" not in batch or len(batch["image"]) == 0:  # every file of the batch was unreadable
+        if not self.usable(batch):
             return
         x, labels = batch["image"], batch["label"]
         if self.rgb is not None:  # the colours GrabCut segments: the normalisation undone

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from camlight.config import ConfigError
 from camlight.evaluate.command import Indexed, image_namer, label_map, split_pass, split_predict
+from camlight.evaluate.loop import SplitPass
 from camlight.inspect import layer_output
 from camlight.inspect.patches import TopActivations, class_units, crop, gradcam_alpha, head_weights
 from camlight.inspect.receptive import receptive_field
@@ -27,22 +27,18 @@ from camlight.viz import denormalize, tile_grid, whole_folder, write_csv
 log = logging.getLogger(__name__)
 
 
-class PatchSearch(pl.LightningModule):
+class PatchSearch(SplitPass):
     """`predict_step` feeds each batch's activations of `layer` to a `TopActivations`; after the
     pass, `result` holds the top-k over every process."""
 
     def __init__(self, model: torch.nn.Module, layer: str, channels, k: int):
-        super().__init__()
-        self.model, self.layer = model, layer
+        super().__init__(model)
+        self.layer = layer
         self.top = TopActivations(channels, k)
         self.result: dict | None = None
 
-    def forward(self, x):
-        return self.model(x)
-
     def predict_step(self, batch: dict, batch_idx: int) -> None:
-        batch.pop("skipped", None)
-        if "image" in batch and len(batch["image"]):
+        if self.usable(batch):
             self.top.update(layer_output(self.model, batch["image"], self.layer), batch["index"])
 
     def on_predict_epoch_end(self) -> None:

@@ -10,35 +10,31 @@ import json
 import logging
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torchmetrics.aggregation import SumMetric
 
 from camlight.config import ConfigError
 from camlight.evaluate.command import label_map, split_pass, split_predict
+from camlight.evaluate.loop import SplitPass
 from camlight.inspect.adversarial import fgsm
 from camlight.viz import whole_folder, write_csv
 
 log = logging.getLogger(__name__)
 
 
-class FGSMAccuracy(pl.LightningModule):
+class FGSMAccuracy(SplitPass):
     """Counts, per ε, the images still classified right after one FGSM step away from their label."""
 
     def __init__(self, model: torch.nn.Module, eps: list[float], mean, std):
-        super().__init__()
-        self.model, self.eps, self.mean, self.std = model, list(eps), mean, std
+        super().__init__(model)
+        self.eps, self.mean, self.std = list(eps), mean, std
         self.correct = torch.nn.ModuleList([SumMetric() for _ in self.eps])
         self.count = SumMetric()
         self.accuracy: list[float] | None = None
         self.images = 0
 
-    def forward(self, x):
-        return self.model(x)
-
     def predict_step(self, batch: dict, batch_idx: int) -> None:
-        batch.pop("skipped", None)
-        if "image" not in batch or not len(batch["image"]):
+        if not self.usable(batch):
             return
         x, labels = batch["image"], batch["label"]
         for eps, correct in zip(self.eps, self.correct, strict=True):
