@@ -206,3 +206,142 @@ def test_eigen_smooth_matches_pytorch_grad_cam_with_its_sign_correction(model, x
     assert (ours - theirs).abs().max() <= TOL
     plain = explain(model, x, [method], targets=TARGETS, layer="layer4")[method]
     assert (ours - plain).abs().max() > 0.05  # the option changes the map
+
+
+def _unit(maps):
+    lo = maps.flatten(1).amin(1)[:, None, None]
+    return (maps - lo) / (maps.flatten(1).amax(1)[:, None, None] - lo)
+
+
+@pytest.mark.parametrize(
+    ("method", "peer", "eigen"),
+    [("gradcam", "GradCAM", False), ("xgradcam", "XGradCAM", False), ("layercam", "LayerCAM", True)],
+)
+def test_aug_smooth_matches_pytorch_grad_cam(model, x, method, peer, eigen, monkeypatch):
+    """`aug_smooth=True`: the mean of the maps of six copies (flipped or not, times 0.9, 1, 1.1),
+    each normalised and flipped back, as pytorch-grad-cam (through ttach) computes it. Its mean is
+    not normalised again; ours is, so theirs is min-maxed here."""
+    from pytorch_grad_cam import base_cam, layer_cam
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    for module in (base_cam, layer_cam):
+        monkeypatch.setattr(module, "get_2d_projection", get_2d_projection_with_sign_correction)
+    options = {method: dict(aug_smooth=True, eigen_smooth=eigen)}
+    ours = explain(model, x, [method], targets=TARGETS, layer="layer4", **options)[method]
+    m = copy.deepcopy(model)
+    with getattr(gradcam_lib, peer)(model=m, target_layers=[m.layer4]) as cam:
+        out = cam(x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS], aug_smooth=True, eigen_smooth=eigen)
+    assert (ours - _unit(torch.from_numpy(out))).abs().max() <= TOL
+    plain = explain(model, x, [method], targets=TARGETS, layer="layer4", **{method: dict(eigen_smooth=eigen)})[method]
+    assert (ours - plain).abs().max() > 0.05  # the option changes the map
+
+
+def test_several_layers_match_pytorch_grad_cams_mean_of_layers(model, x):
+    """`layer=[...]` for Grad-CAM: the mean of the layers' normalised maps at the input's size,
+    pytorch-grad-cam's rule for several target layers."""
+    ours = explain(model, x, ["gradcam", "saliency"], targets=TARGETS, layer=["layer3", "layer4"])
+    m = copy.deepcopy(model)
+    with gradcam_lib.GradCAM(model=m, target_layers=[m.layer3, m.layer4]) as cam:
+        theirs = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS]))
+    assert (ours["gradcam"] - _unit(theirs)).abs().max() <= TOL
+    torch.testing.assert_close(ours["saliency"], explain(model, x, ["saliency"], targets=TARGETS)["saliency"])
+
+
+def test_layercam_fuses_layers_as_its_paper_by_scaled_maximum(model, x):
+    """LayerCAM over layers: each layer's map M scaled by tanh(2 M / max M), upsampled, then the
+    element-wise maximum (Jiang et al. 2021, eq. 9; torch-cam's fusion), checked from the layers'
+    own maps."""
+    layers = ["layer2", "layer3", "layer4"]
+    fused = explain(model, x, ["layercam"], targets=TARGETS, layer=layers, raw=True)["layercam"]
+    scaled = []
+    for name in layers:
+        m = explain(model, x, ["layercam"], targets=TARGETS, layer=name, raw=True)["layercam"].clamp(min=0)
+        m = torch.tanh(2 * m / m.flatten(1).amax(1)[:, None, None])
+        scaled.append(F.interpolate(m[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
+    torch.testing.assert_close(fused, torch.stack(scaled).amax(0))
+    assert fused.shape == (2, *x.shape[-2:])
+    gamma = explain(model, x, ["layercam"], targets=TARGETS, layer=layers, raw=True, layercam=dict(gamma=0.5))
+    assert not torch.allclose(gamma["layercam"], fused)
+
+
+@pytest.fixture(scope="module")
+def bn_model():
+    """ResNet-18 whose batch-norms add biases, as trained ones do (at initialisation they add none)."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    g = torch.Generator().manual_seed(2)
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        k = bn.num_features
+        bn.running_mean.copy_(0.2 * torch.randn(k, generator=g))
+        bn.running_var.copy_(0.5 + torch.rand(k, generator=g))
+        bn.weight.data.copy_(1 + 0.2 * torch.randn(k, generator=g))
+        bn.bias.data.copy_(0.2 * torch.randn(k, generator=g))
+    return net
+
+
+def test_fullgrad_matches_pytorch_grad_cam_in_its_convention(bn_model, x):
+    """`fullgrad` with `convention="grad-cam"`: each channel of |∇ₓy ⊙ x| and of every BatchNorm's
+    |∇_z y ⊙ b| min-max normalised on its own, upsampled, summed — pytorch-grad-cam's FullGrad."""
+    model = bn_model
+    ours = explain(model, x, ["fullgrad"], targets=TARGETS, fullgrad=dict(convention="grad-cam"))["fullgrad"]
+    m = copy.deepcopy(model)
+    with gradcam_lib.FullGrad(model=m, target_layers=[]) as cam:
+        theirs = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS]))
+    assert (ours - _unit(theirs)).abs().max() <= TOL
+    paper = explain(model, x, ["fullgrad"], targets=TARGETS)["fullgrad"]
+    assert (paper - ours).abs().max() > 0.05  # the conventions differ
+
+
+def test_fullgrad_paper_convention_is_the_authors_post_processing(bn_model, x):
+    """The default follows the authors' `FullGrad.saliency`: |.| then min-max over each image's whole
+    tensor (ε = 1e-6), bias-gradients upsampled with align_corners=True, all summed."""
+    model = bn_model
+
+    def post(t):  # the authors' _postProcess
+        t = t.abs()
+        t = t - t.flatten(1).amin(1)[:, None, None, None]
+        return t / (t.flatten(1).amax(1)[:, None, None, None] + 1e-6)
+
+    xg = x.clone().requires_grad_(True)
+    outs, hooks = [], []
+    bns = [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    # The hook hands the rest of the model a copy, so the in-place ReLU after each batch-norm
+    # leaves its output (whose gradient we take) as it was.
+    hooks = [mod.register_forward_hook(lambda mod, i, o: outs.append(o) or o.clone()) for mod in bns]
+    try:
+        logits = model(xg)
+    finally:
+        for h in hooks:
+            h.remove()
+    grads = torch.autograd.grad(logits.gather(1, TARGETS[:, None]).sum(), [xg, *outs])
+    expected = post(grads[0] * x).sum(1)
+    for bn, g in zip(bns, grads[1:], strict=True):
+        bias = bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        up = F.interpolate(post(g * bias[None, :, None, None]), size=x.shape[-2:], mode="bilinear", align_corners=True)
+        expected = expected + up.sum(1)
+    ours = explain(model, x, ["fullgrad"], targets=TARGETS, raw=True)["fullgrad"]
+    torch.testing.assert_close(ours, expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_fullgrad_terms_add_up_to_the_output(bn_model, x):
+    """The full-gradient decomposition: Σ ∇ₓy ⊙ x + Σ_l Σ ∇_{z_l}y ⊙ b_l + the linear layer's bias = y,
+    exactly for a ReLU network of conv, batch-norm, pooling and linear layers."""
+    model = bn_model
+    from camlight.explain.fullgrad import bias_layers
+
+    layers = bias_layers(model)
+    outs = []
+    hooks = [mod.register_forward_hook(lambda mod, i, o: outs.append(o) or o.clone()) for mod, _ in layers]
+    xg = x.clone().requires_grad_(True)
+    try:
+        logits = model(xg)
+    finally:
+        for h in hooks:
+            h.remove()
+    y = logits.gather(1, TARGETS[:, None])[:, 0]
+    grads = torch.autograd.grad(y.sum(), [xg, *outs])
+    total = (grads[0] * x).flatten(1).sum(1) + model.fc.bias[TARGETS]
+    for (_, bias), g in zip(layers, grads[1:], strict=True):
+        total = total + (g * bias[None, :, None, None]).flatten(1).sum(1)
+    torch.testing.assert_close(total, y, rtol=1e-4, atol=1e-4)
+    assert (total - (grads[0] * x).flatten(1).sum(1) - model.fc.bias[TARGETS]).abs().min() > 0.1  # biases count

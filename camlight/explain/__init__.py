@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
+from camlight.explain import fullgrad as _fullgrad  # noqa: F401  (registers FullGrad)
 from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score, RISE)
 from camlight.explain._state import untouched
@@ -70,6 +71,7 @@ LayerCAM = _explainer("LayerCAM", "layercam")
 EigenCAM = _explainer("EigenCAM", "eigencam")
 EigenGradCAM = _explainer("EigenGradCAM", "eigengradcam")
 RISE = _explainer("RISE", "rise")
+FullGrad = _explainer("FullGrad", "fullgrad")
 
 __all__ = [
     "METHODS",
@@ -78,6 +80,7 @@ __all__ = [
     "CAM",
     "Deconvnet",
     "Explainer",
+    "FullGrad",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedBackprop",

@@ -47,7 +47,7 @@ def _has_gap_head(ctx: Context) -> str | None:
     return None if gap_linear(ctx) is not None else NO_GAP_HEAD
 
 
-@register("cam", "cam", needs=("layer",), requires=_has_gap_head, eigen_smooth=False)
+@register("cam", "cam", needs=("layer",), requires=_has_gap_head, eigen_smooth=False, aug_smooth=False)
 def cam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Zhou et al. 2016: Σ_k w^c_k A^k with w the GAP head's linear weights (bias ignored); signed."""
     fc = gap_linear(ctx)
@@ -57,14 +57,14 @@ def cam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     return cam_map(fc.weight[ctx.targets].to(p.a.dtype)[:, :, None, None] * p.a, eigen_smooth)
 
 
-@register("gradcam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+@register("gradcam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False, aug_smooth=False)
 def gradcam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_c/∂A^k_ij."""
     p = ctx.plain()
     return cam_map(p.grad_a.mean(dim=(2, 3), keepdim=True) * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("gradcam_pp", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+@register("gradcam_pp", "cam", needs=("layer", "layer_grad"), eigen_smooth=False, aug_smooth=False)
 def gradcam_pp(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Chattopadhyay et al. 2018, closed form for an exponential score, from first-order gradients.
 
@@ -86,7 +86,7 @@ def guided_gradcam(ctx: Context) -> torch.Tensor:
     return guided_backprop(ctx) * upsample(gradcam(ctx, eigen_smooth=False), ctx.size)[:, None]
 
 
-@register("hirescam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+@register("hirescam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False, aug_smooth=False)
 def hirescam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Draelos & Carin 2020: ReLU(Σ_k ∂y_c/∂A^k ⊙ A^k), the gradient kept per position rather than
     averaged (so the map is the layer's exact contribution to y_c through A, before the ReLU)."""
@@ -94,7 +94,7 @@ def hirescam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     return cam_map(p.grad_a * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("xgradcam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
+@register("xgradcam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False, aug_smooth=False)
 def xgradcam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     """Fu et al. 2020: ReLU(Σ_k w_k A^k), w_k = Σ_ij (A^k_ij / (Σ_ab A^k_ab + ε)) ∂y_c/∂A^k_ij, as
     pytorch-grad-cam computes it (ε = 1e-7)."""
@@ -103,21 +103,24 @@ def xgradcam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
     return cam_map(weights * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("layercam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False)
-def layercam(ctx: Context, eigen_smooth: bool) -> torch.Tensor:
-    """Jiang et al. 2021: ReLU(Σ_k ReLU(∂y_c/∂A^k) ⊙ A^k), positive gradients weighting each position."""
+@register("layercam", "cam", needs=("layer", "layer_grad"), eigen_smooth=False, aug_smooth=False, gamma=2.0)
+def layercam(ctx: Context, eigen_smooth: bool, gamma: float) -> torch.Tensor:
+    """Jiang et al. 2021: ReLU(Σ_k ReLU(∂y_c/∂A^k) ⊙ A^k), positive gradients weighting each position.
+
+    With `layer=[...]` the maps of several layers are fused as the paper does: each scaled by
+    tanh(`gamma` · M / max M), then the element-wise maximum (see `_combine.fuse_layers`)."""
     p = ctx.plain()
     return cam_map(p.grad_a.clamp(min=0) * p.a, eigen_smooth).clamp(min=0)
 
 
-@register("eigencam", "cam", needs=("layer",))
+@register("eigencam", "cam", needs=("layer",), aug_smooth=False)
 def eigencam(ctx: Context) -> torch.Tensor:
     """Muhammad & Yeasin 2020: the activations' first principal component, ReLU'd (class-agnostic:
     the same map whatever the target). Sign: see `first_component`."""
     return first_component(ctx.plain().a).clamp(min=0)
 
 
-@register("eigengradcam", "cam", needs=("layer", "layer_grad"))
+@register("eigengradcam", "cam", needs=("layer", "layer_grad"), aug_smooth=False)
 def eigengradcam(ctx: Context) -> torch.Tensor:
     """EigenCAM on ∂y_c/∂A ⊙ A (pytorch-grad-cam's EigenGradCAM): the first principal component of
     the gradient-weighted activations, ReLU'd, so it depends on the class. Sign: see

@@ -9,7 +9,10 @@ Passes, each run at most once per call:
 - the methods' own passes (SmoothGrad, Integrated Gradients, occlusion, Ablation-CAM, Score-CAM),
   batched, without autograd where none is needed.
 
-Targets default to the predicted class of the first forward pass.
+Targets default to the predicted class of the first forward pass. Several targets per image
+((B,T) or "top3") share the passes: one forward, then one backward per target through the part of
+the model the method differentiates (the head alone for the CAM family), or one set of perturbed
+forwards scored for every target.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from camlight.explain._combine import aug_smooth, fuse_layers
 from camlight.explain._model import ModelAccess, NoLayer
 from camlight.explain._normalize import channel_max_abs, finish, min_max
 from camlight.explain._rules import ReluRule
 from camlight.explain._state import as_input, untouched
+from camlight.explain._targets import check_images, target_columns, target_table
 from camlight.explain.neuron import Neuron, NeuronModel, is_neuron_spec, parse_neuron
 
 # Normalisation kinds: "pixel" (B,3,H,W) signed → max |.| over channels → min-max;
@@ -53,6 +58,9 @@ class Method:
         needs: what it takes from the plain pass: "x_grad", "layer", "layer_grad".
         requires: a further condition on the model, checked without running the method: Context
             (one image, the plain pass forward only) → None when met, else why not (CAM: a GAP head).
+        all_targets: `compute` scores every target of the call at once (`Context.table`, (B,T))
+            and returns its map with a target dimension, (B,T,...); other methods are called once
+            per target (`Context.targets`, (B,)) with the passes they share kept.
     """
 
     key: str
@@ -61,16 +69,17 @@ class Method:
     defaults: dict = field(default_factory=dict)
     needs: frozenset = frozenset()
     requires: Callable[[Context], str | None] | None = None
+    all_targets: bool = False
 
 
 REGISTRY: dict[str, Method] = {}
 
 
-def register(key: str, kind: str, needs: Sequence[str] = (), requires=None, **defaults):
+def register(key: str, kind: str, needs: Sequence[str] = (), requires=None, all_targets: bool = False, **defaults):
     """Decorator adding `compute` to the registry under `key`."""
 
     def wrap(compute):
-        REGISTRY[key] = Method(key, kind, compute, dict(defaults), frozenset(needs), requires)
+        REGISTRY[key] = Method(key, kind, compute, dict(defaults), frozenset(needs), requires, all_targets)
         return compute
 
     return wrap
@@ -120,8 +129,15 @@ class Context:
     def __init__(self, access: ModelAccess, x: torch.Tensor, targets, needs: set[str], memory: int = DEFAULT_MEMORY):
         self.access, self.x, self._target_spec, self.needs = access, x, targets, needs
         self.memory = memory
-        self.targets: torch.Tensor | None = None
-        self._passes: dict[str, Pass] = {}
+        self.table: torch.Tensor | None = None  # (B,T): every target of the call, once resolved
+        self.column = 0  # which of them `targets` is
+        self._passes: dict = {}
+        self._forward: tuple | None = None  # the plain pass's forward, shared by every target
+
+    @property
+    def targets(self) -> torch.Tensor | None:
+        """(B,) the target being explained (one column of `table`), None until resolved."""
+        return None if self.table is None else self.table[:, self.column]
 
     def rows(self, method: str, batch_size: int | None, kind: str = "forward") -> int:
         """Rows per evaluation of a perturbation method: as many as one evaluation may hold within
@@ -151,10 +167,11 @@ class Context:
         return self.targets is None and self._target_spec is None
 
     def resolve_targets(self, logits: torch.Tensor) -> torch.Tensor:
-        """The call's targets, (B,). `logits` (N >= B rows) fix their range; with no targets given
-        they must be the clean input's, whose argmax becomes the targets."""
-        if self.targets is None:
-            self.targets = _targets(self._target_spec, logits[: self.x.shape[0]])
+        """The target being explained, (B,), after fixing the call's `table` of targets (B,T).
+        `logits` (N >= B rows) fix their range; with no targets given, or "topk", they must be the
+        clean input's, whose highest scores become the targets."""
+        if self.table is None:
+            self.table = target_table(self._target_spec, logits[: self.x.shape[0]])
         return self.targets
 
     def score(self, logits: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,20 +180,26 @@ class Context:
         return logits.gather(1, t[:, None])[:, 0]
 
     def plain(self) -> Pass:
-        if "plain" not in self._passes:
-            self._passes["plain"] = self._plain()
-        return self._passes["plain"]
+        """The plain pass for the current target: the forward is run once per call, the backward
+        once per target (the graph is kept while other targets may still need it)."""
+        if ("plain", self.column) not in self._passes:
+            self._passes["plain", self.column] = self._plain()
+        return self._passes["plain", self.column]
 
     def _plain(self) -> Pass:
         x_grad = "x_grad" in self.needs
         layer = bool(self.needs & {"layer", "layer_grad"})
         layer_grad = "layer_grad" in self.needs
-        x = self.x.detach().requires_grad_(True) if x_grad else self.x  # a new leaf, no copy
-        with torch.set_grad_enabled(x_grad or layer_grad):
-            logits, a = self.access.forward(x, layer=layer, layer_grad=layer_grad)
+        if self._forward is None:
+            x = self.x.detach().requires_grad_(True) if x_grad else self.x  # a new leaf, no copy
+            with torch.set_grad_enabled(x_grad or layer_grad):
+                logits, a = self.access.forward(x, layer=layer, layer_grad=layer_grad)
+            self._forward = (x, logits, a)
+        x, logits, a = self._forward
         targets = self.resolve_targets(logits.detach())
         wanted = ([x] if x_grad else []) + ([a] if layer_grad else [])
-        grads = torch.autograd.grad(self.score(logits, targets).sum(), wanted) if wanted else []
+        more = self.table.shape[1] > 1  # other targets will backpropagate through the same graph
+        grads = torch.autograd.grad(self.score(logits, targets).sum(), wanted, retain_graph=more) if wanted else []
         grads = list(grads)
         return Pass(
             logits.detach(),
@@ -216,11 +239,12 @@ class Context:
         return torch.autograd.grad(self.score(logits, targets).sum(), x)[0], logits.detach()
 
     def rule_gradient(self, rule: str) -> torch.Tensor:
-        """∂y/∂x of the clean input under a rectifier rule, computed once per call."""
-        if rule not in self._passes:
+        """∂y/∂x of the clean input under a rectifier rule, computed once per call and target."""
+        if (rule, self.column) not in self._passes:
             grad, logits = self.input_gradient(self.x, rule)
-            self._passes[rule] = Pass(logits, grad_x=grad)
-        return self._passes[rule].grad_x
+            self._passes[rule, self.column] = Pass(logits, grad_x=grad)
+            self._passes.setdefault(rule, self._passes[rule, self.column])  # its logits, for `logits()`
+        return self._passes[rule, self.column].grad_x
 
 
 def batch_limit(method: str, batch_size: int) -> int:
@@ -229,47 +253,6 @@ def batch_limit(method: str, batch_size: int) -> int:
     if batch_size < 1:
         raise ValueError(f"{method} batch_size must be >= 1, got {batch_size}")
     return batch_size
-
-
-def _targets(spec, logits: torch.Tensor) -> torch.Tensor:
-    if logits.dim() != 2:
-        raise ValueError(f"the model must return logits (B,C); it returned shape {tuple(logits.shape)}")
-    batch, classes = logits.shape
-    if spec is None:
-        return logits.argmax(dim=1)
-    if isinstance(spec, bool):
-        raise TypeError("targets must be None, an int or a LongTensor (B,), not a bool")
-    if isinstance(spec, int):
-        t = torch.full((batch,), spec, dtype=torch.long, device=logits.device)
-    else:
-        t = torch.as_tensor(spec, device=logits.device)
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
-            raise TypeError(f"targets must hold class indices (integers), got dtype {t.dtype}")
-        scalar = t.dim() == 0
-        # A copy: the caller's tensor may be an inference tensor, which autograd cannot save.
-        t = t.long().reshape(-1).clone()
-        if scalar:
-            t = t.expand(batch).clone()
-        if t.numel() != batch:
-            raise ValueError(f"got {t.numel()} targets for {batch} images; give one per image, one int, or None")
-    bad = (t < 0) | (t >= classes)
-    if bad.any():
-        raise ValueError(
-            f"target class {int(t[bad][0])} out of range: the model has {classes} classes (0..{classes - 1})"
-        )
-    return t
-
-
-def check_images(images) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B,3,H,W), got {type(images).__name__}")
-    if images.dim() != 4:
-        hint = "; add a batch dimension with images[None]" if images.dim() == 3 else ""
-        raise ValueError(f"images must be (B,3,H,W), got shape {tuple(images.shape)}{hint}")
-    if images.shape[1] != 3:
-        raise ValueError(f"images must have 3 colour channels, got {images.shape[1]} in shape {tuple(images.shape)}")
-    if not images.dtype.is_floating_point:
-        raise TypeError(f"images must be float (normalised), got {images.dtype}")
 
 
 def check_methods(methods) -> list[str]:
@@ -373,6 +356,9 @@ def explain(
         raise ValueError(f"memory must be a number of bytes >= 1, got {memory!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(layer, (list, tuple)):
+        return _several_layers(model, images, methods, targets, list(layer), raw, memory, opts)
+    columns = None
     if is_neuron_spec(targets):  # a unit of an intermediate layer: its value is the one "logit"
         neuron = targets if isinstance(targets, Neuron) else parse_neuron(targets)
         refused = [f"{m} {CLASS_ONLY[m]}" for m in methods if m in CLASS_ONLY]
@@ -381,6 +367,8 @@ def explain(
         model, targets = NeuronModel(model, neuron), 0
         if isinstance(layer, str):  # names are the model's, now inside the wrapper
             layer = f"model.{layer}"
+    else:
+        columns = target_columns(targets)  # None: one target per image, maps (B,H,W)
     access = ModelAccess(model, layer)
     out = {}
     with untouched(model):
@@ -392,8 +380,62 @@ def explain(
             except NoLayer as e:
                 raise ValueError(access.missing_layer(layered[0], str(e))) from None
         ctx = Context(access, x, targets, needs_of(methods), memory)
+        for m in methods:  # refused by what they declare, before any method runs
+            why = None if REGISTRY[m].requires is None else REGISTRY[m].requires(ctx)
+            if why is not None:
+                raise ValueError(why)
         for m in methods:
             method = REGISTRY[m]
-            result = method.compute(ctx, **opts[m])
-            out[m] = result.detach().float() if raw else normalise(method.kind, result.detach(), ctx.size)
+            result = _compute(ctx, method, dict(opts[m]), columns or 1, model, layer, memory).detach()
+            n, t = result.shape[:2]
+            if not raw:
+                result = normalise(method.kind, result.flatten(0, 1), ctx.size).unflatten(0, (n, t))
+            result = result.float()
+            out[m] = result if columns is not None else result[:, 0]
     return out
+
+
+def _compute(ctx: Context, method: Method, options: dict, columns: int, model, layer, memory) -> torch.Tensor:
+    """A method's raw map for every target of the call, (B,T,...)."""
+    if options.pop("aug_smooth", False):
+        if ctx.table is None:  # the clean images' targets, for every augmented copy
+            with torch.no_grad():
+                ctx.resolve_targets(ctx.model(ctx.x))
+        return aug_smooth(explain, model, ctx.x, method.key, ctx.table, _layer_of(ctx.access, layer), memory, options)
+    if method.all_targets:
+        return method.compute(ctx, **options)
+    maps = []
+    for column in range(columns):
+        ctx.column = column
+        maps.append(method.compute(ctx, **options))
+    ctx.column = 0
+    return maps[0].unsqueeze(1) if columns == 1 else torch.stack(maps, dim=1)
+
+
+def _layer_of(access: ModelAccess, given):
+    """The layer a call used, for calls that repeat it: the one found or given (None: the split)."""
+    return None if access.split else (access.layer if access.layer is not None else given)
+
+
+def _several_layers(model, images, methods, targets, layers: list, raw: bool, memory: int, opts: dict):
+    """`explain` with `layer=[...]`: the CAM family's maps at each layer, fused (`fuse_layers`) into
+    one map at the input's resolution; the other methods as with one layer."""
+    if not layers:
+        raise ValueError("layer=[] names no layer; give one or more layer names, or None")
+    if len(layers) == 1:
+        return explain(model, images, methods, targets, layers[0], raw, memory, **opts)
+    layered = [m for m in methods if REGISTRY[m].needs & {"layer", "layer_grad"}]
+    rest = [m for m in methods if m not in layered]
+    out = explain(model, images, rest, targets, None, raw, memory, **{m: opts[m] for m in rest}) if rest else {}
+    several = target_columns(targets) is not None and not is_neuron_spec(targets)
+    per_layer = []
+    for name in layers:
+        maps = explain(model, images, layered, targets, name, True, memory, **{m: opts[m] for m in layered})
+        per_layer.append({m: v if several else v[:, None] for m, v in maps.items()})
+    size = tuple(images.shape[-2:])
+    for m in layered:
+        fused = fuse_layers(m, [p[m] for p in per_layer], size, opts[m].get("gamma", 2.0))
+        if not raw:
+            fused = normalise("cam", fused.flatten(0, 1), size).unflatten(0, fused.shape[:2])
+        out[m] = fused if several else fused[:, 0]
+    return {m: out[m] for m in methods}

@@ -51,7 +51,9 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
     return total / count
 
 
-@register("ablation_cam", "cam", needs=("layer",), batch_size=None, eigen_smooth=False)
+@register(
+    "ablation_cam", "cam", needs=("layer",), all_targets=True, batch_size=None, eigen_smooth=False, aug_smooth=False
+)
 def ablation_cam(ctx: Context, batch_size: int | None, eigen_smooth: bool) -> torch.Tensor:
     """Desai & Ramaswamy 2020: w_k = (y_c − y_c with channel k of A zeroed) / |y_c|; ReLU(Σ_k w_k A^k).
 
@@ -63,14 +65,14 @@ def ablation_cam(ctx: Context, batch_size: int | None, eigen_smooth: bool) -> to
     every image at once. With a hooked layer each call is one forward pass of one image with a
     batch of its ablated activations swapped in at the layer: ⌈K / batch_size⌉ passes per image.
     `batch_size` bounds the ablated activation tensors per evaluation (default: as many as the
-    memory budget allows).
+    memory budget allows). Every target of the call is scored from the same ablated passes.
     """
     p = ctx.plain()
-    a, targets = p.a, ctx.targets
-    clean = ctx.score(p.logits)
+    a, table = p.a, ctx.table
+    clean = p.logits.gather(1, table)  # (B,T)
     n_img, k = a.shape[:2]
     batch_size = ctx.rows("ablation_cam", batch_size, "head" if ctx.access.split else "forward")
-    weights = torch.empty(n_img, k, dtype=a.dtype, device=a.device)
+    weights = torch.empty(n_img, k, table.shape[1], dtype=a.dtype, device=a.device)
     with torch.no_grad():
         if ctx.access.split:
             per_call = max(1, batch_size // n_img)
@@ -78,8 +80,9 @@ def ablation_cam(ctx: Context, batch_size: int | None, eigen_smooth: bool) -> to
                 channels = torch.arange(start, min(start + per_call, k), device=a.device)
                 ablated = a.repeat(len(channels), 1, 1, 1)
                 ablated[torch.arange(len(ablated), device=a.device), channels.repeat_interleave(n_img)] = 0
-                scores = ctx.score(ctx.access.head_module()(ablated), targets.repeat(len(channels)))
-                weights[:, channels] = (clean.repeat(len(channels)) - scores).view(len(channels), n_img).T
+                scores = ctx.access.head_module()(ablated).gather(1, table.repeat(len(channels), 1))
+                drops = clean.repeat(len(channels), 1) - scores  # (channels·B, T), channel-major
+                weights[:, channels] = drops.view(len(channels), n_img, -1).transpose(0, 1)
         else:
             for i in range(n_img):
                 head = ctx.access.head_fn(ctx.x[i : i + 1])
@@ -87,12 +90,27 @@ def ablation_cam(ctx: Context, batch_size: int | None, eigen_smooth: bool) -> to
                     channels = torch.arange(start, min(start + batch_size, k), device=a.device)
                     ablated = a[i].expand(len(channels), *a.shape[1:]).clone()
                     ablated[torch.arange(len(channels), device=a.device), channels] = 0
-                    weights[i, channels] = clean[i] - head(ablated)[:, targets[i]]
+                    weights[i, channels] = clean[i] - head(ablated)[:, table[i]]
     weights = weights / clean.abs().clamp(min=1e-12)[:, None]
-    return cam_map(weights[:, :, None, None] * a, eigen_smooth).clamp(min=0)
+    return _per_target(weights, a, eigen_smooth)
 
 
-@register("score_cam", "cam", needs=("layer",), batch_size=None, score="probability", eigen_smooth=False)
+def _per_target(weights: torch.Tensor, a: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """(B,T,h,w) CAM maps ReLU(Σ_k w_kt A^k) from channel weights (B,K,T), one map per target."""
+    maps = [cam_map(weights[:, :, t, None, None] * a, eigen_smooth) for t in range(weights.shape[2])]
+    return torch.stack(maps, dim=1).clamp(min=0)
+
+
+@register(
+    "score_cam",
+    "cam",
+    needs=("layer",),
+    all_targets=True,
+    batch_size=None,
+    score="probability",
+    eigen_smooth=False,
+    aug_smooth=False,
+)
 def score_cam(ctx: Context, batch_size: int | None, score: str, eigen_smooth: bool) -> torch.Tensor:
     """Wang et al. 2020: each channel of A, upsampled and min-max normalised, masks the input;
     its weight is the target's softmax probability for the masked input (the authors' code);
@@ -105,7 +123,7 @@ def score_cam(ctx: Context, batch_size: int | None, score: str, eigen_smooth: bo
     if score not in ("probability", "logit_softmax"):
         raise ValueError(f"score_cam score must be 'probability' or 'logit_softmax', got {score!r}")
     p = ctx.plain()
-    a, x, targets = p.a, ctx.x, ctx.targets
+    a, x, table = p.a, ctx.x, ctx.table
     n_img, k = a.shape[:2]
     batch_size = ctx.rows("score_cam", batch_size)
     flat = a.flatten(2)
@@ -113,7 +131,7 @@ def score_cam(ctx: Context, batch_size: int | None, score: str, eigen_smooth: bo
     if score == "logit_softmax":
         varying = torch.ones_like(varying)
     pairs = varying.nonzero()  # (N,2): image, channel
-    scores = torch.zeros(n_img, k, dtype=a.dtype, device=a.device)
+    scores = torch.zeros(n_img, k, table.shape[1], dtype=a.dtype, device=a.device)
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             img, ch = pairs[start : start + batch_size].unbind(1)
@@ -121,9 +139,9 @@ def score_cam(ctx: Context, batch_size: int | None, score: str, eigen_smooth: bo
             logits = ctx.model(x[img] * masks[:, None].to(x.dtype))
             if score == "probability":
                 logits = logits.softmax(dim=1)
-            scores[img, ch] = logits.gather(1, targets[img][:, None])[:, 0]
+            scores[img, ch] = logits.gather(1, table[img])
     weights = scores.softmax(dim=1) if score == "logit_softmax" else scores
-    return cam_map(weights[:, :, None, None] * a, eigen_smooth).clamp(min=0)
+    return _per_target(weights, a, eigen_smooth)
 
 
 def rise_masks(n: int, cells: int, p: float, size: tuple[int, int], generator: torch.Generator, device=None):
@@ -144,7 +162,7 @@ def rise_masks(n: int, cells: int, p: float, size: tuple[int, int], generator: t
     return masks.to(device)
 
 
-@register("rise", "signed", n_masks=2000, cells=7, p=0.5, batch_size=None, seed=0)
+@register("rise", "signed", all_targets=True, n_masks=2000, cells=7, p=0.5, batch_size=None, seed=0)
 def rise(ctx: Context, n_masks: int, cells: int, p: float, batch_size: int | None, seed: int) -> torch.Tensor:
     """Petsiuk et al. 2018: Σ_i P(c | x ⊙ M_i) · M_i / (N · p) over N random smooth masks
     (`rise_masks`): the expected target probability given that a pixel is kept. The same masks
@@ -154,17 +172,18 @@ def rise(ctx: Context, n_masks: int, cells: int, p: float, batch_size: int | Non
     if n_masks < 1 or cells < 1 or not 0 < p < 1:
         raise ValueError(f"rise needs n_masks >= 1, cells >= 1 and 0 < p < 1; got {n_masks}, {cells}, {p}")
     x = ctx.x
-    targets = ctx.resolve_targets(ctx.logits())  # given, or the clean image's prediction
+    ctx.resolve_targets(ctx.logits())  # given, or the clean image's prediction
+    table = ctx.table  # (B,T): every target is scored from the same masked images
     generator = torch.Generator().manual_seed(seed)
     masks = rise_masks(n_masks, cells, p, ctx.size, generator, x.device).to(x.dtype)
     n_img = x.shape[0]
     per_pass = max(1, ctx.rows("rise", batch_size) // n_img)  # masks per forward pass, for every image
-    total = torch.zeros(n_img, *ctx.size, dtype=torch.float32, device=x.device)
+    total = torch.zeros(n_img, table.shape[1], *ctx.size, dtype=torch.float32, device=x.device)
     with torch.no_grad():
         for start in range(0, n_masks, per_pass):
             m = masks[start : start + per_pass]  # (n,H,W)
             masked = (x[None] * m[:, None, None]).flatten(0, 1)  # (n·B,3,H,W), mask-major
             probs = ctx.model(masked).softmax(dim=1).view(len(m), n_img, -1)
-            score = probs.gather(2, targets[None, :, None].expand(len(m), n_img, 1))[..., 0]  # (n,B)
-            total += torch.einsum("nb,nhw->bhw", score.float(), m.float())
+            score = probs.gather(2, table[None].expand(len(m), *table.shape))  # (n,B,T)
+            total += torch.einsum("nbt,nhw->bthw", score.float(), m.float())
     return total / (n_masks * p)
