@@ -19,6 +19,7 @@ from torch import nn
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
 from camlight.explain import fullgrad as _fullgrad  # noqa: F401  (registers FullGrad)
 from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
+from camlight.explain import lrp as _lrp  # noqa: F401  (registers layer-wise relevance propagation)
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score, RISE)
 from camlight.explain._state import untouched
 from camlight.explain.blur import gaussian_blur
@@ -65,6 +66,7 @@ ScoreCAM = _explainer("ScoreCAM", "score_cam")
 SmoothGrad = _explainer("SmoothGrad", "smoothgrad")
 IntegratedGradients = _explainer("IntegratedGradients", "integrated_gradients")
 InputXGradient = _explainer("InputXGradient", "input_x_gradient")
+LRP = _explainer("LRP", "lrp")
 HiResCAM = _explainer("HiResCAM", "hirescam")
 XGradCAM = _explainer("XGradCAM", "xgradcam")
 LayerCAM = _explainer("LayerCAM", "layercam")
@@ -88,6 +90,7 @@ __all__ = [
     "HiResCAM",
     "InputXGradient",
     "LayerCAM",
+    "LRP",
     "EigenCAM",
     "EigenGradCAM",
     "XGradCAM",

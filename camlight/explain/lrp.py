@@ -6,31 +6,35 @@ output relevance R_k down to its inputs a_j by a rule:
 
 - ε: R_j = Σ_k a_j w_jk / (z_k + ε·sign(z_k)) · R_k, z_k = Σ_j a_j w_jk + b_k;
 - γ: the same with every parameter p (weights and biases) replaced by p + γ·p⁺, stabilised by
-  1e-9·sign (favours positive contributions; Montavon et al. 2019, eq. 6, where the bias is the
-  weight of a constant input a_0 = 1);
+  1e-9·sign (favours positive contributions; in Montavon et al. 2019 the sum over j includes the
+  bias as the weight of a constant input a_0 = 1, and their code applies ρ to it: zennit too);
 - z⁺: R_j = Σ_k (a_j w_jk)⁺ / Σ_j' (a_j' w_j'k)⁺ · R_k, bias left out (the z⁺ rule of the deep
-  Taylor decomposition, Montavon et al. 2017; LRP-α1β0 of Bach et al. without its bias term), the
-  denominator + 1e-9. (a w)⁺ = a⁺w⁺ + a⁻w⁻, so signed inputs (normalised pixels) keep the rule's
-  positivity; on non-negative inputs it is a w⁺.
-- composite (Montavon et al. 2019, section 10.3: lower layers γ, middle and upper ε, a rule of its
-  own for the pixels): the L Conv2d/Linear modules of the model, numbered 1…L in the order the
-  forward pass first calls them: module 1 (the one that reads the pixels) z⁺, modules 2…⌈L/2⌉ γ,
-  the others ε. The paper's pixel rule z^B needs the pixel range in the model's normalised input
-  space, which the engine does not know: z⁺ stands in for it.
+  Taylor decomposition, Montavon et al. 2017; LRP-α1β0 of Bach et al. without its bias term, so
+  that it conserves relevance), the denominator + 1e-9. (a w)⁺ = a⁺w⁺ + a⁻w⁻, so signed inputs
+  (normalised pixels) keep the rule's positivity; on non-negative inputs it is a·w⁺.
+- composite (Montavon et al. 2019, "Which LRP rule for which layer?": γ for the lower layers, ε
+  above, a rule of its own for the pixels): the L Conv2d/Linear modules of the model, numbered
+  1…L in the order the forward pass first calls them: module 1 (the one that reads the pixels)
+  z⁺, modules 2…⌈L/2⌉ γ, the others ε. The paper's pixel rule z^B needs the pixel range in the
+  model's normalised input space, which the engine does not know: z⁺ stands in for it. Their
+  top layers use LRP-0, which is our ε-rule at the default ε = 1e-9.
 
-Every other supported layer passes relevance as the gradient does, which is the ε-rule with ε → 0
-for the affine ones: batch-norm (as an affine layer of its own, not merged into the convolution:
-captum's convention), average pooling (a linear layer), max pooling (winner takes all), ReLU,
-dropout (eval), flatten; and a residual addition s = u + v splits R_s in proportion to the
-summands, R_u = u/s·R_s (the gradient reaches u and v alike, and R = activation ⊙ gradient).
+Batch-norm (an affine layer of its own, not merged into the convolution), average pooling (a
+linear layer) and max pooling (winner takes all) follow the ε-rule with ε = 1e-9, whatever `rule`
+is: captum's default rule for them, and the gradient up to that stabiliser. ReLU, dropout (eval),
+flatten and identity pass relevance as the gradient does; so does a residual addition s = u + v,
+which splits R_s in proportion to the summands, R_u = u/s·R_s (the gradient reaches u and v alike,
+and R = activation ⊙ gradient).
 
-Gradient trick (Montavon et al. 2019, section 10.2.2): within `relevance_rules`, each Conv2d and
-Linear module returns z + (z' c − (z' c).detach()) (z detached) with z' the layer under the rule's modified
-parameters and c = (z / stab(z')).detach(): the forward values are the model's own, bit for bit,
-while the backward pass carries ∂/∂a = ρ(W)ᵀ (g ⊙ z / stab(z')); since the relevance at a layer's
-output is z ⊙ g, the input ⊙ the gradient is the rule's relevance, and at the pixels
-x ⊙ ∂y_t/∂x is the map (B,3,H,W), signed, summing to about y_t (exactly, for ε → 0 on a bias-free
-network).
+Gradient trick (Montavon et al. 2019, section 10.2.2): within `relevance_rules`, each of those
+layers returns z + (z' c − (z' c).detach()) with z (detached) its own output, z' its output under
+the rule's modified parameters and c = (z / stab(z')).detach(): the forward values are the model's
+own, bit for bit, while the backward pass carries ∂/∂a = ρ(W)ᵀ (g ⊙ z / stab(z')). The relevance
+at a layer's output is z ⊙ g, so input ⊙ gradient is the rule's relevance, and at the pixels
+x ⊙ ∂y_t/∂x is the map (B,3,H,W), signed; it sums to y_t on a network without biases for ε → 0
+(up to the 1e-9 stabilisers). The γ-rule is ill-conditioned where a layer's output z < 0 still
+carries relevance (before a residual addition, or a negative target logit on top): z' = z + γ·Σa w⁺
+may then pass through 0.
 
 Which layers LRP handles is declared (`refusal`): a model with any other leaf module type (LayerNorm,
 attention, GELU, Tanh, a subclass of a supported type, a custom module) or a container with
