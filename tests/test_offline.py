@@ -120,6 +120,27 @@ def test_every_image_explained_exits_0_and_topk_explains_each_class(tmp_path, tr
     assert targets == ["cat top1", "dog top2"] or targets == ["cat top2", "dog top1"]
 
 
+def test_target_top2_explains_the_two_best_classes_in_one_call_as_topk_does(tmp_path, trained):
+    """target=top2 is topk with k=2; its maps come from one call with a (B,2) target table and equal
+    the maps of one call per class."""
+    (tmp_path / "in").mkdir()
+    for i, level in enumerate((40, 200)):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8) + level).save(tmp_path / "in" / f"{i}.png")
+    maps = {}
+    for name, target in (("top2", ["target=top2"]), ("topk", ["target=topk", "k=2"]), ("top1", ["target=top1"])):
+        out = tmp_path / name
+        args = [f"checkpoint={trained['best_checkpoint']}", f"input={tmp_path / 'in'}", f"out={out}"]
+        code = offline.run(_cfg(*args, *target, "methods=[gradcam,saliency]"), progress=False)
+        assert code == 0
+        maps[name] = dict(np.load(out / "maps.npz"))
+    assert sorted(maps["top2"]) == sorted(maps["topk"]) and len(maps["top2"]) == 2 * 2 * 2
+    for key, value in maps["top2"].items():
+        np.testing.assert_allclose(value, maps["topk"][key], atol=1e-6)
+    for key, value in maps["top1"].items():  # the best class's maps, explained alone
+        image, method = key.split("/")
+        np.testing.assert_allclose(maps["top2"][f"{image}/{method}_top1"], value, atol=1e-6)
+
+
 def test_the_val_probe_reproduces_the_callbacks_last_pointing_game(tmp_path, trained):
     code, rows = _explained(
         tmp_path / "out", f"checkpoint={trained['last_checkpoint']}", "split=val", "probe_size=8", "target=label"

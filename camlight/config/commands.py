@@ -45,7 +45,8 @@ class OfflineConfig(ModelChoice):
     )
     target: str = _f(
         "top1",
-        "top1, topk (with k), label (needs ground truth), a class name or index, or a neuron: layer:channel "
+        "top1, topk (with k) or top3 (any k: the k best classes, explained in one pass), label (needs ground "
+        "truth), a class name or index, or a neuron: layer:channel "
         "(summed over space), layer:channel:max, layer:channel:row:col",
     )
     k: int = _f(3, "classes per image with target=topk", minimum=1)

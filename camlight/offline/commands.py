@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from camlight.config import ConfigError
 from camlight.datamodules.io import BadFile
 from camlight.explain import REGISTRY, check_methods, drop_unsupported, explain, target_layer, unsupported, untouched
+from camlight.explain._targets import top_k
 from camlight.explain.engine import CLASS_ONLY
 from camlight.explain.neuron import NeuronModel, is_neuron_spec, parse_neuron
 from camlight.metrics import METRICS, check_metrics
@@ -66,11 +67,11 @@ def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
             raise ConfigError(
                 f"metrics {', '.join(rescored)} re-score a class, not a neuron; with target={t} leave them out"
             )
-    elif t not in ("top1", "topk", "label"):
+    elif t not in ("top1", "topk", "label") and (top_k(t) is None or t in class_names):
         try:
             class_index(t, class_names)
         except ConfigError as e:
-            raise ConfigError(f"{e}; or top1, topk, label") from None
+            raise ConfigError(f"{e}; or top1, topk, top3 (any k), label") from None
     check_out(Path(cfg.out))
 
 
@@ -162,9 +163,16 @@ def _explain(
             probs = model(x).softmax(1)
         conf, pred = probs.max(1)
         neuron = str(cfg.target) if is_neuron_spec(str(cfg.target)) else None
-        for rank, t in targets(cfg, writer.class_names, probs, chunk):
+        ranked = targets(cfg, writer.class_names, probs, chunk)
+        every = None  # with several classes per image: all their maps from one call (shared passes)
+        if methods and neuron is None and len(ranked) > 1:
+            every = explain(model, x, methods, targets=torch.stack([t for _, t in ranked], 1), layer=layer)
+        for column, (rank, t) in enumerate(ranked):
             spec = t if neuron is None else neuron
-            maps = explain(model, x, methods, targets=spec, layer=layer) if methods else {}
+            if every is not None:
+                maps = {m: v[:, column] for m, v in every.items()}
+            else:
+                maps = explain(model, x, methods, targets=spec, layer=layer) if methods else {}
             scores = per_image_scores(metrics, maps, batch, valid, model, t)
             rows = [
                 Result(

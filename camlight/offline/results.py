@@ -15,6 +15,7 @@ from torch import nn
 
 from camlight.config import ConfigError
 from camlight.datamodules.base import collate_samples
+from camlight.explain._targets import top_k
 from camlight.metrics import METRICS, has_ground_truth
 from camlight.offline.inputs import Item
 
@@ -83,12 +84,13 @@ class Result:
 def targets(
     cfg: DictConfig, class_names, logits: torch.Tensor, items: list[Item]
 ) -> list[tuple[int | None, torch.Tensor]]:
-    """[(rank or None, targets (B,))]: one entry, or k for target=topk (rank 1..k)."""
+    """[(rank or None, targets (B,))]: one entry, or k for target=topk or "top3" (rank 1..k)."""
     t = str(cfg.target)
     if t == "top1":
         return [(None, logits.argmax(1))]
-    if t == "topk":
-        top = logits.topk(min(cfg.k, logits.shape[1]), dim=1).indices
+    k = cfg.k if t == "topk" else (top_k(t) if t not in class_names else None)
+    if k is not None:
+        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
         return [(r + 1, top[:, r]) for r in range(top.shape[1])]
     if t == "label":
         return [(None, torch.tensor([it.label for it in items], device=logits.device))]
