@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from camlight.explain import _incremental
 from camlight.explain._eigen import cam_map
 from camlight.explain._normalize import min_max, upsample
-from camlight.explain.engine import Context, register
+from camlight.explain.engine import Context, batch_limit, register
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -15,18 +16,24 @@ def _starts(length: int, window: int, stride: int) -> list[int]:
     return [i * stride for i in range(-(-(length - window) // stride) + 1)]
 
 
-@register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=None)
-def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.Tensor:
+@register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=None, incremental=True)
+def occlusion(ctx: Context, window, stride, baseline, batch_size: int, incremental: bool) -> torch.Tensor:
     """Zeiler & Fergus 2014: drop of y_c when a window × window patch (all channels) is set to `baseline`.
 
     A pixel's value is the drop averaged over the windows covering it, windows placed as captum
     places them (the last one in a row or column cut at the border, so every pixel is covered).
-    Defaults: window = H/8, stride = window/2. `batch_size` bounds the occluded images per forward
-    pass (default: as many as the memory budget allows). Raw map: (B,H,W), signed.
+    Defaults: window = H/8, stride = window/2. `batch_size` bounds the occluded images per pass
+    (default: as many as the memory budget allows, each counted at what it really holds).
+
+    With `incremental` (the default), the occluded copies are evaluated by incremental inference
+    (Nakandala et al. 2019, `camlight.explain._incremental`): each layer is recomputed only inside
+    the patch's projective field, the rest reused from the clean image's activations; the same
+    numbers up to float summation order. Models it cannot analyse (torch.fx cannot trace them,
+    hooks, a baseline varying over space) get one full forward pass per occluded copy, as with
+    `incremental=False`. Raw map: (B,H,W), signed.
     """
     x = ctx.x
     b, _, h, w = x.shape
-    batch_size = ctx.rows("occlusion", batch_size)
     window = max(1, min(h, w) // 8) if window is None else window
     stride = max(1, window // 2) if stride is None else stride
     if not 1 <= window <= min(h, w) or stride < 1:
@@ -35,20 +42,45 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int) -> torch.
         )
     clean = ctx.score(ctx.logits())
     positions = [(y, x0) for y in _starts(h, window, stride) for x0 in _starts(w, window, stride)]
+    with torch.no_grad():
+        inc = None
+        if incremental:
+            boxes = [(y, x0, min(y + window, h), min(x0 + window, w)) for y, x0 in positions]
+            inc = _incremental.prepare(ctx.model, x, boxes, (window, window), baseline, ctx.logits())
+        if inc is None:
+            scores = _occluded_scores(ctx, positions, window, baseline, ctx.rows("occlusion", batch_size))
+        else:
+            rows = max(1, ctx.memory // inc.bytes_per_copy)
+            rows = rows if batch_size is None else min(batch_limit("occlusion", batch_size), rows)
+            per_pass = max(1, rows // b)
+            scores = []
+            for start in range(0, len(positions), per_pass):
+                chunk = torch.arange(start, min(start + per_pass, len(positions)))
+                scores.append(ctx.score(inc.logits(chunk), ctx.targets.repeat(len(chunk))))
+            scores = torch.cat(scores)
+    drops = clean.repeat(len(positions)) - scores  # (P·B,), position-major
     total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
     count = torch.zeros(h, w, dtype=x.dtype, device=x.device)
-    per_pass = max(1, batch_size // b)
-    with torch.no_grad():
-        for start in range(0, len(positions), per_pass):
-            chunk = positions[start : start + per_pass]
-            occluded = x.repeat(len(chunk), 1, 1, 1)
-            for i, (y, x0) in enumerate(chunk):
-                occluded[i * b : (i + 1) * b, :, y : y + window, x0 : x0 + window] = baseline
-            drops = clean.repeat(len(chunk)) - ctx.score(ctx.model(occluded), ctx.targets.repeat(len(chunk)))
-            for i, (y, x0) in enumerate(chunk):
-                total[:, y : y + window, x0 : x0 + window] += drops[i * b : (i + 1) * b, None, None]
-                count[y : y + window, x0 : x0 + window] += 1
+    for i, (y, x0) in enumerate(positions):
+        total[:, y : y + window, x0 : x0 + window] += drops[i * b : (i + 1) * b, None, None]
+        count[y : y + window, x0 : x0 + window] += 1
     return total / count
+
+
+def _occluded_scores(ctx: Context, positions, window: int, baseline, rows: int) -> torch.Tensor:
+    """(P·B,) target logits of every image occluded at every position (position-major), by one
+    full forward pass per occluded copy, `rows` copies per pass."""
+    x = ctx.x
+    b = x.shape[0]
+    per_pass = max(1, rows // b)
+    scores = []
+    for start in range(0, len(positions), per_pass):
+        chunk = positions[start : start + per_pass]
+        occluded = x.repeat(len(chunk), 1, 1, 1)
+        for i, (y, x0) in enumerate(chunk):
+            occluded[i * b : (i + 1) * b, :, y : y + window, x0 : x0 + window] = baseline
+        scores.append(ctx.score(ctx.model(occluded), ctx.targets.repeat(len(chunk))))
+    return torch.cat(scores)
 
 
 @register(
