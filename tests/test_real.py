@@ -133,6 +133,43 @@ def test_cam_family_equals_pytorch_grad_cam_on_the_real_network(model, tmp_path)
     )
 
 
+def test_newer_cam_methods_equal_pytorch_grad_cam_on_the_real_network(model, tmp_path, monkeypatch):
+    """HiResCAM, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM (its sign rule patched in, as in
+    tests/test_explain_parity.py), aug_smooth and two fused layers, on the real weights and photos."""
+    from pytorch_grad_cam import base_cam, hirescam, layer_cam
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    for module in (base_cam, hirescam, layer_cam):
+        monkeypatch.setattr(module, "get_2d_projection", get_2d_projection_with_sign_correction)
+    x = torch.cat([_photo("chelsea", tmp_path), _photo("coffee", tmp_path)])
+    wrapped = HeadActivation(model).eval()
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    pairs = [("hirescam", "HiResCAM"), ("xgradcam", "XGradCAM"), ("layercam", "LayerCAM")]
+    pairs += [("eigencam", "EigenCAM"), ("eigengradcam", "EigenGradCAM")]
+    maps = explain(wrapped, x, [m for m, _ in pairs], targets=targets, layer="head_act")
+    for method, peer in pairs:
+        assert (maps[method] - _theirs(peer, wrapped, x, targets)).abs().max() <= 1e-4, method
+    smooth = explain(wrapped, x, ["gradcam"], targets=targets, layer="head_act", gradcam=dict(aug_smooth=True))
+    m = copy.deepcopy(wrapped)
+    with gradcam_lib.GradCAM(model=m, target_layers=[m.head_act]) as cam:
+        out = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in targets], aug_smooth=True))
+    lo = out.flatten(1).amin(1)[:, None, None]
+    out = (out - lo) / (out.flatten(1).amax(1)[:, None, None] - lo)
+    assert (smooth["gradcam"] - out).abs().max() <= 1e-4
+
+
+def test_attributions_equal_captum_on_the_real_network(model, tmp_path):
+    """Input × gradient on the real weights (ReLU6 throughout)."""
+    captum = pytest.importorskip("captum.attr")
+    x = _photo("chelsea", tmp_path, size=128)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    ours = explain(model, x, ["input_x_gradient"], targets=targets, raw=True)["input_x_gradient"]
+    theirs = captum.InputXGradient(copy.deepcopy(model)).attribute(x, target=targets)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_perturbation_cams_equal_pytorch_grad_cam_on_the_real_network(model, tmp_path, monkeypatch):
     x = _photo("chelsea", tmp_path, size=128)  # 1280 masked or ablated forward passes each: a smaller photo
