@@ -345,3 +345,91 @@ def test_fullgrad_terms_add_up_to_the_output(bn_model, x):
         total = total + (g * bias[None, :, None, None]).flatten(1).sum(1)
     torch.testing.assert_close(total, y, rtol=1e-4, atol=1e-4)
     assert (total - (grads[0] * x).flatten(1).sum(1) - model.fc.bias[TARGETS]).abs().min() > 0.1  # biases count
+
+
+class SmallVGG(torch.nn.Module):
+    """VGG's layout at a small size: conv–ReLU(inplace)–max-pool blocks, then a ReLU'd linear head;
+    `functional=True` writes every ReLU as F.relu in forward (no module for hooks to find)."""
+
+    def __init__(self, functional: bool = False):
+        super().__init__()
+        self.functional = functional
+        self.convs = torch.nn.ModuleList(
+            [
+                torch.nn.Conv2d(3, 16, 3, padding=1),
+                torch.nn.Conv2d(16, 32, 3, padding=1),
+                torch.nn.Conv2d(32, 32, 3, padding=1),
+            ]
+        )
+        self.relus = torch.nn.ModuleList([torch.nn.ReLU(inplace=True) for _ in range(4)])
+        self.pool = torch.nn.MaxPool2d(2)
+        self.features_out = torch.nn.Identity()  # the target layer: the last block's activations
+        self.fc1, self.fc2 = torch.nn.Linear(32 * 4 * 4, 32), torch.nn.Linear(32, 10)
+
+    def _relu(self, i, t):
+        return F.relu(t) if self.functional else self.relus[i](t)
+
+    def forward(self, x):
+        for i, conv in enumerate(self.convs):
+            x = self.pool(self._relu(i, conv(x)))
+        x = F.adaptive_avg_pool2d(self.features_out(x), 4).flatten(1)
+        return self.fc2(self._relu(3, self.fc1(x)))
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["inplace-relu-vgg", "functional-relu-vgg"])
+def vgg(request):
+    torch.manual_seed(0)
+    return SmallVGG(functional=request.param).eval()
+
+
+@pytest.mark.parametrize(
+    ("method", "peer"),
+    [
+        ("gradcam", "GradCAM"),
+        ("gradcam_pp", "GradCAMPlusPlus"),
+        ("hirescam", "HiResCAM"),
+        ("xgradcam", "XGradCAM"),
+        ("layercam", "LayerCAM"),
+        ("eigengradcam", "EigenGradCAM"),
+    ],
+)
+def test_cam_family_matches_pytorch_grad_cam_on_vgg_nets(vgg, x, method, peer, monkeypatch):
+    """On VGG-style nets with inplace and with functional ReLUs (EigenGradCAM with its sign rule
+    patched in, as above)."""
+    from pytorch_grad_cam import eigen_grad_cam
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    monkeypatch.setattr(eigen_grad_cam, "get_2d_projection", get_2d_projection_with_sign_correction)
+    xs = x[:, :, :64, :64]
+    with torch.no_grad():
+        targets = vgg(xs).argmax(1)  # the predicted classes: positive evidence to show
+    ours = explain(vgg, xs, [method], targets=targets, layer="features_out")[method]
+    m = copy.deepcopy(vgg)
+    with getattr(gradcam_lib, peer)(model=m, target_layers=[m.features_out]) as cam:
+        theirs = torch.from_numpy(cam(xs, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
+    assert (ours - theirs / theirs.flatten(1).amax(1)[:, None, None]).abs().max() <= TOL
+    assert ours.max() == 1
+
+
+@pytest.mark.parametrize(("method", "peer"), [("saliency", "Saliency"), ("input_x_gradient", "InputXGradient")])
+def test_gradients_match_captum_on_vgg_nets(vgg, x, method, peer):
+    xs = x[:, :, :64, :64]
+    ours = explain(vgg, xs, [method], targets=TARGETS, raw=True)[method]
+    kwargs = dict(abs=False) if peer == "Saliency" else {}
+    theirs = getattr(captum, peer)(copy.deepcopy(vgg)).attribute(xs, target=TARGETS, **kwargs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_guided_backprop_matches_captum_on_the_inplace_vgg_and_not_the_functional_one(x):
+    """captum swaps the rule into nn.ReLU modules only: on F.relu its guided backprop is the plain
+    gradient. Ours sees every rectifier call, so on both nets it equals captum on the module one."""
+    xs = x[:, :, :64, :64]
+    torch.manual_seed(0)
+    modules, functional = SmallVGG().eval(), SmallVGG(functional=True).eval()
+    functional.load_state_dict(modules.state_dict())
+    theirs = captum.GuidedBackprop(copy.deepcopy(modules)).attribute(xs, target=TARGETS)
+    for net in (modules, functional):
+        ours = explain(net, xs, ["guided_backprop"], targets=TARGETS, raw=True)["guided_backprop"]
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    missed = captum.GuidedBackprop(copy.deepcopy(functional)).attribute(xs, target=TARGETS)
+    assert not torch.allclose(missed, theirs, rtol=1e-3, atol=1e-5)
