@@ -240,6 +240,26 @@ def test_hand_computed_two_layer_net():
     torch.testing.assert_close(_hand([1, -0.5, 2], rule="composite"), expected, rtol=1e-6, atol=1e-6)
 
 
+def test_composite_numbers_layers_in_the_order_the_forward_pass_calls_them():
+    """A head registered before the convolution: the convolution, called first, still gets z⁺."""
+
+    class HeadFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.conv, self.relu = nn.Linear(8, 10), nn.Conv2d(3, 8, 3), nn.ReLU()
+
+        def forward(self, x):
+            return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    head_first = HeadFirst().eval()
+    in_order = nn.Sequential(head_first.conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head_first.fc)
+    x = _signed()
+    ours = _ours(head_first, x, rule="composite")
+    torch.testing.assert_close(ours, _ours(in_order, x, rule="composite"), rtol=1e-4, atol=1e-7)
+    assert (ours - _ours(in_order, x, rule="epsilon")).abs().max() > 1e-2 * ours.abs().max()  # the rules differ
+
+
 def _bias_free_resnet() -> nn.Module:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()

@@ -120,10 +120,24 @@ def _lrp_supported(ctx: Context) -> str | None:
 
 
 def _ratio(z: torch.Tensor, z_mod: torch.Tensor, eps: float) -> torch.Tensor:
-    """z / (z' + eps·sign(z')), sign(0) = +1 (captum's and zennit's convention); 0 where the
-    denominator is 0 (ε = 0 and z' = 0: the neuron passes no relevance, rather than NaN)."""
-    den = z_mod + eps * torch.where(z_mod >= 0, 1.0, -1.0).to(z_mod.dtype)
-    return torch.where(den == 0, torch.zeros_like(z), z / torch.where(den == 0, torch.ones_like(den), den))
+    """z / (z' + eps·sign(z')), sign(0) = +1 (captum's and zennit's convention), eps > 0; no graph."""
+    den = torch.copysign(z_mod.new_full((), eps), z_mod)  # ±eps with the sign of z' (+0 → +eps)
+    return torch.div(z, den.add_(z_mod), out=den)
+
+
+class _Rescale(torch.autograd.Function):
+    """The gradient trick in one node: the values of `z`, and the incoming gradient times `c` passed
+    to `z_mod` (as z' · c + (z − z'·c).detach() would, in fewer passes over the activations)."""
+
+    @staticmethod
+    def forward(ctx, z_mod: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(c)
+        return z.clone()  # a new tensor: an inplace ReLU may follow
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (c,) = ctx.saved_tensors
+        return grad * c, None, None
 
 
 def _rule_of(index: int, total: int, rule: str) -> str:
@@ -155,13 +169,13 @@ def _relevance_forward(module: nn.Module, original: Callable, rule: Callable[[],
         which, epsilon = rule()
         if which == "epsilon":
             z = original(a)
-            scaled = z * _ratio(z.detach(), z.detach(), epsilon)
-        else:
-            with torch.no_grad():
-                z = original(a)
-            z_mod = _modified(module, a, which, gamma)
-            scaled = z_mod * _ratio(z, z_mod.detach(), STABILISER)
-        return z.detach() + (scaled - scaled.detach())  # the value z (+ an exact 0), the gradient of the rule
+            if epsilon == 0:  # z / z = 1: the gradient itself (and R = z·g = 0 where z = 0)
+                return z
+            return _Rescale.apply(z, z, _ratio(z.detach(), z.detach(), epsilon))
+        with torch.no_grad():
+            z = original(a)
+        z_mod = _modified(module, a, which, gamma)
+        return _Rescale.apply(z_mod, z, _ratio(z, z_mod.detach(), STABILISER))
 
     return forward
 
@@ -205,9 +219,10 @@ def lrp(ctx: Context, rule: str, epsilon: float, gamma: float) -> torch.Tensor:
     down to the pixels, (B,3,H,W), signed, summing to about y_t. `rule`: "epsilon" (every Conv2d and
     Linear: R_j = Σ_k a_j w_jk/(z_k + ε·sign z_k) R_k), "gamma" (every one: parameters p + γp⁺),
     "zplus" (every one: (a_j w_jk)⁺, bias left out) or "composite" (the first z⁺, the lower half γ,
-    the rest ε); `epsilon` ε (the ε layers), `gamma` γ. Batch-norm, pooling, ReLU, dropout and
-    residual additions pass relevance as the gradient does. Models with other layer types are
-    refused (see `camlight.explain.lrp`)."""
+    the rest ε, in the order of the forward pass); `epsilon` ε (the ε layers), `gamma` γ.
+    Batch-norm and pooling follow the ε-rule at ε = 1e-9 (captum's default rule for them); ReLU,
+    dropout and residual additions pass relevance as the gradient does. Models with other layer
+    types are refused (see `camlight.explain.lrp`)."""
     if rule not in RULES:
         raise ValueError(f"lrp rule must be one of {', '.join(RULES)}, got {rule!r}")
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon >= 0:
