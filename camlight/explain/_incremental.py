@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -110,6 +111,7 @@ class _Step:
     starts: torch.Tensor | None = None
     shape: tuple[int, int, int] | None = None
     aligned: frozenset = frozenset()  # merge sources whose crops already sit on this node's rectangle
+    per_position: bool = False  # acts per position (window, pointwise, merge), on whole maps too: any layout
 
 
 def _has_hooks(model: nn.Module) -> bool:
@@ -249,7 +251,8 @@ class Incremental:
             return None
         if not sources:
             return _Step(node, "const", run=run)
-        return _Step(node, self._kind(node, run, sources), run=run, sources=sources)
+        kind = self._kind(node, run, sources)
+        return _Step(node, kind, run=run, sources=sources, per_position=kind in ("window", "pointwise", "merge"))
 
     def _kind(self, node: fx.Node, run, sources) -> str:
         """The kind of an input-dependent node, before its geometry is known."""
@@ -417,9 +420,10 @@ class Incremental:
 
     # -- execution -----------------------------------------------------------------------------
 
-    def logits(self, positions: torch.Tensor) -> torch.Tensor:
-        """Logits (len(positions)·B, C) of the copies occluded at `positions` (indices into boxes)."""
-        return _Chunk(self, positions).run()
+    def logits(self, positions: torch.Tensor, timings: dict | None = None) -> torch.Tensor:
+        """Logits (len(positions)·B, C) of the copies occluded at `positions` (indices into boxes).
+        With `timings`, adds each node's seconds to timings[(name, kind)] (for profiling)."""
+        return _Chunk(self, positions).run(timings)
 
 
 class _Chunk:
@@ -436,13 +440,16 @@ class _Chunk:
         self.whole: dict[fx.Node, torch.Tensor] = {}  # crops materialised as whole maps
         self.starts: dict[fx.Node, torch.Tensor] = {}
 
-    def run(self) -> torch.Tensor:
-        inc = self.inc
-        for node, step in inc.steps.items():
+    def run(self, timings: dict | None = None) -> torch.Tensor:
+        for node, step in self.inc.steps.items():
             if step.kind == "const":
                 continue
+            start = time.perf_counter()
             self.values[node] = getattr(self, "_" + step.kind)(step)
-        return self._full_value(inc.output)
+            if timings is not None:
+                key = (node.name, step.kind)
+                timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+        return self._full_value(self.inc.output)
 
     # crops --------------------------------------------------------------------------------------
 
@@ -528,10 +535,17 @@ class _Chunk:
     # whole maps ---------------------------------------------------------------------------------
 
     def _full(self, step: _Step):
+        """The node's op on whole maps. Maps are channels last (faster convolutions) between
+        per-position ops, and contiguous for every other op (a `view` needs it)."""
         node = step.node
-        args = fx.node.map_arg(node.args, self._full_value)
-        kwargs = fx.node.map_arg(node.kwargs, self._full_value)
+        value = self._full_value if step.per_position else self._contiguous_value
+        args = fx.node.map_arg(node.args, value)
+        kwargs = fx.node.map_arg(node.kwargs, value)
         return step.run(*args, **kwargs)
+
+    def _contiguous_value(self, n: fx.Node):
+        value = self._full_value(n)
+        return value.contiguous() if isinstance(value, torch.Tensor) else value
 
     def _full_value(self, n: fx.Node):
         step = self.inc.steps[n]
@@ -544,20 +558,12 @@ class _Chunk:
         return self.whole[n]
 
     def _materialise(self, step: _Step) -> torch.Tensor:
-        """(N,C,H,W) whole maps: the clean map of each copy's image with its dirty crop pasted in."""
-        crop = self.values[step.node]
-        c, h, w = step.shape
+        """(N,C,H,W) whole maps, channels last: the clean map of each copy's image with its dirty
+        crop pasted in."""
+        _, h, w = step.shape
         if step.size == (h, w):
-            return crop.contiguous()
-        whole = self.inc.clean[step.node].index_select(0, self.img).contiguous()
-        starts = self._starts(step)
-        rh, rw = step.size
-        device = crop.device
-        r = starts[:, 0, None] + torch.arange(rh, device=device)
-        col = starts[:, 1, None] + torch.arange(rw, device=device)
-        index = (r[:, :, None] * w + col[:, None, :]).reshape(self.n, 1, rh * rw).expand(self.n, c, rh * rw)
-        whole.view(self.n, c, h * w).scatter_(2, index, crop.reshape(self.n, c, rh * rw))
-        return whole
+            return self.values[step.node]
+        return self._gather(step.node, torch.zeros_like(self._starts(step)), (1, 1), (0, 0), (h, w), 0.0)
 
 
 def _attr(model: nn.Module, target: str):
