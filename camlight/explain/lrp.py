@@ -27,10 +27,11 @@ which splits R_s in proportion to the summands, R_u = u/s·R_s (the gradient rea
 and R = activation ⊙ gradient).
 
 Gradient trick (Montavon et al. 2019, section 10.2.2): within `relevance_rules`, each of those
-layers returns z + (z' c − (z' c).detach()) with z (detached) its own output, z' its output under
-the rule's modified parameters and c = (z / stab(z')).detach(): the forward values are the model's
-own, bit for bit, while the backward pass carries ∂/∂a = ρ(W)ᵀ (g ⊙ z / stab(z')). The relevance
-at a layer's output is z ⊙ g, so input ⊙ gradient is the rule's relevance, and at the pixels
+layers returns its own output z through one autograd node whose backward hands g ⊙ c to z', the
+layer under the rule's modified parameters, with c = z / stab(z') a constant (what
+z'·c + (z − z'·c).detach() computes, in fewer passes): the forward values are the model's own, bit
+for bit, while the backward pass carries ∂/∂a = ρ(W)ᵀ (g ⊙ z / stab(z')). The relevance at a
+layer's output is z ⊙ g, so input ⊙ gradient is the rule's relevance, and at the pixels
 x ⊙ ∂y_t/∂x is the map (B,3,H,W), signed; it sums to y_t on a network without biases for ε → 0
 (up to the 1e-9 stabilisers). The γ-rule is ill-conditioned where a layer's output z < 0 still
 carries relevance (before a residual addition, or a negative target logit on top): z' = z + γ·Σa w⁺
