@@ -91,6 +91,17 @@ def test_cam_on_an_fc_head_is_skipped_with_one_warning(tmp_path):
     assert callback.active == ["gradcam"] and set(callback.last) == {"gradcam", "center_baseline"}
 
 
+def test_the_callback_takes_every_method_by_name(tmp_path):
+    """Every registered method, at its defaults, scored and logged for one epoch of a tiny model."""
+    from camlight.explain import METHODS
+
+    model = Classifier("simple_cnn", "gap", width=4)
+    callback = ExplanationCallback(list(METHODS), probe_size=4, pair_probe=False, log_images=False)
+    _trainer(tmp_path, [callback], epochs=1, limit_train_batches=1).fit(model, datamodule=_dm())
+    assert callback.active == list(METHODS)
+    assert set(callback.last) == {*METHODS, "center_baseline"}
+
+
 # -- training is untouched -----------------------------------------------------------------------
 
 

@@ -436,3 +436,35 @@ def test_asking_only_for_methods_the_model_lacks_writes_nothing(tmp_path):
     with pytest.warns(UserWarning, match="skipping cam"):
         assert offline.run(_cfg(*args, "methods=[cam,gradcam]"), progress=False) == 0
     assert sorted(np.load(tmp_path / "out" / "maps.npz").files) == ["a/gradcam"]
+
+
+def test_explain_py_takes_every_method_by_name_and_drops_those_a_model_declares_it_cannot_give(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    from camlight.explain import METHODS
+    from camlight.modules import Classifier
+
+    model = Classifier("simple_cnn", "gap", image_size=32, width=4)
+    trainer = pl.Trainer(logger=False, max_epochs=0, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "gap.ckpt")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    args = [f"input={tmp_path / 'in'}"]
+    every = f"methods=[{','.join(METHODS)}]"
+    out = tmp_path / "all"
+    assert offline.run(_cfg(f"checkpoint={tmp_path / 'gap.ckpt'}", *args, f"out={out}", every), progress=False) == 0
+    assert sorted(np.load(out / "maps.npz").files) == sorted(f"a/{m}" for m in METHODS)
+    # A model with a layer LRP has no rule for: lrp is dropped by its declaration, with one warning.
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n"
+        "def gelu_net():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "gelu"
+    with pytest.warns(UserWarning, match="skipping lrp: lrp has no rule for GELU"):
+        code = offline.run(
+            _cfg("model=nets:gelu_net", "image_size=32", *args, f"out={out}", "methods=[lrp,gradcam]"), progress=False
+        )
+    assert code == 0 and np.load(out / "maps.npz").files == ["a/gradcam"]
