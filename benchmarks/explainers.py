@@ -13,6 +13,7 @@ the same work (< 1 means faster). Per-image methods (occlusion, Ablation-CAM, Sc
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
@@ -20,7 +21,7 @@ import warnings
 import torch
 from timing import median_seconds
 
-from camlight.explain import explain
+from camlight.explain import attribution, explain
 from camlight.modules import Classifier
 
 warnings.filterwarnings("ignore")
@@ -47,6 +48,27 @@ def build(name: str):
     return model, torch.randn(64, 3, 64, 64), "backbone.block4"
 
 
+def _second_relu_forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+    return self.relu2(out + identity)
+
+
+def one_relu_per_call(model):
+    """A copy for captum's DeepLift, which raises on a module called twice (torchvision's BasicBlock
+    calls its ReLU twice): the same function and work, with a second ReLU module for the second call."""
+    import types
+
+    from torchvision.models.resnet import BasicBlock
+
+    model = copy.deepcopy(model)
+    for block in model.modules():
+        if isinstance(block, BasicBlock):
+            block.relu2 = torch.nn.ReLU(inplace=True)
+            block.forward = types.MethodType(_second_relu_forward, block)
+    return model
+
+
 def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
     """{method: {peer: fn}} for the same work as ours."""
     from captum import attr
@@ -65,6 +87,8 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
 
     layer = model.get_submodule(layer_name)
     side = x.shape[-1]
+    deeplift_model = one_relu_per_call(model)
+    shap_refs = attribution._references(None, x, torch.Generator().manual_seed(0))  # our default baselines
     lib_targets = [ClassifierOutputTarget(int(t)) for t in targets]
 
     def lib(cls, images, n, **kw):
@@ -107,6 +131,12 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
                 x, target=targets, n_steps=16, method="riemann_trapezoid", internal_batch_size=max(len(x), 64)
             )
         },
+        "deeplift": {"captum": lambda: attr.DeepLift(deeplift_model).attribute(x, target=targets)},
+        "gradient_shap": {
+            "captum": lambda: attr.GradientShap(model).attribute(
+                x, baselines=shap_refs, target=targets, n_samples=8, stdevs=0.0
+            )
+        },
         "occlusion": {
             "captum": lambda xs, t: attr.Occlusion(model).attribute(
                 xs,
@@ -124,6 +154,7 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
 OPTIONS = {
     "smoothgrad": dict(n_samples=8, noise=0.15),
     "integrated_gradients": dict(steps=16, batch_size=64),
+    "gradient_shap": dict(n_samples=8, stdevs=0.0),
     "score_cam": dict(batch_size=64),
 }
 HEAVY = ("occlusion", "ablation_cam", "score_cam")
@@ -144,6 +175,8 @@ ORDER = (
     "guided_gradcam",
     "smoothgrad",
     "integrated_gradients",
+    "deeplift",
+    "gradient_shap",
     "occlusion",
     "ablation_cam",
     "score_cam",

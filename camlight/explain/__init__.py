@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camlight.explain import attribution as _attribution  # noqa: F401  (registers deeplift, gradient_shap)
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
 from camlight.explain import fullgrad as _fullgrad  # noqa: F401  (registers FullGrad)
 from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
@@ -66,6 +67,8 @@ ScoreCAM = _explainer("ScoreCAM", "score_cam")
 SmoothGrad = _explainer("SmoothGrad", "smoothgrad")
 IntegratedGradients = _explainer("IntegratedGradients", "integrated_gradients")
 InputXGradient = _explainer("InputXGradient", "input_x_gradient")
+DeepLift = _explainer("DeepLift", "deeplift")
+GradientShap = _explainer("GradientShap", "gradient_shap")
 LRP = _explainer("LRP", "lrp")
 HiResCAM = _explainer("HiResCAM", "hirescam")
 XGradCAM = _explainer("XGradCAM", "xgradcam")
@@ -81,10 +84,12 @@ __all__ = [
     "AblationCAM",
     "CAM",
     "Deconvnet",
+    "DeepLift",
     "Explainer",
     "FullGrad",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GradientShap",
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",

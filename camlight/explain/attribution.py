@@ -44,9 +44,11 @@ def deeplift(ctx: Context, baseline, eps: float, batch_size: int | None) -> torc
     """Shrikumar et al. 2017, DeepLIFT with the Rescale rule: (x − x') ⊙ m, m the multipliers.
 
     As captum's `DeepLift` computes it (Ancona et al. 2018's gradient form): x and x' run as one
-    batch; through every nonlinearity f the gradient is multiplied by (f(z) − f(z'))/(z − z')
-    instead of f'(z) (the local derivative where |z − z'| < `eps`), through max-pooling by captum's
-    max-pool rule (`camlight.explain._rescale`). Unlike captum, the rule reaches every nonlinearity
+    batch; through every elementwise nonlinearity f (ReLU and its relatives, sigmoid, tanh; the list
+    in `camlight.explain._rescale`) the gradient is multiplied by (f(z) − f(z'))/(z − z') instead of
+    f'(z) (the local derivative where |z − z'| < `eps`), through max-pooling by captum's max-pool
+    rule; products of activations, softmax and normalisations keep their chain rule, as in captum.
+    Unlike captum, the rule reaches every nonlinearity
     call, module or function (`F.relu` in a forward), and a module called several times (the ReLU
     of torchvision's ResNet blocks, on which captum raises); overlapping max-pool windows that
     share an argmax add their contributions (captum keeps one). Summation-to-delta:
