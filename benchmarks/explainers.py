@@ -6,14 +6,16 @@ Models: ResNet-18 at 224 px, batch 16 (1,000 classes, random weights), and simpl
 batch 64. Both are camlight Classifiers; the peers get the same module with its target layer
 (`backbone.layer4` / `backbone.block4`) and hook it. Each row: median seconds over `--repeats`,
 the ratio to one plain forward pass of the same batch, and our time divided by each peer's for
-the same work (< 1 means faster). Per-image methods (occlusion, Ablation-CAM, Score-CAM) run on
+the same work (< 1 means faster). Per-image methods (occlusion, Ablation-CAM, Score-CAM, RISE) run on
 `--heavy-images` images and are reported per image; the peers get their fastest batch setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import statistics
 import time
 import warnings
@@ -76,6 +78,7 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
         AblationCAM,
         EigenCAM,
         EigenGradCAM,
+        FullGrad,
         GradCAM,
         GradCAMPlusPlus,
         HiResCAM,
@@ -99,6 +102,12 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
             cam.activations_and_grads.release()
 
         return run
+
+    def full_grad():
+        with contextlib.redirect_stdout(io.StringIO()):  # its note that target layers are ignored
+            cam = FullGrad(model=model, target_layers=[])
+        cam(x, targets=lib_targets)
+        cam.activations_and_grads.release()
 
     return {
         "saliency": {"captum": lambda: attr.Saliency(model).attribute(x, target=targets)},
@@ -148,6 +157,7 @@ def peers(model, layer_name: str, x: torch.Tensor, targets: torch.Tensor):
         },
         "ablation_cam": {"grad-cam": lambda xs, t: lib(AblationCAM, xs, len(xs), batch_size=64)()},
         "score_cam": {"grad-cam": lambda xs, t: lib(ScoreCAM, xs, len(xs))()},
+        "fullgrad": {"grad-cam": full_grad},
     }
 
 
@@ -156,8 +166,10 @@ OPTIONS = {
     "integrated_gradients": dict(steps=16, batch_size=64),
     "gradient_shap": dict(n_samples=8, stdevs=0.0),
     "score_cam": dict(batch_size=64),
+    "fullgrad": dict(convention="grad-cam"),
+    "rise": dict(n_masks=500, batch_size=64),
 }
-HEAVY = ("occlusion", "ablation_cam", "score_cam")
+HEAVY = ("occlusion", "ablation_cam", "score_cam", "rise")
 ORDER = (
     "saliency",
     "deconvnet",
@@ -172,6 +184,7 @@ ORDER = (
     "layercam",
     "eigencam",
     "eigengradcam",
+    "fullgrad",
     "guided_gradcam",
     "smoothgrad",
     "integrated_gradients",
@@ -180,6 +193,7 @@ ORDER = (
     "occlusion",
     "ablation_cam",
     "score_cam",
+    "rise",
 )
 
 

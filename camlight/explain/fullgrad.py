@@ -33,16 +33,18 @@ def bias_layers(model: nn.Module) -> list[tuple[nn.Module, torch.Tensor]]:
 
 
 def _scaled(maps: torch.Tensor, per_channel: bool, size: tuple[int, int], corners: bool) -> torch.Tensor:
-    """ψ: |maps| (B,C,h,w), min-max per image (or per image and channel), upsampled; (B,C,H,W)."""
+    """Σ_c ψ(maps)_c, (B,H,W): |maps| (B,C,h,w) min-max normalised per image (or per image and
+    channel), summed over channels, upsampled. (Upsampling is linear, so summing first is the sum of
+    the upsampled channels, at 1/C of the cost.)"""
     maps = maps.abs()
     flat = maps.flatten(2) if per_channel else maps.flatten(1)[:, None]
-    lo = flat.amin(-1)[..., None, None].view(maps.shape[0], -1, 1, 1)
-    maps = maps - lo
-    hi = (maps.flatten(2) if per_channel else maps.flatten(1)[:, None]).amax(-1).view(maps.shape[0], -1, 1, 1)
-    maps = maps / (hi + (1e-7 if per_channel else 1e-6))
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=corners)
+    lo = flat.amin(-1)[..., None]
+    flat = flat - lo
+    flat = flat / (flat.amax(-1)[..., None] + (1e-7 if per_channel else 1e-6))
+    summed = flat.view_as(maps).sum(1)
+    if tuple(summed.shape[-2:]) == tuple(size):
+        return summed
+    return F.interpolate(summed[:, None], size=size, mode="bilinear", align_corners=corners)[:, 0]
 
 
 @register("fullgrad", "signed", convention="paper", aug_smooth=False)
@@ -86,9 +88,9 @@ def fullgrad(ctx: Context, convention: str) -> torch.Tensor:
     (grad_x,) = torch.autograd.grad(ctx.score(logits, targets).sum(), x)
     per_channel, corners = convention == "grad-cam", convention == "paper"
     size = ctx.size
-    total = _scaled(grad_x * x.detach(), per_channel, size, corners).sum(1)
+    total = _scaled(grad_x * x.detach(), per_channel, size, corners)
     for index, (_, bias) in enumerate(layers):
         grad = grads.get(index)  # none: the layer does not reach the target
         if grad is not None and grad.dim() == 4:
-            total += _scaled(grad * bias[None, :, None, None], per_channel, size, corners).sum(1)
+            total += _scaled(grad * bias[None, :, None, None], per_channel, size, corners)
     return total
