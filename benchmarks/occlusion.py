@@ -1,6 +1,6 @@
 """Occlusion by incremental inference beside full forward passes and captum's `Occlusion`, in one process.
 
-    python benchmarks/occlusion.py [--models resnet18 simple_cnn] [--images 2] [--repeats 3] [--rows 64] [--profile]
+    python benchmarks/occlusion.py [--models resnet18 simple_cnn] [--images 2] [--repeats 3] [--rows 64] [--threads N] [--profile]
 
 Models as benchmarks/explainers.py builds them (camlight Classifiers, random weights): ResNet-18
 at 224 px with 1,000 classes, window 224/8 = 28, stride 14; simple_cnn at 64 px, window 8,
@@ -127,8 +127,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", type=int, default=64, help="occluded copies per pass, for every method")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--profile", action="store_true", help="also print seconds per layer (incremental)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     for name in args.models:
         bench(name, args.images, args.repeats, args.rows, args.profile)

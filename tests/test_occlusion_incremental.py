@@ -219,3 +219,26 @@ def test_model_left_as_it_was():
     assert model.training and relu.inplace
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+class Strided(nn.Module):
+    """A 1×1 conv with stride 2 first: a one-pixel patch on an odd row or column changes nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.skip = nn.Conv2d(3, 4, 1, stride=2)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.skip(x).relu()).mean(dim=(2, 3)))
+
+
+def test_patches_that_change_nothing_downstream():
+    torch.manual_seed(0)
+    model = Strided().eval()
+    x = _images(2, 8)
+    ours, full = _both(model, x, window=1, stride=1)
+    torch.testing.assert_close(ours, full, **TOL)
+    assert (full[:, 1::2, :] == 0).all() and (full[:, :, 1::2] == 0).all()  # never seen by the strided conv
+    assert _kinds(_plan(model, x, 1, 1))["window"] == 2

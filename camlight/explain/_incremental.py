@@ -261,7 +261,7 @@ class Incremental:
         if node.op == "call_module":
             if _window_op(run, None) is not None:
                 return "window"
-            if isinstance(run, nn.BatchNorm2d) and type(run) is nn.BatchNorm2d:
+            if type(run) is nn.BatchNorm2d:
                 return "pointwise" if not run.training and run.running_mean is not None else "full"
             if type(run) in _POINTWISE_MODULES:
                 return "pointwise" if not run.training else "full"
@@ -269,8 +269,10 @@ class Incremental:
         one_source = len(sources) == 1 and first is sources[0]
         if node.op == "call_function":
             if node.target in _POINTWISE_FUNCTIONS or node.target in _INPLACE_FUNCTIONS:
-                if node.target is F.dropout and node.kwargs.get("training", len(node.args) > 2 and node.args[2]):
-                    return "full"
+                if node.target is F.dropout and node.kwargs.get(
+                    "training", node.args[2] if len(node.args) > 2 else True
+                ):
+                    return "full"  # F.dropout drops by default
                 if one_source and not any(isinstance(a, fx.Node) for a in others):
                     return "pointwise"
                 return "full"

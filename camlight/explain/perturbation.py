@@ -34,6 +34,8 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int, increment
     """
     x = ctx.x
     b, _, h, w = x.shape
+    if batch_size is not None:
+        batch_limit("occlusion", batch_size)
     window = max(1, min(h, w) // 8) if window is None else window
     stride = max(1, window // 2) if stride is None else stride
     if not 1 <= window <= min(h, w) or stride < 1:
@@ -51,7 +53,7 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int, increment
             scores = _occluded_scores(ctx, positions, window, baseline, ctx.rows("occlusion", batch_size))
         else:
             rows = max(1, ctx.memory // inc.bytes_per_copy)
-            rows = rows if batch_size is None else min(batch_limit("occlusion", batch_size), rows)
+            rows = rows if batch_size is None else min(batch_size, rows)
             per_pass = max(1, rows // b)
             scores = []
             for start in range(0, len(positions), per_pass):
