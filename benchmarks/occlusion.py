@@ -89,14 +89,28 @@ def profile(model, x, window: int, stride: int, rows: int) -> None:
             inc.logits(torch.arange(first, min(first + per_pass, len(positions))), timings)
     total = sum(timings.values())
     print(
-        f"\nper layer, {len(x)} images, {len(positions)} windows: {total:.3f} s (+ {prepared:.3f} s trace and clean pass)\n"
+        f"\nper layer, {len(x)} images, {len(positions)} windows: {total:.3f} s (+ {prepared:.3f} s trace, clean pass)"
     )
+    print(f"convolution multiply-adds per copy: {conv_share(model, inc):.3f} × a full forward pass's\n")
     print("| node | kind | crop | s | share |")
     print("|---|---|---|---|---|")
     sizes = {n.name: s.size for n, s in inc.steps.items()}
     for (name, kind), seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         crop = "×".join(map(str, sizes[name])) if sizes[name] else "whole"
         print(f"| {name} | {kind} | {crop} | {seconds:.3f} | {seconds / total:.1%} |")
+
+
+def conv_share(model, inc) -> float:
+    """Multiply-adds of the convolutions one incremental copy computes, over a full forward pass's."""
+    ours = full = 0
+    for node, step in inc.steps.items():
+        module = model.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(module, torch.nn.Conv2d) and step.shape is not None:
+            per_position = module.out_channels * module.in_channels // module.groups * module.weight[0, 0].numel()
+            area = step.shape[1] * step.shape[2]
+            full += per_position * area
+            ours += per_position * (step.size[0] * step.size[1] if step.kind == "window" else area)
+    return ours / full
 
 
 def bench(name: str, images: int, repeats: int, rows: int, show_profile: bool) -> None:
