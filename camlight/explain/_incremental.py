@@ -111,7 +111,6 @@ class _Step:
     starts: torch.Tensor | None = None
     shape: tuple[int, int, int] | None = None
     aligned: frozenset = frozenset()  # merge sources whose crops already sit on this node's rectangle
-    per_position: bool = False  # acts per position (window, pointwise, merge), on whole maps too: any layout
 
 
 def _has_hooks(model: nn.Module) -> bool:
@@ -251,8 +250,7 @@ class Incremental:
             return None
         if not sources:
             return _Step(node, "const", run=run)
-        kind = self._kind(node, run, sources)
-        return _Step(node, kind, run=run, sources=sources, per_position=kind in ("window", "pointwise", "merge"))
+        return _Step(node, self._kind(node, run, sources), run=run, sources=sources)
 
     def _kind(self, node: fx.Node, run, sources) -> str:
         """The kind of an input-dependent node, before its geometry is known."""
@@ -537,17 +535,12 @@ class _Chunk:
     # whole maps ---------------------------------------------------------------------------------
 
     def _full(self, step: _Step):
-        """The node's op on whole maps. Maps are channels last (faster convolutions) between
-        per-position ops, and contiguous for every other op (a `view` needs it)."""
+        """The node's op on whole maps, as the model runs it (contiguous NCHW tensors: the same
+        kernels as a full forward pass, and a `view` works)."""
         node = step.node
-        value = self._full_value if step.per_position else self._contiguous_value
-        args = fx.node.map_arg(node.args, value)
-        kwargs = fx.node.map_arg(node.kwargs, value)
+        args = fx.node.map_arg(node.args, self._full_value)
+        kwargs = fx.node.map_arg(node.kwargs, self._full_value)
         return step.run(*args, **kwargs)
-
-    def _contiguous_value(self, n: fx.Node):
-        value = self._full_value(n)
-        return value.contiguous() if isinstance(value, torch.Tensor) else value
 
     def _full_value(self, n: fx.Node):
         step = self.inc.steps[n]
@@ -560,12 +553,14 @@ class _Chunk:
         return self.whole[n]
 
     def _materialise(self, step: _Step) -> torch.Tensor:
-        """(N,C,H,W) whole maps, channels last: the clean map of each copy's image with its dirty
+        """(N,C,H,W) whole maps, contiguous: the clean map of each copy's image with its dirty
         crop pasted in."""
         _, h, w = step.shape
-        if step.size == (h, w):
-            return self.values[step.node]
-        return self._gather(step.node, torch.zeros_like(self._starts(step)), (1, 1), (0, 0), (h, w), 0.0)
+        if step.size != (h, w):
+            return self._gather(
+                step.node, torch.zeros_like(self._starts(step)), (1, 1), (0, 0), (h, w), 0.0
+            ).contiguous()
+        return self.values[step.node].contiguous()
 
 
 def _attr(model: nn.Module, target: str):
