@@ -71,6 +71,7 @@ def test_targets_share_the_forward_passes(model, x, method):
     """The backbone runs as often for five targets as for one."""
     options = {method: LIGHT[method]} if method in LIGHT else {}
     five = torch.tensor([[0, 1, 2, 3, 4], [5, 4, 3, 2, 1]])
+    explain(model, x, [method], **options)  # measures the memory a copy takes, once per model
     runs = {}
     for name, targets in (("one", five[:, 0]), ("five", five)):
         count, handle = _forwards(model.backbone)
@@ -118,3 +119,45 @@ def test_hooked_model_backpropagates_each_target_through_the_tail_only():
 def test_bad_target_tables_are_refused_with_one_line(model, x, targets, error, message):
     with pytest.raises(error, match=message):
         explain(model, x, ["gradcam"], targets=targets)
+
+
+def test_occlusion_scores_every_target_from_one_set_of_occluded_copies(model, x, monkeypatch):
+    """Incremental occlusion prepares the clean pass and evaluates the occluded copies once for all
+    targets; with full forwards the model runs as often for five targets as for one."""
+    from camlight.explain import _incremental
+
+    calls = {"prepare": 0, "logits": 0}
+    prepare = _incremental.prepare
+
+    def counted_prepare(*args, **kwargs):
+        calls["prepare"] += 1
+        inc = prepare(*args, **kwargs)
+        assert inc is not None  # the simple_cnn traces: the incremental path is the one counted
+        logits = inc.logits
+
+        def counted_logits(*a, **k):
+            calls["logits"] += 1
+            return logits(*a, **k)
+
+        inc.logits = counted_logits
+        return inc
+
+    monkeypatch.setattr(_incremental, "prepare", counted_prepare)
+    five = torch.tensor([[0, 1, 2, 3, 4], [5, 4, 3, 2, 1]])
+    counts = {}
+    for name, targets in (("one", five[:, 0]), ("five", five)):
+        calls.update(prepare=0, logits=0)
+        explain(model, x, ["occlusion"], targets=targets, occlusion=LIGHT["occlusion"])
+        counts[name] = dict(calls)
+    assert counts["five"] == counts["one"] and counts["one"]["prepare"] == 1
+    full = dict(LIGHT["occlusion"], incremental=False)
+    explain(model, x, ["occlusion"], occlusion=full)  # measures the memory a copy takes, once per model
+    runs = {}
+    for name, targets in (("one", five[:, 0]), ("five", five)):
+        count, handle = _forwards(model.backbone)
+        try:
+            explain(model, x, ["occlusion"], targets=targets, occlusion=full)
+        finally:
+            handle.remove()
+        runs[name] = count[0]
+    assert runs["five"] == runs["one"] > 1

@@ -16,12 +16,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# The registry, and every list of methods shown to users, follows the order of these imports.
+# isort: off
+from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
 from camlight.explain import attribution as _attribution  # noqa: F401  (registers deeplift, gradient_shap)
+from camlight.explain import lrp as _lrp  # noqa: F401  (registers layer-wise relevance propagation)
 from camlight.explain import cam as _cam  # noqa: F401  (registers the CAM family)
 from camlight.explain import fullgrad as _fullgrad  # noqa: F401  (registers FullGrad)
-from camlight.explain import gradient as _gradient  # noqa: F401  (registers the gradient methods)
-from camlight.explain import lrp as _lrp  # noqa: F401  (registers layer-wise relevance propagation)
 from camlight.explain import perturbation as _perturbation  # noqa: F401  (registers occlusion, ablation, score, RISE)
+
+# isort: on
 from camlight.explain._state import untouched
 from camlight.explain.blur import gaussian_blur
 from camlight.explain.engine import REGISTRY, check_methods, explain

@@ -16,7 +16,9 @@ def _starts(length: int, window: int, stride: int) -> list[int]:
     return [i * stride for i in range(-(-(length - window) // stride) + 1)]
 
 
-@register("occlusion", "signed", window=None, stride=None, baseline=0.0, batch_size=None, incremental=True)
+@register(
+    "occlusion", "signed", all_targets=True, window=None, stride=None, baseline=0.0, batch_size=None, incremental=True
+)
 def occlusion(ctx: Context, window, stride, baseline, batch_size: int, incremental: bool) -> torch.Tensor:
     """Zeiler & Fergus 2014: drop of y_c when a window × window patch (all channels) is set to `baseline`.
 
@@ -30,7 +32,8 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int, increment
     the patch's projective field, the rest reused from the clean image's activations; the same
     numbers up to float summation order. Models it cannot analyse (torch.fx cannot trace them,
     hooks, a baseline varying over space) get one full forward pass per occluded copy, as with
-    `incremental=False`. Raw map: (B,H,W), signed.
+    `incremental=False`. Every target of the call is scored from the same occluded copies. Raw
+    map: (B,H,W), signed.
     """
     x = ctx.x
     b, _, h, w = x.shape
@@ -42,15 +45,18 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int, increment
         raise ValueError(
             f"occlusion needs 1 <= window <= {min(h, w)} and stride >= 1, got window={window}, stride={stride}"
         )
-    clean = ctx.score(ctx.logits())
+    logits = ctx.logits()
+    ctx.resolve_targets(logits)
+    table = ctx.table  # (B,T)
+    clean = logits.gather(1, table)
     positions = [(y, x0) for y in _starts(h, window, stride) for x0 in _starts(w, window, stride)]
     with torch.no_grad():
         inc = None
         if incremental:
             boxes = [(y, x0, min(y + window, h), min(x0 + window, w)) for y, x0 in positions]
-            inc = _incremental.prepare(ctx.model, x, boxes, (window, window), baseline, ctx.logits())
+            inc = _incremental.prepare(ctx.model, x, boxes, (window, window), baseline, logits)
         if inc is None:
-            scores = _occluded_scores(ctx, positions, window, baseline, ctx.rows("occlusion", batch_size))
+            scores = _occluded_scores(ctx, positions, window, baseline, ctx.rows("occlusion", batch_size), table)
         else:
             rows = max(1, ctx.memory // inc.bytes_per_copy)
             rows = rows if batch_size is None else min(batch_size, rows)
@@ -58,20 +64,20 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int, increment
             scores = []
             for start in range(0, len(positions), per_pass):
                 chunk = torch.arange(start, min(start + per_pass, len(positions)))
-                scores.append(ctx.score(inc.logits(chunk), ctx.targets.repeat(len(chunk))))
+                scores.append(inc.logits(chunk).gather(1, table.repeat(len(chunk), 1)))
             scores = torch.cat(scores)
-    drops = clean.repeat(len(positions)) - scores  # (P·B,), position-major
-    total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
+    drops = clean.repeat(len(positions), 1) - scores  # (P·B,T), position-major
+    total = torch.zeros(b, table.shape[1], h, w, dtype=x.dtype, device=x.device)
     count = torch.zeros(h, w, dtype=x.dtype, device=x.device)
     for i, (y, x0) in enumerate(positions):
-        total[:, y : y + window, x0 : x0 + window] += drops[i * b : (i + 1) * b, None, None]
+        total[:, :, y : y + window, x0 : x0 + window] += drops[i * b : (i + 1) * b, :, None, None]
         count[y : y + window, x0 : x0 + window] += 1
     return total / count
 
 
-def _occluded_scores(ctx: Context, positions, window: int, baseline, rows: int) -> torch.Tensor:
-    """(P·B,) target logits of every image occluded at every position (position-major), by one
-    full forward pass per occluded copy, `rows` copies per pass."""
+def _occluded_scores(ctx: Context, positions, window: int, baseline, rows: int, table: torch.Tensor) -> torch.Tensor:
+    """(P·B,T) logits of each image's targets (`table`, (B,T)) with the image occluded at every
+    position (position-major), by one full forward pass per occluded copy, `rows` copies per pass."""
     x = ctx.x
     b = x.shape[0]
     per_pass = max(1, rows // b)
@@ -81,7 +87,7 @@ def _occluded_scores(ctx: Context, positions, window: int, baseline, rows: int) 
         occluded = x.repeat(len(chunk), 1, 1, 1)
         for i, (y, x0) in enumerate(chunk):
             occluded[i * b : (i + 1) * b, :, y : y + window, x0 : x0 + window] = baseline
-        scores.append(ctx.score(ctx.model(occluded), ctx.targets.repeat(len(chunk))))
+        scores.append(ctx.model(occluded).gather(1, table.repeat(len(chunk), 1)))
     return torch.cat(scores)
 
 
