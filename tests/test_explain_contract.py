@@ -651,3 +651,32 @@ def test_by_default_perturbations_fill_the_memory_budget():
         handle.remove()
     # The varying channels' masked images go in passes of the 40 rows the budget allows, not one by one.
     assert max(sizes) == 40 and sizes.count(40) >= 2
+
+
+def test_occlusion_refuses_a_stride_that_would_leave_pixels_uncovered():
+    with pytest.raises(ValueError, match="1 <= stride <= window"):
+        explain(_model().eval(), torch.randn(1, 3, 32, 32), ["occlusion"], occlusion=dict(window=2, stride=5))
+
+
+def test_tracing_for_incremental_occlusion_leaves_what_forward_stores_on_the_model():
+    class Remembers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc, self.calls = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2), 0
+
+        def forward(self, x):
+            self.calls += 1
+            self.features = torch.relu(self.conv(x))
+            return self.fc(self.features.mean((2, 3)))
+
+    model = Remembers().eval()
+    x = torch.randn(1, 3, 16, 16)
+    explain(model, x, ["occlusion"])
+    # What the model's own forward pass (the clean scores) stored, never the trace's proxies.
+    assert type(model.features) is torch.Tensor and model.calls == 1
+
+
+def test_a_list_of_layers_is_refused_for_guided_gradcam():
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    with pytest.raises(ValueError, match="guided_gradcam takes one layer, not a list"):
+        explain(model, torch.randn(1, 3, 32, 32), ["guided_gradcam"], layer=["layer3", "layer4"])

@@ -161,3 +161,24 @@ def test_occlusion_scores_every_target_from_one_set_of_occluded_copies(model, x,
             handle.remove()
         runs[name] = count[0]
     assert runs["five"] == runs["one"] > 1
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "smoothgrad", "gradient_shap", "occlusion", "rise"])
+def test_top_k_are_the_clean_images_classes_for_methods_that_perturb_it(model, x, method):
+    """ "top3" is fixed by the clean images' scores, also for the methods whose passes only see
+    perturbed copies (a path point, a noisy copy, a sample), run alone."""
+    options = {method: LIGHT[method]} if method in LIGHT else {}
+    with torch.no_grad():
+        top = model(x).topk(3, dim=1).indices
+    torch.testing.assert_close(
+        explain(model, x, [method], targets="top3", **options)[method],
+        explain(model, x, [method], targets=top, **options)[method],
+    )
+
+
+def test_a_table_given_as_nested_lists_is_a_table(model, x):
+    listed = explain(model, x, ["saliency", "occlusion"], targets=TABLE.tolist(), occlusion=LIGHT["occlusion"])
+    tensor = explain(model, x, ["saliency", "occlusion"], targets=TABLE, occlusion=LIGHT["occlusion"])
+    for m in listed:
+        assert listed[m].shape == (2, 3, 32, 32)
+        torch.testing.assert_close(listed[m], tensor[m])

@@ -578,10 +578,17 @@ def prepare(model: nn.Module, x: torch.Tensor, boxes, window, baseline, clean_lo
     (see the module docstring); `clean_logits` (B,C) are the model's own, to check the trace."""
     if _has_hooks(model) or not _spatial_constant(baseline):
         return None
+    # Tracing runs the model's own Python forward on proxies: whatever it stores on a module
+    # (`self.last = x`, counters) is put back as it was.
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
     try:
         graph = fx.Tracer().trace(model)
     except Exception:  # noqa: BLE001  (any failure to trace: user code may raise anything)
         return None
+    finally:
+        for m, attributes in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attributes)
     boxes = torch.as_tensor(boxes, dtype=torch.long)
     inc = Incremental(model, graph, x, boxes, window, baseline)
     with torch.no_grad():

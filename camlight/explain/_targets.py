@@ -18,9 +18,13 @@ def target_columns(spec) -> int | None:
     k = top_k(spec)
     if k is not None:
         return k
-    if isinstance(spec, torch.Tensor) and spec.dim() == 2:
-        return spec.shape[1]
-    return None
+    if spec is None or isinstance(spec, (int, str)):
+        return None
+    try:
+        t = torch.as_tensor(spec)  # a tensor, or a nested list or array of class indices
+    except (TypeError, ValueError, RuntimeError):
+        return None  # not a table: `target_table` says what is wrong with it
+    return t.shape[1] if t.dim() == 2 else None
 
 
 def target_table(spec, logits: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from camlight.explain._model import ModelAccess, NoLayer
 from camlight.explain._normalize import channel_max_abs, finish, min_max
 from camlight.explain._rules import ReluRule
 from camlight.explain._state import as_input, untouched
-from camlight.explain._targets import check_images, target_columns, target_table
+from camlight.explain._targets import check_images, target_columns, target_table, top_k
 from camlight.explain.neuron import Neuron, NeuronModel, is_neuron_spec, parse_neuron
 
 # Normalisation kinds: "pixel" (B,3,H,W) signed → max |.| over channels → min-max;
@@ -133,8 +133,8 @@ class Context:
 
     @property
     def predicts(self) -> bool:
-        """True while targets are still to come from the clean input's predicted class."""
-        return self.targets is None and self._target_spec is None
+        """True while targets are still to come from the clean input's scores (none given, or "topk")."""
+        return self.table is None and (self._target_spec is None or top_k(self._target_spec) is not None)
 
     def resolve_targets(self, logits: torch.Tensor) -> torch.Tensor:
         """The target being explained, (B,), after fixing the call's `table` of targets (B,T).
@@ -168,8 +168,10 @@ class Context:
         x, logits, a = self._forward
         targets = self.resolve_targets(logits.detach())
         wanted = ([x] if x_grad else []) + ([a] if layer_grad else [])
-        more = self.table.shape[1] > 1  # other targets will backpropagate through the same graph
-        grads = torch.autograd.grad(self.score(logits, targets).sum(), wanted, retain_graph=more) if wanted else []
+        last = self.column == self.table.shape[1] - 1  # else other targets backpropagate through this graph
+        grads = torch.autograd.grad(self.score(logits, targets).sum(), wanted, retain_graph=not last) if wanted else []
+        if last and wanted:
+            self._forward = None  # the graph is freed; a later target would run its own forward
         grads = list(grads)
         return Pass(
             logits.detach(),
@@ -387,6 +389,9 @@ def _several_layers(model, images, methods, targets, layers: list, raw: bool, me
     if len(layers) == 1:
         return explain(model, images, methods, targets, layers[0], raw, memory, **opts)
     layered = [m for m in methods if REGISTRY[m].needs & {"layer", "layer_grad"}]
+    unfused = [m for m in layered if REGISTRY[m].kind != "cam"]
+    if unfused:
+        raise ValueError(f"{', '.join(unfused)} takes one layer, not a list; give layer= one name for it")
     rest = [m for m in methods if m not in layered]
     out = explain(model, images, rest, targets, None, raw, memory, **{m: opts[m] for m in rest}) if rest else {}
     several = target_columns(targets) is not None and not is_neuron_spec(targets)

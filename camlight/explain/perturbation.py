@@ -41,9 +41,10 @@ def occlusion(ctx: Context, window, stride, baseline, batch_size: int, increment
         batch_limit("occlusion", batch_size)
     window = max(1, min(h, w) // 8) if window is None else window
     stride = max(1, window // 2) if stride is None else stride
-    if not 1 <= window <= min(h, w) or stride < 1:
+    if not 1 <= window <= min(h, w) or not 1 <= stride <= window:
         raise ValueError(
-            f"occlusion needs 1 <= window <= {min(h, w)} and stride >= 1, got window={window}, stride={stride}"
+            f"occlusion needs 1 <= window <= {min(h, w)} and 1 <= stride <= window (so that every pixel is "
+            f"covered), got window={window}, stride={stride}"
         )
     logits = ctx.logits()
     ctx.resolve_targets(logits)
