@@ -170,6 +170,34 @@ def test_attributions_equal_captum_on_the_real_network(model, tmp_path):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
+def test_deeplift_fullgrad_and_lrp_on_the_real_network(model, tmp_path):
+    """DeepLIFT's attributions add up to y(x) − y(0) on the real weights (ReLU6, depthwise convs,
+    batch-norm; captum's DeepLift, which has no rule for ReLU6, misses); FullGrad equals
+    pytorch-grad-cam's in its convention; LRP is refused, by declaration, for the library's padded
+    convolution subclasses."""
+    captum = pytest.importorskip("captum.attr")
+    from camlight.explain import unsupported
+
+    x = _photo("chelsea", tmp_path, size=128)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+        delta = model(x)[0, targets[0]] - model(torch.zeros_like(x))[0, targets[0]]
+    ours = explain(model, x, ["deeplift"], targets=targets, raw=True)["deeplift"]
+    assert ours.sum().item() == pytest.approx(delta.item(), rel=1e-4, abs=1e-4)
+    theirs = captum.DeepLift(copy.deepcopy(model)).attribute(x, target=targets)
+    assert abs(theirs.sum().item() - delta.item()) > 0.01 * abs(delta.item())
+    full = explain(model, x, ["fullgrad"], targets=targets, fullgrad=dict(convention="grad-cam"))["fullgrad"]
+    m = copy.deepcopy(model)
+    with gradcam_lib.FullGrad(model=m, target_layers=[]) as cam:
+        out = torch.from_numpy(cam(x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
+    lo = out.flatten(1).amin(1)[:, None, None]
+    assert (full - (out - lo) / (out.flatten(1).amax(1)[:, None, None] - lo)).abs().max() <= 1e-4
+    why = unsupported(model, x, ["lrp", "gradcam"])
+    assert list(why) == ["lrp"] and "Conv2dStaticSamePadding" in why["lrp"]
+    with pytest.raises(ValueError, match="lrp has no rule"):
+        explain(model, x, ["lrp"])
+
+
 @pytest.mark.slow
 def test_perturbation_cams_equal_pytorch_grad_cam_on_the_real_network(model, tmp_path, monkeypatch):
     x = _photo("chelsea", tmp_path, size=128)  # 1280 masked or ablated forward passes each: a smaller photo
