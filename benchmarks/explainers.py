@@ -6,7 +6,8 @@ Models: ResNet-18 at 224 px, batch 16 (1,000 classes, random weights), and simpl
 batch 64. Both are camlight Classifiers; the peers get the same module with its target layer
 (`backbone.layer4` / `backbone.block4`) and hook it. Each row: median seconds over `--repeats`,
 the ratio to one plain forward pass of the same batch, and our time divided by each peer's for
-the same work (< 1 means faster). Per-image methods (occlusion, Ablation-CAM, Score-CAM, RISE) run on
+the same work (< 1 means faster; where captum is the only peer, ours returns raw maps, as captum
+does, rather than normalised ones). Per-image methods (occlusion, Ablation-CAM, Score-CAM, RISE) run on
 `--heavy-images` images and are reported per image; the peers get their fastest batch setting.
 """
 
@@ -198,7 +199,10 @@ ORDER = (
 
 
 def time_method(model, x, targets, method, opts, peer_fns, forward, repeats, heavy_images, heavy_repeats=1):
-    """(ours, forward or None, {peer: seconds}, unit) for one method, all timed in turns."""
+    """(ours, forward or None, {peer: seconds}, unit) for one method, all timed in turns. Against
+    captum alone ours returns raw maps, as captum does (pytorch-grad-cam normalises, as ours does
+    by default)."""
+    opts = dict(opts, raw=set(peer_fns) == {"captum"})
     if method in HEAVY:
         xs, ts = x[:heavy_images], targets[:heavy_images]
         fns = {"ours": lambda: explain(model, xs, [method], targets=ts, **opts)}
