@@ -17,28 +17,16 @@ import argparse
 import contextlib
 import copy
 import io
-import statistics
 import time
 import warnings
 
 import torch
-from timing import median_seconds
+from timing import interleaved, median_seconds
 
 from camlight.explain import attribution, explain
 from camlight.modules import Classifier
 
 warnings.filterwarnings("ignore")
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each function, run in turns so that drift in the machine hits all alike."""
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def build(name: str):

@@ -17,11 +17,11 @@ full = on whole maps).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import warnings
 
 import torch
+from timing import interleaved
 
 from camlight.explain import _incremental, explain
 from camlight.explain.perturbation import _starts
@@ -41,17 +41,6 @@ def build(name: str, images: int):
     else:
         model = Classifier("simple_cnn", "gap", image_size=side).eval()
     return model, torch.randn(images, 3, side, side, generator=torch.Generator().manual_seed(1))
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each function, run in turns so that drift in the machine hits all alike."""
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def runners(model, x, targets, window: int, stride: int, rows: int) -> dict:

@@ -17,7 +17,7 @@ import warnings
 
 import torch
 import torchvision
-from explainers import interleaved
+from timing import interleaved
 
 from camlight.explain import explain
 from camlight.modules import Classifier
