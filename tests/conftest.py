@@ -15,6 +15,20 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _deterministic_algorithms_as_they_were():
+    """Lightning's `Trainer(deterministic=True)` switches on torch's deterministic algorithms for
+    the whole process and leaves them on; each test starts from the process's own setting."""
+    import torch
+
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @pytest.fixture
 def tiny_argv(tmp_path):
     """Overrides that shrink the main job to seconds, writing under tmp_path."""
