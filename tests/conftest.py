@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # No test may reach the W&B servers or wait on a terminal.
 os.environ["WANDB_MODE"] = "offline"
@@ -15,18 +16,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_algorithms_as_they_were():
-    """Lightning's `Trainer(deterministic=True)` switches on torch's deterministic algorithms for
-    the whole process and leaves them on; each test starts from the process's own setting."""
-    import torch
+_DETERMINISM = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
 
-    enabled, warn_only = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
+
+@pytest.fixture(autouse=True)
+def _deterministic_algorithms_as_the_process_started():
+    """Lightning's `Trainer(deterministic=True)` switches on torch's deterministic algorithms for
+    the whole process and leaves them on (a session fixture that trains does it before any test
+    that follows): every test starts from the setting the process started with."""
+    torch.use_deterministic_algorithms(_DETERMINISM[0], warn_only=_DETERMINISM[1])
     yield
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 @pytest.fixture
