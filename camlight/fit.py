@@ -5,7 +5,7 @@ writes, under `out_dir/<group>/`:
 
     summary.json                  per run: head, backbone, val accuracy, checkpoints, W&B run dir
     <backbone>-<head>/config.yaml the resolved config of that run
-    <backbone>-<head>/checkpoints/ best (on val/acc) and last checkpoint
+    <backbone>-<head>/checkpoints/ best (on val/acc), and last.ckpt: the last epoch's state
     <backbone>-<head>/csv/metrics.csv
     <backbone>-<head>/wandb/offline-run-*/   (W&B offline mode; `wandb sync` uploads it later)
 """
@@ -244,11 +244,14 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path,
         auto_insert_metric_name=False,
         monitor="val/acc",
         mode="max",
-        save_last=True,
     )
+    # Lightning's `save_last` writes last.ckpt only when a checkpoint file gets saved, i.e. when
+    # val/acc improves. A second checkpoint without a monitor keeps the latest state, every epoch,
+    # as last.ckpt (after the best one's, so that it holds that callback's state of the same epoch).
+    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", enable_version_counter=False)
     loggers = _loggers(cfg, run_cfg, group, name, run_dir)
     explainer = build_explanation_callback(cfg)
-    callbacks = [checkpoint] + ([explainer] if explainer else [])
+    callbacks = [checkpoint, last] + ([explainer] if explainer else [])
     if cfg.explain.filters_every_n_epochs:
         callbacks.append(FiltersCallback(cfg.explain.filters_every_n_epochs))
     trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
@@ -272,7 +275,7 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path,
         "skipped_files": len(datamodule.bad_files()),
         "fit_seconds": round(seconds, 1),
         "best_checkpoint": checkpoint.best_model_path or None,
-        "last_checkpoint": checkpoint.last_model_path or None,
+        "last_checkpoint": last.best_model_path or None,
         "config": str(run_dir / "config.yaml"),
         "csv_metrics": str(Path(loggers[0].log_dir) / "metrics.csv"),
         "wandb_run_dir": None,

@@ -84,6 +84,24 @@ def test_the_same_seed_trains_the_same_weights(tmp_path, tiny_argv):
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+def test_last_ckpt_holds_the_final_weights_also_when_val_acc_stops_improving(tmp_path, tiny_argv, monkeypatch):
+    """With a learning rate too small to change val/acc, the best checkpoint stays at epoch 0; last.ckpt
+    (and the summary's last_checkpoint) must still be the final epoch's state, weights included."""
+    trainers = []
+    build = fit.build_trainer
+    monkeypatch.setattr(fit, "build_trainer", lambda *a, **k: trainers.append(build(*a, **k)) or trainers[-1])
+    argv = [*tiny_argv, "model.head=gap", "wandb.mode=disabled", "explain.enabled=false", "trainer.max_epochs=3"]
+    run = fit.run(load_config([*argv, "optim.lr=1e-9"]))["runs"][0]
+    last, best = (torch.load(run[k], weights_only=True) for k in ("last_checkpoint", "best_checkpoint"))
+    assert Path(run["last_checkpoint"]).name == "last.ckpt"
+    assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == trainers[0].global_step
+    final = trainers[0].lightning_module.state_dict()
+    assert final.keys() == last["state_dict"].keys()
+    for key, value in final.items():
+        assert torch.equal(value, last["state_dict"][key]), key
+    assert any(not torch.equal(best["state_dict"][k], final[k]) for k in final)  # training moved the weights
+
+
 @pytest.mark.slow
 def test_train_py_under_two_process_ddp_writes_one_group(tmp_path, tiny_argv):
     """Lightning's DDP launcher re-runs train.py for rank 1: both ranks must agree on the group,
