@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -61,6 +61,7 @@ def build_explanation_callback(cfg: DictConfig) -> ExplanationCallback | None:
 
 def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
+    check_name(cfg.name)
     build_explanation_callback(cfg)
     wants_grabcut = "grabcut_iou" in cfg.explain.metrics or (
         cfg.explain.full_val_every_n_epochs and "grabcut" in cfg.explain.full_val_protocols
@@ -81,6 +82,17 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(str(e).replace("image_size", "data.image_size")) from None
     if cfg.model.pretrained is True and weights_of(cfg.model.backbone) is None:
         raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
+
+
+def check_name(name) -> None:
+    """name= is one folder inside out_dir: a path ("../x", "a/b", "/abs") would write elsewhere."""
+    if name is None:
+        return
+    path = PurePath(str(name))
+    if str(name) != path.name or path.name in ("", ".", "..") or "\0" in str(name):
+        raise ConfigError(
+            f"name={name!r} must be one folder name inside out_dir (no '/', no '..'); use out_dir= to move it"
+        )
 
 
 def check_data(cfg: DictConfig, datamodule: CamlightDataModule) -> None:

@@ -84,6 +84,15 @@ def test_the_same_seed_trains_the_same_weights(tmp_path, tiny_argv):
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+@pytest.mark.parametrize("name", ["../x", "../../x", "a/b", "/abs", ".", "..", "x/"])
+def test_a_name_that_would_write_outside_out_dir_is_refused_before_any_work(tmp_path, tiny_argv, name):
+    before = sorted(tmp_path.parent.rglob("*"))
+    with pytest.raises(ConfigError, match="must be one folder name inside out_dir"):
+        fit.run(load_config([*tiny_argv, f"name={name}"]))
+    assert sorted(tmp_path.parent.rglob("*")) == before
+    fit.check_name("group-2 (cats)")  # any single folder name is fine
+
+
 def test_last_ckpt_holds_the_final_weights_also_when_val_acc_stops_improving(tmp_path, tiny_argv, monkeypatch):
     """With a learning rate too small to change val/acc, the best checkpoint stays at epoch 0; last.ckpt
     (and the summary's last_checkpoint) must still be the final epoch's state, weights included."""
