@@ -322,7 +322,7 @@ def explain(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if isinstance(layer, (list, tuple)):
         return _several_layers(model, images, methods, targets, list(layer), raw, memory, opts)
-    columns = None
+    columns = target_columns(targets)  # None: one target per image (or a neuron), maps (B,H,W)
     if is_neuron_spec(targets):  # a unit of an intermediate layer: its value is the one "logit"
         neuron = targets if isinstance(targets, Neuron) else parse_neuron(targets)
         refused = [f"{m} {CLASS_ONLY[m]}" for m in methods if m in CLASS_ONLY]
@@ -331,8 +331,6 @@ def explain(
         model, targets = NeuronModel(model, neuron), 0
         if isinstance(layer, str):  # names are the model's, now inside the wrapper
             layer = f"model.{layer}"
-    else:
-        columns = target_columns(targets)  # None: one target per image, maps (B,H,W)
     access = ModelAccess(model, layer)
     out = {}
     with untouched(model):
@@ -394,7 +392,7 @@ def _several_layers(model, images, methods, targets, layers: list, raw: bool, me
         raise ValueError(f"{', '.join(unfused)} takes one layer, not a list; give layer= one name for it")
     rest = [m for m in methods if m not in layered]
     out = explain(model, images, rest, targets, None, raw, memory, **{m: opts[m] for m in rest}) if rest else {}
-    several = target_columns(targets) is not None and not is_neuron_spec(targets)
+    several = target_columns(targets) is not None
     per_layer = []
     for name in layers:
         maps = explain(model, images, layered, targets, name, True, memory, **{m: opts[m] for m in layered})
