@@ -4,9 +4,11 @@
     python train.py model.head=gap                # one model
     python train.py experiment=smoke              # a preset from configs/experiment/
     python train.py trainer.max_epochs=3 wandb.mode=disabled
+    python train.py resume=outputs/<group>        # continue a group stopped by SIGTERM or Ctrl-C
     python train.py --help                        # every key, its default and its meaning
 
-Exit codes: 0 done, 2 a mistake in the command or config (one line on stderr says what to do).
+Exit codes: 0 done, 2 a mistake in the command or config (one line on stderr says what to do),
+143 / 130 stopped by SIGTERM / SIGINT (summary.json says "interrupted" and how to resume).
 """
 
 import sys
@@ -28,6 +30,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except fit.Interrupted as stop:  # SIGTERM (SLURM, kill) or Ctrl-C: last.ckpt holds the last epoch
+        print(f"interrupted by {stop.signal_name}; continue with: {stop.summary['resume']}", file=sys.stderr)
+        return 143 if stop.signal_name == "SIGTERM" else 130
     from pytorch_lightning.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:  # under DDP every rank runs this script; one prints

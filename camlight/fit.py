@@ -12,20 +12,20 @@ writes, under `out_dir/<group>/`:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from datetime import datetime
 from pathlib import Path, PurePath
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from camlight import runs
 from camlight.callbacks import ExplanationCallback, FiltersCallback
+from camlight.callbacks.state import RandomState
 from camlight.config import ConfigError, heads, num_workers
 from camlight.datamodules import SPLITS, CamlightDataModule, DataError, from_config
 from camlight.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -33,6 +33,7 @@ from camlight.metrics.segmentation import check_available as check_grabcut
 from camlight.modules import Classifier, WeightsUnavailable, check_architecture, weights_of
 from camlight.modules.weights import multi_process_launch
 from camlight.modules.zoo import check_backbone
+from camlight.tracking import GuardedWandbLogger, ResumedCSVLogger, wandb_settings
 
 log = logging.getLogger(__name__)
 GROUP_ENV = "CAMLIGHT_GROUP"
@@ -206,20 +207,28 @@ def build_model(cfg: DictConfig, head: str, datamodule, pretrained: bool = False
     )
 
 
-def _loggers(cfg: DictConfig, run_cfg: dict, group: str, name: str, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
-    if cfg.wandb.mode != "disabled":
+def _loggers(cfg: DictConfig, run_cfg: dict, group: str, name: str, run_dir: Path, wandb_id: str, start_epoch: int):
+    """The CSV logger (continuing its file after a resume) and, unless W&B is disabled, a W&B logger
+    that cannot stop training (see `camlight.tracking`), resuming the run `wandb_id`."""
+    csv_args = {"save_dir": str(run_dir), "name": "csv", "version": ""}
+    loggers: list[Logger] = [
+        ResumedCSVLogger(**csv_args, start_epoch=start_epoch) if start_epoch else CSVLogger(**csv_args)
+    ]
+    w = wandb_settings(cfg)
+    if w["mode"] != "disabled":
         loggers.append(
-            WandbLogger(
-                project=cfg.wandb.project,
-                entity=cfg.wandb.entity,
+            GuardedWandbLogger(
+                project=w["project"],
+                entity=w["entity"],
                 group=group,
                 name=name,
+                id=wandb_id,
                 job_type="train",
                 tags=list(cfg.wandb.tags),
                 save_dir=str(run_dir),
-                mode=cfg.wandb.mode,
+                mode=w["mode"],
                 config=run_cfg,
+                init_timeout=cfg.wandb.init_timeout,
             )
         )
     return loggers
@@ -239,9 +248,42 @@ def build_trainer(trainer_cfg: DictConfig, **camlight_args) -> pl.Trainer:
     return pl.Trainer(**OmegaConf.to_container(trainer_cfg, resolve=True), **camlight_args)
 
 
-def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path, pretrained: bool) -> dict:
-    """Train one model; return its row of the summary."""
-    name = f"{cfg.model.backbone.replace(':', '-')}-{head}"
+class Interrupted(Exception):
+    """Training stopped by SIGTERM or SIGINT; the group's summary says so and how to resume."""
+
+    def __init__(self, summary: dict, signal_name: str):
+        super().__init__(f"training interrupted by {signal_name}")
+        self.summary, self.signal_name = summary, signal_name
+
+
+class _RunInterrupted(Exception):
+    def __init__(self, row: dict, signal_name: str):
+        self.row, self.signal_name = row, signal_name
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """The first epoch a run resumed from checkpoint `path` trains (Lightning saves the epoch index)."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt.get("epoch", -1)) + 1
+
+
+def fit_one(
+    cfg: DictConfig,
+    head: str,
+    datamodule,
+    group: str,
+    group_dir: Path,
+    pretrained: bool,
+    ckpt_path: Path | None = None,
+) -> dict:
+    """Train one model (from `ckpt_path` when resuming); return its row of the summary.
+
+    Raises:
+        _RunInterrupted: SIGTERM or SIGINT stopped it (last.ckpt holds the last finished epoch).
+    """
+    name = runs.run_name(cfg, head)
     run_dir = group_dir / name
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     run_cfg["model"]["head"] = head
@@ -261,47 +303,94 @@ def fit_one(cfg: DictConfig, head: str, datamodule, group: str, group_dir: Path,
     # val/acc improves. A second checkpoint without a monitor keeps the latest state, every epoch,
     # as last.ckpt (after the best one's, so that it holds that callback's state of the same epoch).
     last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", enable_version_counter=False)
-    loggers = _loggers(cfg, run_cfg, group, name, run_dir)
+    state = runs.read_state(run_dir)
+    wandb_id = state.get("wandb_id") or _new_wandb_id()
+    start_epoch = _checkpoint_epoch(ckpt_path) if ckpt_path else 0
+    loggers = _loggers(cfg, run_cfg, group, name, run_dir, wandb_id, start_epoch)
     explainer = build_explanation_callback(cfg)
-    callbacks = [checkpoint, last] + ([explainer] if explainer else [])
+    callbacks = [checkpoint, last, RandomState()] + ([explainer] if explainer else [])
     if cfg.explain.filters_every_n_epochs:
         callbacks.append(FiltersCallback(cfg.explain.filters_every_n_epochs))
     trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(run_cfg), run_dir / "config.yaml")
+        runs.write_state(run_dir, status="running", wandb_id=wandb_id, epochs=start_epoch)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    interrupted = None
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except (SystemExit, KeyboardInterrupt) as e:  # Lightning's answer to SIGTERM (and SIGINT: exit 1)
+        if not trainer.interrupted:
+            raise
+        interrupted = "SIGTERM" if type(e).__name__ == "SIGTERMException" else "SIGINT"
     seconds = time.perf_counter() - start
-    _gather_skipped(datamodule)
-    _warn_if_mostly_unreadable(datamodule)
+    if interrupted is None:
+        _gather_skipped(datamodule)
+        _warn_if_mostly_unreadable(datamodule)
+    done = last.best_model_path or None
     row = {
         "name": name,
+        "status": "interrupted" if interrupted else "finished",
         "backbone": cfg.model.backbone,
         "head": head,
         "val_acc": _float(checkpoint.best_model_score),
         "val_images": datamodule.split_size("val"),
         "last_val_acc": _float(trainer.callback_metrics.get("val/acc")),
-        "epochs": trainer.current_epoch,
+        "epochs": _checkpoint_epoch(Path(done)) if interrupted and done else trainer.current_epoch,
         "pretrained": pretrained,
         "skipped_files": len(datamodule.bad_files()),
         "fit_seconds": round(seconds, 1),
         "best_checkpoint": checkpoint.best_model_path or None,
-        "last_checkpoint": last.best_model_path or None,
+        "last_checkpoint": done,
         "config": str(run_dir / "config.yaml"),
         "csv_metrics": str(Path(loggers[0].log_dir) / "metrics.csv"),
         "wandb_run_dir": None,
         "wandb_sync": None,
+        "wandb_note": None,
         "explanations": str(run_dir / "explanations") if explainer else None,
         "localization": _json_safe(explainer.last) if explainer else {},
     }
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:  # other ranks hold a dummy run
-            wandb_dir = Path(logger.experiment.dir).parent  # .../wandb/offline-run-*/files → run dir
-            row["wandb_run_dir"] = str(wandb_dir)
-            row["wandb_sync"] = f"wandb sync {wandb_dir}"
-            logger.experiment.finish()
+        if isinstance(logger, GuardedWandbLogger) and trainer.is_global_zero:  # other ranks hold a dummy run
+            _wandb_row(row, logger, run_dir, state, interrupted)
+    if trainer.is_global_zero:
+        runs.write_state(
+            run_dir,
+            status=row["status"],
+            epochs=row["epochs"],
+            row=row if not interrupted else None,
+            wandb_dirs=row.pop("_wandb_dirs", []),
+        )
+    if interrupted:
+        raise _RunInterrupted(row, interrupted)
     return row
+
+
+def _new_wandb_id() -> str:
+    import secrets
+
+    return secrets.token_hex(4)  # W&B's own ids are 8 characters of [0-9a-z]
+
+
+def _wandb_row(row: dict, logger: GuardedWandbLogger, run_dir: Path, state: dict, interrupted: str | None) -> None:
+    """The W&B columns of a run's row: its local folders (one per start: a resumed run adds one) and
+    the command that uploads them as one run; what went wrong, if anything."""
+    here = logger.run_dir()
+    logger.finish(exit_code=1 if interrupted else 0)
+    dirs = [d for d in state.get("wandb_dirs", []) if Path(d).is_dir()]
+    if here is not None and str(here) not in dirs:
+        dirs.append(str(here))
+    row["_wandb_dirs"] = dirs
+    row["wandb_note"] = logger.note
+    if logger.lost_seconds:
+        row["wandb_lost_seconds"] = round(logger.lost_seconds, 1)
+    if dirs:
+        row["wandb_run_dir"] = dirs[-1]
+        offline = [d for d in dirs if Path(d).name.startswith("offline-run-")]
+        if offline:
+            many = f"--id {logger.version} " if len(offline) > 1 else ""
+            row["wandb_sync"] = f"wandb sync {many}{' '.join(offline)}"
 
 
 def _close_process_group() -> None:
@@ -347,20 +436,33 @@ def _float(value) -> float | None:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train every head of `cfg` in one group; write and return the group's summary.
+    """Train every head of `cfg` in one group (or continue the group of `cfg.resume`); write and
+    return the group's summary.
 
     Raises:
         ConfigError: a problem found before anything was written (nothing is left behind).
+        Interrupted: SIGTERM or SIGINT stopped training; the summary (written) says how to resume.
     """
+    resume = _resume_plan(cfg)
+    if resume is not None:
+        cfg = resume.config
     check(cfg)
     # Lightning's DDP launcher re-runs this script for the other ranks: they inherit the group
-    # name through the environment, and only rank zero checks that the group is new.
+    # name through the environment, and only rank zero claims a folder.
     inherited = os.environ.get(GROUP_ENV)
-    group = cfg.name or inherited or datetime.now().strftime("%Y%m%d-%H%M%S")
-    group_dir = Path(cfg.out_dir).resolve() / group
-    if rank_zero_only.rank == 0 and group_dir.exists() and any(group_dir.iterdir()):
-        raise ConfigError(f"{group_dir} already holds a run group; choose another name= or out_dir=")
+    out_dir = Path(cfg.out_dir).resolve()
+    if resume is not None:
+        group_dir = resume.group_dir
+    elif inherited or rank_zero_only.rank != 0:
+        group_dir = out_dir / (inherited or cfg.name)
+    else:
+        name, fresh = cfg.name, cfg.name is None or cfg.name == runs.preset_name(cfg)
+        if name is None and runs.slurm_job():  # a requeued SLURM job finds its group again
+            name, fresh = f"slurm-{runs.slurm_job()}", False
+        group_dir = runs.claim_group(out_dir, name, fresh)
+    group = group_dir.name
     os.environ[GROUP_ENV] = group
+    done: list[dict] = []
     try:
         pretrained, start = resolve_pretrained(cfg)  # downloads missing weights; nothing written yet
         datamodule = build_datamodule(cfg, pretrained)
@@ -368,23 +470,86 @@ def run(cfg: DictConfig) -> dict:
         rank_zero_info(datamodule.describe())
         fell_back = cfg.model.pretrained == "auto" and not pretrained and weights_of(cfg.model.backbone) is not None
         (rank_zero_warn if fell_back else rank_zero_info)(start)
-        runs = [fit_one(cfg, head, datamodule, group, group_dir, pretrained) for head in heads(cfg)]
+        if rank_zero_only.rank == 0 and resume is None:
+            OmegaConf.save(cfg, group_dir / runs.GROUP_CONFIG)  # what resume= continues
+        for head in heads(cfg):
+            row = _fit_or_keep(cfg, head, datamodule, group, group_dir, pretrained, resume)
+            if row is not None:
+                done.append(row)
         _close_process_group()
+    except ConfigError:
+        if resume is None and rank_zero_only.rank == 0 and not any(group_dir.iterdir()):
+            group_dir.rmdir()  # claimed, nothing written: leave nothing behind
+        raise
+    except _RunInterrupted as stop:
+        summary = _summary(cfg, group, group_dir, [*done, stop.row], datamodule, "interrupted")
+        raise Interrupted(summary, stop.signal_name) from None
     finally:
         if inherited is None:
             os.environ.pop(GROUP_ENV, None)
-    summary = {"group": group, "group_dir": str(group_dir), "experiment": cfg.experiment, "runs": runs}
+    return _summary(cfg, group, group_dir, done, datamodule, "finished")
+
+
+def _resume_plan(cfg: DictConfig) -> runs.Resume | None:
+    """What to continue: `resume=` (with the keys the user changed beside it), or, in a requeued
+    SLURM job, the group it started before the requeue."""
+    if cfg.resume:
+        from camlight.config import load_config
+
+        base = load_config([f"resume={cfg.resume}"])
+        return runs.plan(cfg.resume, runs.overrides(cfg, base))
+    job = runs.slurm_job()
+    if job and runs.requeued() and cfg.name is None and os.environ.get(GROUP_ENV) is None:
+        group_dir = Path(cfg.out_dir).resolve() / f"slurm-{job}"
+        if (group_dir / runs.GROUP_CONFIG).is_file():
+            rank_zero_info(f"SLURM job {job} was requeued: continuing {group_dir}")
+            return runs.plan(group_dir, {})
+    return None
+
+
+def _fit_or_keep(cfg, head, datamodule, group, group_dir, pretrained, resume) -> dict | None:
+    """Train the run of `head`; when resuming, continue it from its checkpoint, or keep its row if
+    it had finished (None for a run the resume leaves alone)."""
+    run_dir = group_dir / runs.run_name(cfg, head)
+    ckpt = None
+    if resume is not None:
+        state = runs.read_state(run_dir)
+        if resume.only is not None and run_dir.name != resume.only:
+            return state.get("row")  # another run of the group: left as it is
+        if state.get("status") == "finished" and state.get("row") and resume.checkpoint is None:
+            rank_zero_info(f"{run_dir.name}: finished before, left as it is")
+            return state["row"]
+        ckpt = resume.checkpoint or (run_dir / "checkpoints" / "last.ckpt")
+        if not ckpt.is_file():
+            ckpt = None
+        rank_zero_info(
+            f"{run_dir.name}: " + (f"continuing from {ckpt}" if ckpt else "no checkpoint yet; starting over")
+        )
+    return fit_one(cfg, head, datamodule, group, group_dir, pretrained, ckpt)
+
+
+def _summary(cfg, group: str, group_dir: Path, rows: list[dict], datamodule, status: str) -> dict:
+    """The group's summary, written (rank zero) with its findings and report."""
+    summary = {
+        "group": group,
+        "group_dir": str(group_dir),
+        "experiment": cfg.experiment,
+        "status": status,
+        "resume": f"python train.py resume={group_dir}" if status != "finished" else None,
+        "runs": rows,
+    }
     skipped = datamodule.bad_files()
     if skipped:
         summary["skipped_files"] = dict(sorted(skipped.items()))
     if rank_zero_only.rank == 0:
-        _write_json(group_dir / "summary.json", summary)
+        runs.write_json(group_dir / "summary.json", summary)
         from camlight.viz.findings import write_findings
         from camlight.viz.html import run_report
 
-        write_findings(group_dir, _shortcut_share(cfg))
+        if status == "finished":
+            write_findings(group_dir, _shortcut_share(cfg))
 
-        (group_dir / "report.html").write_text(run_report(group_dir))
+        (group_dir / "report.html").write_text(run_report(group_dir, cfg.report.inline))
     return summary
 
 
@@ -396,9 +561,3 @@ def _shortcut_share(cfg: DictConfig) -> float | None:
 
     rows, cols = shortcut_square(cfg.data.image_size)
     return (rows.stop - rows.start) * (cols.stop - cols.start) / cfg.data.image_size**2
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

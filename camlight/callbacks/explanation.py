@@ -131,6 +131,26 @@ class ExplanationCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.prepare(trainer.datamodule, pl_module, trainer.global_rank, trainer.world_size)
         self.out_dir = Path(trainer.default_root_dir) / "explanations"
+        restored, self._restored = getattr(self, "_restored", None), None
+        if restored is not None:  # resumed from a checkpoint: the epochs before it continue
+            self.history = [(int(e), s) for e, s in restored["history"]]
+            self.last, self.items, self._done_epoch = restored["last"], restored["items"], restored["done_epoch"]
+            self._previous = restored["previous"]
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue: every explained epoch's scores (metrics.csv, the
+        localization plot and the report cover them all), the latest per-item values, and the last
+        maps (the next epoch's drift is measured from them)."""
+        return {
+            "history": [[epoch, scores] for epoch, scores in self.history],
+            "last": self.last,
+            "items": getattr(self, "items", {}),
+            "done_epoch": self._done_epoch,
+            "previous": getattr(self, "_previous", {}),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = state_dict  # applied in on_fit_start, after the probe set is prepared
 
     def prepare(self, datamodule, pl_module, rank: int = 0, world_size: int = 1) -> None:
         """Fix the probe set (this rank's share of it) and find the methods the model supports."""

@@ -37,7 +37,8 @@ class FiltersCallback(pl.Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         self._last: int | None = None  # the last epoch trained, and whether it was drawn
         self._drawn = False
-        self._draw(trainer, pl_module, "start")
+        if trainer.ckpt_path is None:  # a resumed run's start is not the filters' start
+            self._draw(trainer, pl_module, "start")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch

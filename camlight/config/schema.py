@@ -121,14 +121,22 @@ class TrainerConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = _f(
-        "offline",
-        "offline writes runs to disk (upload later with `wandb sync`); online needs an account",
-        choices=("offline", "online", "disabled"),
+    mode: str | None = _f(
+        None,
+        "offline writes runs to disk (upload later with `wandb sync`); online needs an account; null = "
+        "WANDB_MODE from the environment, else offline. W&B that cannot start never stops training: online "
+        "falls back to offline, offline to the CSV log",
+        choices=(None, "offline", "online", "disabled"),
     )
-    project: str = _f("camlight", "W&B project")
-    entity: str | None = _f(None, "W&B entity (team or user); null = your default")
+    project: str | None = _f(None, "W&B project (null = WANDB_PROJECT from the environment, else camlight)")
+    entity: str | None = _f(None, "W&B entity (team or user); null = WANDB_ENTITY, else your default")
     tags: list = _f([], "W&B tags")
+    init_timeout: float = _f(
+        30.0,
+        "seconds W&B may take to start a run before camlight falls back (W&B's own default, 90 s, "
+        "loses about 100 s without network)",
+        minimum=1,
+    )
 
 
 @dataclass
@@ -165,9 +173,27 @@ class ExplainConfig:
 
 
 @dataclass
+class ReportConfig:
+    inline: bool = _f(
+        False,
+        "report.html with every image inside it (one file to send around, megabytes); false links the "
+        "images beside it",
+    )
+
+
+@dataclass
 class Config:
     experiment: str | None = _f(None, "preset from configs/experiment/NAME.yaml, applied before overrides")
-    name: str | None = _f(None, "group name: runs go to out_dir/name/ (null = a timestamp)")
+    name: str | None = _f(
+        None,
+        "group name: runs go to out_dir/name/ (null = the experiment's name or a timestamp, made unique: "
+        "smoke, smoke-2, ...)",
+    )
+    resume: str | None = _f(
+        None,
+        "continue a group: its folder (every unfinished run), a run folder, or a run's checkpoint; the "
+        "group's own config is used",
+    )
     out_dir: str = _f("outputs", "where run groups are written")
     seed: int = _f(0, "training seed (weights, shuffling)")
     data: DataConfig = field(default_factory=DataConfig)
@@ -176,6 +202,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def fields(schema: type, prefix: str = ""):

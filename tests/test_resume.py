@@ -1,0 +1,224 @@
+"""Runs stopped by SIGTERM or SIGINT, and resumed: nothing lost, nothing logged twice, and the same
+weights as a run that was never stopped."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from camlight import fit, runs
+from camlight.config import ConfigError, load_config
+from camlight.modules import load_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Stop(pl.Callback):
+    """Sends this process `signum` after training batch `batch` of epoch `epoch` (batch None: at the
+    end of the epoch, after its validation and checkpoints)."""
+
+    def __init__(self, epoch: int, batch: int | None = None, signum=signal.SIGTERM):
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            signal.raise_signal(self.signum)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch and self.batch is None:
+            signal.raise_signal(self.signum)
+
+
+@pytest.fixture
+def stop_at(monkeypatch):
+    """stop_at(epoch, batch, signum): the next fit_one's trainer gets a `Stop` callback."""
+
+    def arm(*args, **kwargs):
+        build = fit.build_trainer
+
+        def with_stop(trainer_cfg, callbacks, **rest):
+            monkeypatch.setattr(fit, "build_trainer", build)  # this trainer only
+            return build(trainer_cfg, callbacks=[*callbacks, Stop(*args, **kwargs)], **rest)
+
+        monkeypatch.setattr(fit, "build_trainer", with_stop)
+
+    return arm
+
+
+def _argv(tmp_path, name, *extra):
+    return [
+        f"out_dir={tmp_path / 'outputs'}",
+        f"name={name}",
+        "data.train_size=64",
+        "data.val_size=32",
+        "data.test_size=0",
+        "data.batch_size=16",
+        "model.width=4",
+        "model.fc_hidden=8",
+        "model.head=gap",
+        "trainer.max_epochs=4",
+        "trainer.enable_progress_bar=false",
+        "explain.probe_size=8",
+        "explain.sanity_every_n_epochs=2",
+        "explain.filters_every_n_epochs=1",
+        *extra,
+    ]
+
+
+def _weights(path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+
+
+def _epochs(path: Path, column: str = "epoch") -> list[int]:
+    with open(path) as f:
+        return [int(float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+
+
+@pytest.mark.parametrize("batch", [None, 1], ids=["at-epoch-end", "mid-epoch"])
+def test_a_run_stopped_by_sigterm_and_resumed_ends_bit_identical_to_one_never_stopped(tmp_path, stop_at, batch):
+    whole = fit.run(load_config(_argv(tmp_path, "whole", "wandb.mode=disabled")))["runs"][0]
+    # Stopped after two epochs (at the end of epoch 1, or after batch 1 of epoch 2: last.ckpt
+    # then holds epoch 1, and the part of epoch 2 is trained again).
+    stop_at(1 if batch is None else 2, batch)
+    with pytest.raises(fit.Interrupted) as stopped:
+        fit.run(load_config(_argv(tmp_path, "stopped", "wandb.mode=disabled")))
+    group = tmp_path / "outputs" / "stopped"
+    summary = json.loads((group / "summary.json").read_text())
+    assert stopped.value.signal_name == "SIGTERM" and summary == stopped.value.summary
+    assert summary["status"] == "interrupted" and summary["resume"] == f"python train.py resume={group}"
+    row = summary["runs"][0]
+    assert row["status"] == "interrupted" and row["epochs"] == 2
+    assert torch.load(row["last_checkpoint"], weights_only=True)["epoch"] == 1
+    load_classifier(row["last_checkpoint"])  # loadable as it is
+    assert runs.read_state(group / "simple_cnn-gap")["status"] == "interrupted"
+
+    resumed = fit.run(load_config([f"resume={group}"]))
+    assert resumed["status"] == "finished" and resumed["resume"] is None
+    row = resumed["runs"][0]
+    assert row["status"] == "finished" and row["epochs"] == 4
+    a, b = _weights(whole["last_checkpoint"]), _weights(row["last_checkpoint"])
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert row["val_acc"] == whole["val_acc"] and row["localization"] == whole["localization"]
+    # Every epoch logged once, in order, in Lightning's CSV and in the explanation history.
+    run_dir = group / "simple_cnn-gap"
+    assert [int(float(r["epoch"])) for r in _csv(run_dir / "csv/metrics.csv") if r.get("val/acc")] == [0, 1, 2, 3]
+    steps = [int(r["step"]) for r in _csv(run_dir / "csv/metrics.csv") if r.get("train/loss_step")]
+    assert steps == sorted(set(steps))  # no step twice
+    assert _epochs(run_dir / "explanations/metrics.csv") == [0, 1, 2, 3]
+    whole_history = _csv(tmp_path / "outputs/whole/simple_cnn-gap/explanations/metrics.csv")
+    assert _csv(run_dir / "explanations/metrics.csv") == whole_history
+    report = (group / "report.html").read_text()
+    assert all(f"epoch_{e:03d}" in report for e in range(4))
+    filters = sorted(p.name for p in (run_dir / "explanations").glob("filters_*.png"))
+    assert filters == [f"filters_epoch_{e:03d}.png" for e in range(4)] + ["filters_start.png"]
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_sigint_stops_cleanly_and_a_finished_run_is_left_alone_on_resume(tmp_path, stop_at):
+    argv = _argv(tmp_path, "g", "model.head=both", "trainer.max_epochs=2", "wandb.mode=disabled")
+    stop_at(0, 1, signal.SIGINT)  # Ctrl-C during the first run's first epoch
+    with pytest.raises(fit.Interrupted) as stopped:
+        fit.run(load_config(argv))
+    assert stopped.value.signal_name == "SIGINT"
+    group = tmp_path / "outputs" / "g"
+    summary = json.loads((group / "summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["interrupted"]
+    assert summary["runs"][0]["last_checkpoint"] is None  # no epoch finished: the resume starts over
+    first = fit.run(load_config([f"resume={group}"]))
+    assert [(r["head"], r["status"], r["epochs"]) for r in first["runs"]] == [
+        ("gap", "finished", 2),
+        ("fc", "finished", 2),
+    ]
+    gap = group / "simple_cnn-gap" / "checkpoints" / "last.ckpt"
+    before = gap.stat().st_mtime_ns
+    again = fit.run(load_config([f"resume={group}"]))  # nothing left to do: both kept as they are
+    assert again["runs"] == first["runs"] and gap.stat().st_mtime_ns == before
+
+
+def test_resume_refuses_what_would_change_the_training_and_what_is_not_a_group(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        fit.run(load_config([f"resume={tmp_path / 'nope'}"]))
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        fit.run(load_config([f"resume={tmp_path}"]))
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ConfigError, match=r"optim.lr cannot change \(a resume may set trainer.accelerator"):
+        fit.run(load_config([f"resume={tmp_path / 'g'}", "optim.lr=0.5"]))
+
+
+def test_experiment_reruns_and_same_second_starts_get_folders_of_their_own(tmp_path):
+    claimed = []
+    threads = [
+        threading.Thread(target=lambda: claimed.append(runs.claim_group(tmp_path, None, True))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(claimed)) == 8  # all in the same second, or nearly: each its own folder
+    assert runs.claim_group(tmp_path, "smoke", True).name == "smoke"
+    assert runs.claim_group(tmp_path, "smoke", True).name == "smoke-2"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "x").touch()
+    with pytest.raises(ConfigError, match="already holds a run group; continue it with resume="):
+        runs.claim_group(tmp_path, "mine", False)
+
+
+@pytest.mark.slow
+def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
+    """The real thing: a SIGTERM from outside (what SLURM sends) while train.py trains."""
+    out = tmp_path / "outputs"
+    argv = [*_argv(tmp_path, "k", "trainer.max_epochs=30", "data.train_size=256", "wandb.mode=offline")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *argv], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    last = out / "k" / "simple_cnn-gap" / "checkpoints" / "last.ckpt"
+    for _ in range(600):  # until the first epoch is saved
+        if last.is_file() or proc.poll() is not None:
+            break
+        threading.Event().wait(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"continue with: python train.py resume={out / 'k'}" in err
+    summary = json.loads((out / "k" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["runs"][0]["epochs"] >= 1
+    load_classifier(last)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"resume={out / 'k'}", "trainer.max_epochs=30"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "trainer.max_epochs cannot change" in done.stderr
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"resume={out / 'k'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "k" / "summary.json").read_text())
+    row = summary["runs"][0]
+    assert summary["status"] == "finished" and row["epochs"] == 30
+    # One W&B run, in two local folders (before and after the stop), uploaded together.
+    state = runs.read_state(out / "k" / "simple_cnn-gap")
+    assert len(state["wandb_dirs"]) == 2 and all(state["wandb_id"] in d for d in state["wandb_dirs"])
+    assert row["wandb_sync"] == f"wandb sync --id {state['wandb_id']} {' '.join(state['wandb_dirs'])}"
