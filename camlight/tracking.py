@@ -44,6 +44,15 @@ def wandb_settings(cfg: DictConfig) -> dict:
     }
 
 
+def _release_wandb() -> None:
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception:  # noqa: BLE001 - nothing more to release
+        pass
+
+
 def _guarded(method):
     """Run a logger method; if W&B raises, report it once and make the logger quiet."""
 
@@ -97,6 +106,7 @@ class GuardedWandbLogger(WandbLogger):
             self._experiment = None
         if self._wandb_init.get("mode") == "online":
             self._wandb_init["mode"] = "offline"
+            _release_wandb()  # a timed-out start leaves its run id held by W&B's service
             start = time.perf_counter()
             try:
                 run = WandbLogger.experiment.fget(self)
