@@ -1,9 +1,14 @@
 """explain.py / camlight.offline: images in every awkward format, usage errors, and the val split."""
 
 import csv
+import html
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -40,6 +45,15 @@ def _explained(out: Path, *args) -> tuple[int, list[dict]]:
         return code, list(csv.DictReader(f))
 
 
+def _links(page: Path) -> list[str]:
+    """Every src= and href= of an HTML page, as paths relative to it; each must exist."""
+    text = page.read_text()
+    links = [unquote(html.unescape(v)) for v in re.findall(r'(?:src|href)="([^"]+)"', text)]
+    missing = [link for link in links if not (page.parent / link).is_file()]
+    assert not missing, missing[:5]
+    return links
+
+
 def _folder(root: Path) -> dict[str, str]:
     """Good images in several modes and formats, and bad files; name → 'good' or 'bad'."""
     root.mkdir()
@@ -58,7 +72,7 @@ def _folder(root: Path) -> dict[str, str]:
     (root / "notes.png").write_text("this is not an image")
     (root / "empty.webp").write_bytes(b"")
     (root / "readme.txt").write_text("ignored: not an image extension")
-    good = ["rgb", "photo", "grey", "palette", "alpha", "sixteen", "sub__large"]
+    good = ["rgb.png", "photo.jpg", "grey.png", "palette.png", "alpha.png", "sixteen.png", "sub/large.bmp"]
     return {**{g: "good" for g in good}, **{b: "bad" for b in ["truncated.jpg", "notes.png", "empty.webp"]}}
 
 
@@ -90,12 +104,19 @@ def test_a_folder_with_bad_files_is_explained_and_the_bad_ones_listed(tmp_path, 
     assert sorted(maps.files) == sorted(f"{g}/{m}" for g in good for m in ("gradcam", "saliency", "cam"))
     assert all(maps[k].shape == (64, 64) and 0 <= maps[k].min() and maps[k].max() <= 1 for k in maps.files)
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
-    assert overlays == sorted(f"{g}__{m}.png" for g in good for m in ("gradcam", "saliency", "cam", "input"))
+    stems = [g.replace("/", "__") for g in good]  # plain names keep their form
+    assert overlays == sorted(f"{g}__{m}.png" for g in stems for m in ("gradcam", "saliency", "cam", "input"))
     assert Image.open(out / "grid.png").size[0] > 4 * 128
     page = (out / "index.html").read_text()
     assert page.count('<tr class="image">') == len(good)
-    assert page.count("data:image/png;base64,") == len(good) * 4  # input + three methods, all inlined
+    assert "data:" not in page and len(_links(out / "index.html")) == len(good) * 4  # input + three maps, linked
     assert "http://" not in page and "https://" not in page and "<script" not in page
+    for line in skipped:  # the skipped files and their reasons are on the page too
+        path, why = line.split("\t")
+        assert f"<li><code>{html.escape(path)}</code>: {html.escape(why)}</li>" in page
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["overlays", "maps.npz", "results.csv", "scores.csv", "grid.png", "index.html", "run.json", "skipped.txt"]
+    )  # no partial or temporary file is left
 
 
 def test_every_image_explained_exits_0_and_topk_explains_each_class(tmp_path, trained):
@@ -114,7 +135,7 @@ def test_every_image_explained_exits_0_and_topk_explains_each_class(tmp_path, tr
         progress=False,
     )
     assert code == 0 and (out / "skipped.txt").read_text() == ""
-    assert sorted(np.load(out / "maps.npz").files) == ["a/gradcam_top1", "a/gradcam_top2"]
+    assert sorted(np.load(out / "maps.npz").files) == ["a.png/gradcam_top1", "a.png/gradcam_top2"]
     with open(out / "results.csv") as f:
         targets = sorted(r["target"] for r in csv.DictReader(f))
     assert targets == ["cat top1", "dog top2"] or targets == ["cat top2", "dog top1"]
@@ -137,7 +158,7 @@ def test_target_top2_explains_the_two_best_classes_in_one_call_as_topk_does(tmp_
     for key, value in maps["top2"].items():
         np.testing.assert_allclose(value, maps["topk"][key], atol=1e-6)
     for key, value in maps["top1"].items():  # the best class's maps, explained alone
-        image, method = key.split("/")
+        image, method = key.rsplit("/", 1)
         np.testing.assert_allclose(maps["top2"][f"{image}/{method}_top1"], value, atol=1e-6)
 
 
@@ -285,34 +306,43 @@ def test_visualize_class_takes_a_neuron_and_a_start_photo(tmp_path, trained, cap
         assert not never.exists()
 
 
-def test_the_run_report_holds_every_epoch_behind_a_slider(tmp_path, tiny_argv):
+def test_the_run_report_holds_every_epoch_behind_a_slider_linked_or_inline(tmp_path, tiny_argv):
     cfg = load_config(
         [*tiny_argv, "model.head=gap", "wandb.mode=disabled", "trainer.max_epochs=3", "explain.probe_size=4"]
+        + ["report.inline=true"]
     )
     group = Path(fit.run(cfg)["group_dir"])
-    page = (group / "report.html").read_text()  # written by train.py's fit.run
-    assert page.count('class="epoch"') == 3 and 'type="range"' in page and 'max="2"' in page
-    assert page.count("data:image/png;base64,") == 4  # three grids and the localization plot
-    assert "http://" not in page and "https://" not in page and "simple_cnn-gap" in page
-    (group / "report.html").unlink()
-    out = subprocess.run(
-        [sys.executable, str(REPO / "explain.py"), "report", str(group)], capture_output=True, text=True
-    )
-    assert out.returncode == 0 and (group / "report.html").read_text() == page
-    bad = subprocess.run(
-        [sys.executable, str(REPO / "explain.py"), "report", str(tmp_path)], capture_output=True, text=True
-    )
+    inline = (group / "report.html").read_text()  # written by train.py's fit.run, report.inline=true
+    assert inline.count('class="epoch"') == 3 and 'type="range"' in inline and 'max="2"' in inline
+    assert inline.count("data:image/png;base64,") == 4  # three grids and the localization plot
+    assert re.findall(r'src="(?!data:)', inline) == [] and "href=" not in inline  # nothing outside the file
+    assert "http://" not in inline and "https://" not in inline and "simple_cnn-gap" in inline
+
+    def report(*args):
+        return subprocess.run(
+            [sys.executable, str(REPO / "explain.py"), "report", *args], capture_output=True, text=True
+        )
+
+    assert report(str(group)).returncode == 0  # the default: images linked
+    linked = (group / "report.html").read_text()
+    assert "data:" not in linked and linked.count('class="epoch"') == 3
+    links = _links(group / "report.html")  # relative to report.html, and every one there
+    assert len(links) == 4 and all(not link.startswith("/") for link in links)
+    assert sorted(links)[:3] == [f"simple_cnn-gap/explanations/epoch_00{e}.png" for e in range(3)]
+    assert len(linked.encode()) < 20_000 < len(inline.encode())  # a few kB against every PNG inside
+    assert report(str(group), "--inline").returncode == 0
+    assert (group / "report.html").read_text() == inline
+    bad = report(str(tmp_path))
     assert bad.returncode == 2 and "is not a training group or run" in bad.stderr
+    assert report().returncode == 2 and report("--help").returncode == 0
 
 
 def test_images_beyond_the_pixel_limit_are_skipped_and_others_resized(tmp_path, monkeypatch):
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "in" / "big.png")
     assert offline.decode(tmp_path / "in" / "big.png", 64).shape == (64, 64, 3)  # resized
-    from camlight.datamodules import io
-
-    monkeypatch.setattr(io, "MAX_PIXELS", 100 * 100)
-    with pytest.raises(ValueError, match=r"too large \(400×300\)"):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # a limit the user lowered is honoured
+    with pytest.raises(ValueError, match=r"400×300 px is over Pillow's decompression-bomb limit of 10000 px"):
         offline.decode(tmp_path / "in" / "big.png", 64)
 
 
@@ -404,18 +434,19 @@ def test_the_report_shows_each_targets_own_class_and_score_under_topk(tmp_path, 
 
 
 def test_report_rows_take_each_cell_from_its_own_result(tmp_path):
+    from camlight.offline.inputs import Item
     from camlight.offline.outputs import Writer
     from camlight.offline.results import Result
 
-    writer = Writer(tmp_path, ("cat", "dog"), (0.0,) * 3, (1.0,) * 3)
-    writer.columns = ["gradcam_top1", "gradcam_top2"]
-    results = [
-        Result("a", 1, 0.7, 1, 0.7, label=1, rank=1, methods=["gradcam"], scores={"gradcam": {"pointing_game": 1}}),
-        Result("a", 1, 0.7, 0, 0.3, label=1, rank=2, methods=["gradcam"], scores={"gradcam": {"pointing_game": 0}}),
-    ]
-    (row,) = writer._report_rows(results)
+    writer = Writer(tmp_path, ("cat", "dog"), (0.0,) * 3, (1.0,) * 3, {})
+    item = Item("a.png", torch.zeros(3, 8, 8), label=1, relative="a.png")
+    for rank, target, p, hit in ((1, 1, 0.7, 1), (2, 0, 0.3, 0)):
+        result = Result("a.png", 1, 0.7, target, p, 1, rank, ["gradcam"], {"gradcam": {"pointing_game": hit}})
+        writer.add([item], torch.zeros(1, 3, 8, 8), [result], {"gradcam": torch.rand(1, 8, 8)})
+    row = writer.pending["a.png"]["report"]
     assert row.cells["gradcam_top1"].notes == [("dog (0.70)", None), ("hit", True)]
     assert row.cells["gradcam_top2"].notes == [("cat (0.30)", None), ("miss", False)]
+    assert [r["target"] for r in writer.pending["a.png"]["rows"]] == ["dog top1", "cat top2"]
 
 
 def test_asking_only_for_methods_the_model_lacks_writes_nothing(tmp_path):
@@ -435,7 +466,7 @@ def test_asking_only_for_methods_the_model_lacks_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.warns(UserWarning, match="skipping cam"):
         assert offline.run(_cfg(*args, "methods=[cam,gradcam]"), progress=False) == 0
-    assert sorted(np.load(tmp_path / "out" / "maps.npz").files) == ["a/gradcam"]
+    assert sorted(np.load(tmp_path / "out" / "maps.npz").files) == ["a.png/gradcam"]
 
 
 def test_explain_py_takes_every_method_by_name_and_drops_those_a_model_declares_it_cannot_give(tmp_path, monkeypatch):
@@ -454,7 +485,7 @@ def test_explain_py_takes_every_method_by_name_and_drops_those_a_model_declares_
     every = f"methods=[{','.join(METHODS)}]"
     out = tmp_path / "all"
     assert offline.run(_cfg(f"checkpoint={tmp_path / 'gap.ckpt'}", *args, f"out={out}", every), progress=False) == 0
-    assert sorted(np.load(out / "maps.npz").files) == sorted(f"a/{m}" for m in METHODS)
+    assert sorted(np.load(out / "maps.npz").files) == sorted(f"a.png/{m}" for m in METHODS)
     # A model with a layer LRP has no rule for: lrp is dropped by its declaration, with one warning.
     (tmp_path / "nets.py").write_text(
         "from torch import nn\n"
@@ -467,4 +498,235 @@ def test_explain_py_takes_every_method_by_name_and_drops_those_a_model_declares_
         code = offline.run(
             _cfg("model=nets:gelu_net", "image_size=32", *args, f"out={out}", "methods=[lrp,gradcam]"), progress=False
         )
-    assert code == 0 and np.load(out / "maps.npz").files == ["a/gradcam"]
+    assert code == 0 and np.load(out / "maps.npz").files == ["a.png/gradcam"]
+
+
+# -- outputs keyed by relative path, streamed, atomic; reruns -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> str:
+    """An untrained GAP checkpoint at 32 px: the tests below check files, not what a model learnt."""
+    import pytorch_lightning as pl
+
+    from camlight.modules import Classifier
+
+    path = tmp_path_factory.mktemp("untrained") / "gap.ckpt"
+    torch.manual_seed(0)
+    trainer = pl.Trainer(logger=False, max_epochs=0, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(Classifier("simple_cnn", "gap", image_size=32, width=4))
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+# Each a different colour, so that an overlay written over another's shows.
+AWKWARD = [
+    "good_cat.jpg",  # same stem, other extension
+    "good_cat.png",
+    "sub/good_cat.png",  # same name, other folders
+    "other/good_cat.png",
+    "sub__good_cat.png",  # what sub/good_cat.png would flatten to
+    "a b.png",  # differs from the next only by a character a file name cannot keep
+    "a_b.png",
+    "<script>x</script>.png",  # a folder "<script>x<" holding "script>.png"
+]
+
+
+def _awkward(root: Path) -> dict[str, int]:
+    """AWKWARD's files and one whose name is not UTF-8 (b"caf\\xe9.png"); key → its grey level."""
+    levels = {}
+    for i, key in enumerate([*AWKWARD, "caf\udce9.png"]):
+        levels[key] = 20 + 25 * i
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = "JPEG" if key.endswith(".jpg") else "PNG"
+        with open(os.fsencode(path), "wb") as f:  # bytes: the name need not be UTF-8
+            Image.new("RGB", (40, 40), (levels[key],) * 3).save(f, format=fmt)
+    assert os.path.exists(os.path.join(os.fsencode(root), b"caf\xe9.png"))
+    return levels
+
+
+def test_no_output_overwrites_another_and_names_that_are_not_utf8_are_written_safely(tmp_path, untrained):
+    levels = _awkward(tmp_path / "in")
+    out = tmp_path / "out"
+    args = [f"checkpoint={untrained}", f"input={tmp_path / 'in'}", "methods=[gradcam,saliency]", "batch_size=4"]
+    code, rows = _explained(out, *args)
+    assert code == 0 and (out / "skipped.txt").read_text() == ""
+    shown = {key: key.replace("\udce9", "\\xe9") for key in levels}  # the non-UTF-8 byte as text
+    assert sorted(r["file"] for r in rows) == sorted(shown.values())  # a row each, keyed by relative path
+    maps = np.load(out / "maps.npz")
+    assert sorted(maps.files) == sorted(f"{shown[k]}/{m}" for k in levels for m in ("gradcam", "saliency"))
+    overlays = list((out / "overlays").iterdir())
+    assert len(overlays) == len(levels) * 3  # input, gradcam, saliency: none written over another
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<script" not in page and "&lt;script&gt;x&lt;/script&gt;.png" in page
+    links = _links(out / "index.html")
+    assert len(links) == len(levels) * 3 and len(set(links)) == len(links)
+    inputs = dict(re.findall(r'<b>(.*?)</b>.*?<img[^>]* alt="input" src="([^"]+)"', page))
+    for key, level in levels.items():  # each row shows its own file's input
+        src = out / unquote(html.unescape(inputs[html.escape(shown[key])]))
+        assert abs(np.asarray(Image.open(src)).astype(float).mean() - level) < 3, key
+    assert "<b>caf\\xe9.png</b>" in page
+
+
+def test_a_bad_file_whose_name_is_not_utf8_is_listed_in_skipped_txt(tmp_path, untrained):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (40, 40), (90, 90, 90)).save(tmp_path / "in" / "good.png")
+    with open(os.path.join(os.fsencode(tmp_path / "in"), b"caf\xe9.png"), "wb") as f:
+        f.write(b"not an image")
+    code, rows = _explained(tmp_path / "out", f"checkpoint={untrained}", f"input={tmp_path / 'in'}")
+    assert code == 3 and [r["file"] for r in rows] == ["good.png"]
+    (line,) = (tmp_path / "out" / "skipped.txt").read_text(encoding="utf-8").splitlines()
+    path, why = line.split("\t")
+    assert path == f"{tmp_path / 'in'}/caf\\xe9.png" and why
+    assert html.escape(path) in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+
+
+def test_file_stems_are_distinct_for_distinct_keys():
+    from camlight.offline.names import file_stem, shown
+
+    keys = [*AWKWARD, "caf\udce9.png", "caf_.png", "a/b_/c.png", "a/b/_c.png", "a__b.png", ".hidden.png", "x" * 300]
+    stems = [file_stem(k) for k in keys]
+    assert len(set(stems)) == len(keys)
+    assert all(re.fullmatch(r"[A-Za-z0-9._~-]+", s) and len(s) <= 131 and not s.startswith(".") for s in stems)
+    assert file_stem("sub/good_cat.png") == "sub__good_cat.png" and file_stem("val_00012") == "val_00012"
+    assert file_stem("a b.png").startswith("a_b.png~") and file_stem("a_b.png") == "a_b.png"
+    assert shown("caf\udce9\t.png") == "caf\\xe9\\t.png" and shown("café.png") == "café.png"
+
+
+def test_the_report_pages_stay_small_at_thousands_of_images(tmp_path):
+    """index.html, index-2.html ...: 500 rows a page, images linked (about 0.3 kB a row with two
+    maps here; the budget is 1 kB), the skipped files on the first page."""
+    from camlight.viz.html import ROWS_PER_PAGE, Cell, ReportRow, offline_pages
+
+    n = 4 * ROWS_PER_PAGE + 7
+    (tmp_path / "overlays").mkdir()
+
+    def rows():
+        for i in range(n):
+            stem = f"class_{i % 10}__photo_{i:06d}.jpg"
+            cells = {m: Cell(f"overlays/{stem}__{m}.png", [("hit", True)]) for m in ("gradcam", "saliency")}
+            yield ReportRow(
+                f"class_{i % 10}/photo_{i:06d}.jpg", ["predicted cat (0.93)"], f"overlays/{stem}__input.png", cells
+            )
+
+    skipped = [(f"/data/photos/broken_{i}.jpg", "not a readable image") for i in range(1500)]
+    scores = [{"map": "gradcam", "metric": "pointing_game", "value": 0.5, "images": n}]
+    pages = offline_pages(tmp_path, "t", ["gradcam", "saliency"], rows(), n, scores=scores, skipped=skipped)
+    assert [p.name for p in pages] == ["index.html", "index-2.html", "index-3.html", "index-4.html", "index-5.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["overlays", *(p.name for p in pages)])
+    counts = [p.read_text().count('<tr class="image">') for p in pages]
+    assert counts == [ROWS_PER_PAGE] * 4 + [7]
+    first = pages[0].read_text()
+    assert first.count("<li><code>/data/photos/broken_") == 1000 and "and 500 more" in first
+    assert 'href="index-2.html"' in first and 'href="index-5.html"' in first and "pointing_game" in first
+    for page in pages[1:]:
+        assert "broken_" not in page.read_text() and 'href="index.html"' in page.read_text()
+    per_row = (pages[1].stat().st_size - len(pages[1].read_text().split('<tr class="image">')[0])) / ROWS_PER_PAGE
+    assert per_row < 1000  # bytes
+    assert sum(p.stat().st_size for p in pages) < n * 1000 + 200_000
+    assert "data:" not in first and first.count('loading="lazy"') == 3 * (ROWS_PER_PAGE - 4)
+
+
+def _kill_after(out: Path, args: list[str], batches: int, inside_a_map: bool = False) -> subprocess.CompletedProcess:
+    """explain.py's code in a child process that dies as if killed (os._exit: nothing flushed or
+    closed) after `batches` batches were logged, or in the middle of writing a map of the next."""
+    script = f"""
+import os, sys
+import numpy as np
+from camlight import offline
+from camlight.config import OfflineConfig, load_config
+from camlight.offline import outputs
+
+commits, real_commit, real_write = [0], outputs.Writer.commit, np.lib.format.write_array
+
+def commit(self):
+    real_commit(self)
+    commits[0] += 1
+    if commits[0] == {batches} and not {inside_a_map}:
+        os._exit(9)
+
+def write_array(f, array, **kwargs):
+    if commits[0] == {batches}:
+        f.write(b"\\x93NUMPY" + b"x" * 100)  # a member cut short
+        os._exit(9)
+    real_write(f, array, **kwargs)
+
+outputs.Writer.commit = commit
+np.lib.format.write_array = write_array
+cfg = load_config(sys.argv[1:], schema=OfflineConfig, defaults="explain.yaml")
+offline.run(cfg, progress=False)
+"""
+    return subprocess.run([sys.executable, "-c", script, *args, f"out={out}"], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("inside_a_map", [False, True])
+def test_a_killed_run_leaves_no_finished_file_and_resume_completes_it(tmp_path, untrained, inside_a_map):
+    from camlight.offline.outputs import zip_members
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(tmp_path / "in" / f"{i:02d}.png")
+    (tmp_path / "in" / "bad.png").write_text("not an image")
+    args = [f"checkpoint={untrained}", f"input={tmp_path / 'in'}", "methods=[gradcam,saliency]", "target=top2"]
+    out = tmp_path / "out"
+    # resume=true on a new out= starts a run, as if it were not given
+    killed = _kill_after(out, [*args, "batch_size=3", "resume=true"], batches=2, inside_a_map=inside_a_map)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    finished = ("results.csv", "scores.csv", "index.html", "run.json", "skipped.txt", "maps.npz")
+    assert not any((out / name).exists() for name in finished)
+    assert len((out / ".partial" / "log.jsonl").read_text().splitlines()) == 2  # the batches logged
+    with open(out / ".partial" / "maps.npz", "rb") as f:  # and their maps, on disk as they came
+        members = [name for name, _ in zip_members(f)]
+    assert len(members) == 2 * 3 * 4 and members[0] == "00.png/gradcam_top1.npy"
+    with pytest.raises(ConfigError, match=r"choose another out=, or overwrite=true .* or resume=true"):
+        offline.run(_cfg(*args, f"out={out}"), progress=False)
+    with pytest.raises(ConfigError, match=r"was started with methods=\[\"gradcam\", \"saliency\"\]"):
+        offline.run(_cfg(*args, f"out={out}", "resume=true", "methods=[gradcam]"), progress=False)
+    code, rows = _explained(out, *args, "resume=true", "batch_size=4")  # the batch size may change
+    assert code == 3 and not (out / ".partial").exists()
+    fresh_code, fresh = _explained(tmp_path / "fresh", *args)
+    assert sorted(rows, key=lambda r: (r["file"], r["target"])) == sorted(fresh, key=lambda r: (r["file"], r["target"]))
+    maps, fresh_maps = np.load(out / "maps.npz"), np.load(tmp_path / "fresh" / "maps.npz")
+    assert sorted(maps.files) == sorted(fresh_maps.files) and len(maps.files) == 10 * 2 * 2
+    for key in maps.files:
+        np.testing.assert_allclose(maps[key], fresh_maps[key], atol=1e-6)
+    assert (out / "index.html").read_text().count('<tr class="image">') == 10
+    assert (out / "skipped.txt").read_text().count("bad.png") == 1
+    assert json.loads((out / "run.json").read_text())["images"] == 10
+    assert (out / "scores.csv").read_text() == (tmp_path / "fresh" / "scores.csv").read_text()
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        offline.run(_cfg(*args, f"out={out}", "resume=true"), progress=False)
+
+
+def test_overwrite_replaces_an_earlier_result_only_after_the_checks_and_only_its_own_files(tmp_path, untrained):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (40, 40), (90, 30, 10)).save(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    base = [f"checkpoint={untrained}", f"input={tmp_path / 'in'}", f"out={out}"]
+    assert offline.run(_cfg(*base, "methods=[gradcam,saliency]"), progress=False) == 0
+    before = sorted(p.name for p in (out / "overlays").iterdir())
+    with pytest.raises(ConfigError, match="unknown method 'gradcm'"):  # a failed check removes nothing
+        offline.run(_cfg(*base, "methods=[gradcm]", "overwrite=true"), progress=False)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == before and (out / "run.json").is_file()
+    with pytest.raises(ConfigError, match="give one of overwrite=true .* and resume=true"):
+        offline.run(_cfg(*base, "overwrite=true", "resume=true"), progress=False)
+    assert offline.run(_cfg(*base, "methods=[cam]", "overwrite=true"), progress=False) == 0
+    assert np.load(out / "maps.npz").files == ["a.png/cam"]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png__cam.png", "a.png__input.png"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds notes.txt, not written by explain.py"):
+        offline.run(_cfg(*base, "overwrite=true"), progress=False)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "run.json").is_file()
+
+
+def test_a_rerun_into_the_same_out_is_refused_in_one_line_naming_both_options(tmp_path, untrained):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (40, 40), (90, 30, 10)).save(tmp_path / "in" / "a.png")
+    args = [str(REPO / "explain.py"), f"checkpoint={untrained}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'o'}"]
+    assert subprocess.run([sys.executable, *args], capture_output=True).returncode == 0
+    again = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 1, again.stderr
+    assert "already exists" in lines[0] and "overwrite=true" in lines[0] and "resume=true" in lines[0]

@@ -259,14 +259,14 @@ def test_explain_py_on_the_real_network_and_real_photos(tmp_path):
 
     with open(tmp_path / "out" / "results.csv") as f:
         predicted = {r["file"]: r["predicted"] for r in csv.DictReader(f)}
-    assert predicted["chelsea"] in {categories[i] for i in DOMESTIC_CATS}
-    assert predicted["coffee"] == "espresso"
+    assert predicted["chelsea.png"] in {categories[i] for i in DOMESTIC_CATS}
+    assert predicted["coffee.png"] == "espresso"
     maps = np.load(tmp_path / "out" / "maps.npz")
-    px, py = _peak(torch.from_numpy(maps["chelsea/gradcam"]))
+    px, py = _peak(torch.from_numpy(maps["chelsea.png/gradcam"]))
     assert FACE[0] <= px < FACE[2] and FACE[1] <= py < FACE[3]
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
         for method in ("input", "gradcam", "guided_backprop", "cam"):
-            assert (tmp_path / "out" / "overlays" / f"{name}__{method}.png").is_file()
+            assert (tmp_path / "out" / "overlays" / f"{name}.png__{method}.png").is_file()
 
 
 def test_evaluate_a_real_network_on_a_real_photo_with_its_box(tmp_path):

@@ -50,7 +50,15 @@ class OfflineConfig(ModelChoice):
         "(summed over space), layer:channel:max, layer:channel:row:col",
     )
     k: int = _f(3, "classes per image with target=topk", minimum=1)
-    out: str = _f("explained", "output folder (created; must not hold an earlier result)")
+    out: str = _f("explained", "output folder (created; must not hold an earlier result unless overwrite= or resume=)")
+    overwrite: bool = _f(
+        False, "replace the explain.py result in out= (removed once this run has passed its checks, before it writes)"
+    )
+    resume: bool = _f(
+        False,
+        "continue the interrupted run in out= with the same settings: images already explained are kept, "
+        "the others explained",
+    )
     batch_size: int = _f(32, "images per batch", minimum=1)
     device: str = _f("cpu", "cpu, cuda, or auto (cuda when available)")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from camlight.config import ConfigError
 from camlight.datamodules.io import BadFile
@@ -17,16 +18,9 @@ from camlight.explain.neuron import NeuronModel, is_neuron_spec, parse_neuron
 from camlight.metrics import METRICS, check_metrics
 from camlight.metrics.segmentation import check_available as check_grabcut
 from camlight.offline.inputs import Inputs, from_files, from_split, load_model, prepare
-from camlight.offline.outputs import Writer
-from camlight.offline.results import (
-    Result,
-    SetScores,
-    class_index,
-    ground_truth_batch,
-    per_image_scores,
-    summary_rows,
-    targets,
-)
+from camlight.offline.names import shown
+from camlight.offline.outputs import PARTIAL, Writer, is_output, logged_keys, remove_outputs
+from camlight.offline.results import Result, SetScores, class_index, ground_truth_batch, per_image_scores, targets
 from camlight.viz import denormalize, save_png
 
 log = logging.getLogger(__name__)
@@ -72,13 +66,66 @@ def check(cfg: DictConfig, class_names: tuple[str, ...]) -> None:
             class_index(t, class_names)
         except ConfigError as e:
             raise ConfigError(f"{e}; or top1, topk, top3 (any k), label") from None
-    check_out(Path(cfg.out))
+    check_rerun(cfg)
 
 
 def check_out(out: Path) -> None:
     """ConfigError when `out` exists and is not an empty folder (a run never writes over another's)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out} already exists and is not empty; choose another out=")
+
+
+# The keys that may change when an interrupted run is resumed: the rest must be as it was started.
+RESUMABLE_KEYS = ("out", "overwrite", "resume", "batch_size", "device")
+
+
+def settings(cfg: DictConfig) -> dict:
+    """The run's settings that decide what it writes (every key but `RESUMABLE_KEYS`)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RESUMABLE_KEYS}
+
+
+def check_rerun(cfg: DictConfig) -> None:
+    """ConfigError unless `out=` is new or empty, or holds an explain.py result and overwrite=true
+    (replace it) or resume=true (continue it, with the settings it was started with) is given."""
+    out = Path(cfg.out)
+    if cfg.overwrite and cfg.resume:
+        raise ConfigError("give one of overwrite=true (start again) and resume=true (continue), not both")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise ConfigError(f"out={out} is a file; give a folder for out=")
+    if not (cfg.overwrite or cfg.resume):
+        raise ConfigError(
+            f"out={out} already exists and is not empty; choose another out=, or overwrite=true to replace "
+            "the explain.py result there, or resume=true to continue an interrupted run"
+        )
+    foreign = sorted(shown(p.name) for p in out.iterdir() if not is_output(p.name))
+    if foreign:
+        option = "overwrite" if cfg.overwrite else "resume"
+        raise ConfigError(
+            f"out={out} holds {foreign[0]}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}, not "
+            f"written by explain.py; {option}=true only works on an explain.py result: choose another out="
+        )
+    if cfg.resume:
+        _check_resume(cfg, out)
+
+
+def _check_resume(cfg: DictConfig, out: Path) -> None:
+    saved = out / PARTIAL / "settings.json"
+    if not saved.is_file():
+        what = "a finished run (run.json)" if (out / "run.json").is_file() else "no interrupted run"
+        raise ConfigError(f"resume=true: out={out} holds {what}, nothing to continue; overwrite=true replaces it")
+    started, now = json.loads(saved.read_text()), settings(cfg)
+    differ = [k for k in sorted(set(started) | set(now)) if started.get(k) != now.get(k)]
+    if differ:
+        was = ", ".join(f"{k}={json.dumps(started.get(k))}" for k in differ)
+        raise ConfigError(f"resume=true: out={out} was started with {was}; give the same, or overwrite=true")
+    whole_set = [m for m in cfg.metrics if METRICS[m].per_image is None]
+    if cfg.split and whole_set:
+        raise ConfigError(
+            f"resume=true: the scores over the whole set ({', '.join(whole_set)}) are not saved along the way, "
+            "so this run cannot be continued; start it again with overwrite=true"
+        )
 
 
 def run(cfg: DictConfig, progress: bool = True) -> int:
@@ -90,32 +137,24 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
     loaded = load_model(cfg)
     model, names = loaded.model, loaded.class_names
     check(cfg, names)
-    inputs = from_files(Path(cfg.input), loaded) if cfg.input else from_split(cfg, loaded)
+    out = Path(cfg.out)
+    resuming = bool(cfg.resume) and (out / PARTIAL / "settings.json").is_file()
+    done = logged_keys(out) if resuming else set()
+    inputs = _inputs(cfg, loaded, done)
+    first = inputs.first if inputs.first is not None or not done else _inputs(cfg, loaded, set()).first
     device = device_of(cfg.device)
     model = model.to(device)
-    methods, layer, layer_used = list(check_methods(list(cfg.methods))), cfg.get("layer"), None
-    if inputs.first is not None:
-        first = inputs.first.image[None].to(device)
-        if is_neuron_spec(str(cfg.target)):
-            _check_neuron(model, first, str(cfg.target), methods)
-        try:
-            reasons = unsupported(model, first, methods, layer)
-            if len(reasons) == len(methods):
-                raise ConfigError(f"this model supports none of the methods asked for: {'; '.join(reasons.values())}")
-            methods = drop_unsupported(methods, reasons)
-            if any(REGISTRY[m].needs & {"layer", "layer_grad"} for m in methods):
-                if is_neuron_spec(str(cfg.target)):  # the layer found in the network cut at the neuron
-                    neuron = NeuronModel(model, parse_neuron(str(cfg.target)))
-                    layer_used = target_layer(neuron, first, None if layer is None else f"model.{layer}")
-                else:
-                    layer_used = target_layer(model, first, layer)
-        except ValueError as e:  # a layer= that does not fit this model
-            raise ConfigError(str(e)) from None
-        if layer_used:
-            log.info("target layer: %s", layer_used)
+    methods, layer = list(check_methods(list(cfg.methods))), cfg.get("layer")
+    layer_used = None
+    if first is not None:
+        methods, layer_used = _supported(cfg, model, first.image[None].to(device), methods, layer)
+    if cfg.overwrite and out.is_dir():  # every check passed: the earlier result goes
+        remove_outputs(out)
     pre = loaded.preprocessing
-    writer = Writer(Path(cfg.out), names, pre.mean, pre.std)
-    results, set_scores = _explain(cfg, model, methods, inputs, writer, device, progress, layer)
+    if done:
+        log.info("resuming: %d images were explained before, in %s", len(done), out)
+    writer = Writer(out, names, pre.mean, pre.std, settings(cfg), resume=resuming)
+    set_scores = _explain(cfg, model, methods, inputs, writer, device, progress, layer)
     skipped = inputs.skipped()
     title = f"camlight — {loaded.name} on {inputs.source}"
     about = {
@@ -126,10 +165,45 @@ def run(cfg: DictConfig, progress: bool = True) -> int:
         "preprocessing": pre.as_dict(),
         "source": inputs.source,
     }
-    writer.finish(results, summary_rows(results, set_scores), skipped, title, about)
-    explained = len({r.name for r in results})
-    log.info("explained %d images, skipped %d; results in %s", explained, len(skipped), cfg.out)
+    writer.finish(set_scores, skipped, title, about)
+    log.info("explained %d images, skipped %d; results in %s", writer.images, len(skipped), cfg.out)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _supported(cfg: DictConfig, model, first: torch.Tensor, methods: list[str], layer) -> tuple[list[str], str | None]:
+    """The methods this model supports (others dropped with a warning) and the target layer they
+    use, from one image (1,3,S,S); ConfigError when it supports none, or for a layer= or neuron
+    that does not fit it."""
+    target, layer_used = str(cfg.target), None
+    if is_neuron_spec(target):
+        _check_neuron(model, first, target, methods)
+    try:
+        reasons = unsupported(model, first, methods, layer)
+        if len(reasons) == len(methods):
+            raise ConfigError(f"this model supports none of the methods asked for: {'; '.join(reasons.values())}")
+        methods = drop_unsupported(methods, reasons)
+        if any(REGISTRY[m].needs & {"layer", "layer_grad"} for m in methods):
+            if is_neuron_spec(target):  # the layer found in the network cut at the neuron
+                neuron = NeuronModel(model, parse_neuron(target))
+                layer_used = target_layer(neuron, first, None if layer is None else f"model.{layer}")
+            else:
+                layer_used = target_layer(model, first, layer)
+    except ValueError as e:  # a layer= that does not fit this model
+        raise ConfigError(str(e)) from None
+    if layer_used:
+        log.info("target layer: %s", layer_used)
+    return methods, layer_used
+
+
+def _inputs(cfg: DictConfig, loaded, done: set[str]) -> Inputs:
+    """The images of input= or split=, without those whose keys are in `done`."""
+    if cfg.input:
+        return from_files(Path(cfg.input), loaded, done)
+    inputs = from_split(cfg, loaded)
+    if done:
+        inputs.items = (it for it in inputs.items if it.key not in done)
+        inputs.total -= len(done)
+    return inputs
 
 
 def _check_neuron(model, first: torch.Tensor, spec: str, methods: list[str]) -> None:
@@ -145,14 +219,11 @@ def _check_neuron(model, first: torch.Tensor, spec: str, methods: list[str]) -> 
         raise ConfigError(str(e)) from None
 
 
-def _explain(
-    cfg, model, methods, inputs: Inputs, writer: Writer, device, progress, layer=None
-) -> tuple[list[Result], SetScores]:
-    """Explain every input in batches, for every target; write overlays as they come; return the
-    records and the set-level scores."""
+def _explain(cfg, model, methods, inputs: Inputs, writer: Writer, device, progress, layer=None) -> SetScores:
+    """Explain every input in batches, for every target; hand each batch to the writer as it
+    comes; return the set-level scores."""
     metrics = list(cfg.metrics)
     set_scores = SetScores(metrics, len(writer.class_names))
-    results: list[Result] = []
     bar, bar_at, explained = _progress(inputs.total, progress), 0, 0
     for chunk in _batches(inputs.items, cfg.batch_size):
         batch, valid = ground_truth_batch(chunk, device)
@@ -176,7 +247,7 @@ def _explain(
             scores = per_image_scores(metrics, maps, batch, valid, model, t)
             rows = [
                 Result(
-                    it.name,
+                    shown(it.key),
                     int(pred[i]),
                     float(conf[i]),
                     int(t[i]),
@@ -191,14 +262,14 @@ def _explain(
             ]
             set_scores.update(rows[0].column, maps, batch, valid, model, t)
             writer.add(chunk, x, rows, maps)
-            results += rows
+        writer.commit()
         explained += len(chunk)
         tried = explained + len(inputs.skipped())  # bad files count as done too
         bar.update(tried - bar_at)
         bar_at = tried
     bar.update(explained + len(inputs.skipped()) - bar_at)  # bad files after the last good one
     bar.close()
-    return results, set_scores
+    return set_scores
 
 
 def _batches(items, size: int):

@@ -8,7 +8,7 @@ raises `ConfigError` before anything is written.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +23,26 @@ from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
 from camlight.datamodules.transforms import eval_transform
 from camlight.modules import CheckpointError, WeightsUnavailable
 from camlight.modules.resolve import Resolved, resolve
+from camlight.offline.names import file_stem
 
 
 @dataclass
 class Item:
     """One image to explain, with its ground truth where it has one."""
 
-    name: str  # unique, file-name safe
+    name: str  # unique, file-name safe (`camlight.offline.names.file_stem` of the key)
     image: torch.Tensor  # (3,S,S) normalised
     label: int | None = None
     mask: torch.Tensor | None = None  # (S,S) bool
     box: torch.Tensor | None = None  # (4,)
     boxes: torch.Tensor | None = None  # (K,4) every ground-truth box (photos with several objects)
     ignore: torch.Tensor | None = None  # (S,S) bool, pixels neither object nor background
+    relative: str | None = None  # input=: the path relative to input=, as found ("sub/a.jpg")
+
+    @property
+    def key(self) -> str:
+        """What outputs are keyed by: the relative path of a file, the name of a split's sample."""
+        return self.name if self.relative is None else self.relative
 
     def as_sample(self) -> dict[str, torch.Tensor]:
         """The item in the camlight sample format (the fields it has)."""
@@ -114,13 +121,14 @@ def prepare(path: Path, pre: dict) -> torch.Tensor:
     return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))).as_subclass(torch.Tensor)
 
 
-def _names(paths: list[Path], root: Path) -> list[str]:
-    base = root if root.is_dir() else root.parent
-    return [str(p.relative_to(base).with_suffix("")).replace("/", "__") for p in paths]
+def _relative(path: Path, root: Path) -> str:
+    """The path of an input relative to input= ("sub/a.jpg"; the file's name when input= is a file)."""
+    return path.relative_to(root if root.is_dir() else root.parent).as_posix()
 
 
-def from_files(root: Path, model: Resolved) -> Inputs:
-    """An image file, or every image under a folder (recursively), prepared for the model."""
+def from_files(root: Path, model: Resolved, done: Container[str] = ()) -> Inputs:
+    """An image file, or every image under a folder (recursively), prepared for the model; the
+    files whose relative path is in `done` are left out before they are read."""
     if not root.exists():
         raise ConfigError(f"input {root} not found; give an image file or a folder")
     paths = image_files(root)
@@ -128,15 +136,19 @@ def from_files(root: Path, model: Resolved) -> Inputs:
         raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
     pre = model.preprocessing.as_dict()
     skipped: list[tuple[str, str]] = []
+    total = len(paths) - (sum(_relative(p, root) in done for p in paths) if done else 0)
 
     def items() -> Iterator[Item]:
-        for path, name in zip(paths, _names(paths, root), strict=True):
+        for path in paths:
+            key = _relative(path, root)
+            if key in done:
+                continue
             try:
-                yield Item(name, prepare(path, pre))
+                yield Item(file_stem(key), prepare(path, pre), relative=key)
             except BadFile as e:
                 skipped.append((str(path), str(e)))
 
-    return _peek(Inputs(items(), len(paths), lambda: list(skipped), str(root)))
+    return _peek(Inputs(items(), total, lambda: list(skipped), str(root)))
 
 
 def from_split(cfg: DictConfig, model: Resolved) -> Inputs:

@@ -38,7 +38,7 @@ def class_index(spec, class_names: tuple[str, ...], what: str = "target") -> int
 class Result:
     """One image explained for one target class."""
 
-    name: str
+    name: str  # the image's key as text (`camlight.offline.names.shown`): results.csv's `file`
     predicted: int
     probability: float
     target: int
@@ -126,7 +126,8 @@ def per_image_scores(
 
 class SetScores:
     """The metrics defined only over a whole set (MaxBoxAccV2, PxAP), per map column: torchmetrics
-    `Metric`s updated batch by batch. Per-image metrics are averaged from the results instead."""
+    `Metric`s updated batch by batch (their states are bounded: counts and histograms). Per-image
+    metrics are averaged by `ScoreMeans` instead."""
 
     def __init__(self, metrics: list[str], num_classes: int):
         self.metrics = [m for m in metrics if METRICS[m].per_image is None]
@@ -149,17 +150,25 @@ class SetScores:
         return {key: float(metric.compute()) for key, metric in self.state.items()}
 
 
-def summary_rows(results: list[Result], set_scores: SetScores) -> list[dict]:
+class ScoreMeans:
+    """The per-image scores' running sums per (map column, metric): scores.csv's means without
+    keeping a record per image."""
+
+    def __init__(self):
+        self.sums: dict[tuple[str, str], list[float]] = {}  # (column, metric) → [total, images]
+
+    def add(self, column: str, metric: str, value: float) -> None:
+        total = self.sums.setdefault((column, metric), [0.0, 0])
+        total[0] += value
+        total[1] += 1
+
+
+def summary_rows(means: ScoreMeans, set_scores: SetScores) -> list[dict]:
     """scores.csv rows (map, metric, value, images): the mean of each per-image score over the
     images that have it, and each set-level score."""
-    values: dict[tuple[str, str], list[float]] = {}
-    for r in results:
-        for method, scores in r.scores.items():
-            for metric, v in scores.items():
-                values.setdefault((r.column(method), metric), []).append(v)
     rows = [
-        {"map": column, "metric": metric, "value": round(sum(v) / len(v), 6), "images": len(v)}
-        for (column, metric), v in values.items()
+        {"map": column, "metric": metric, "value": round(total / n, 6), "images": n}
+        for (column, metric), (total, n) in means.sums.items()
     ]
     rows += [
         {"map": column, "metric": metric, "value": round(v, 6), "images": ""}

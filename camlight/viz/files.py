@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import torch
 from PIL import Image
@@ -17,17 +19,38 @@ def _atomic(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    """A CSV with a header: `columns`, or every key of `rows` in the order first seen. Missing
-    values are left empty. The file appears complete or not at all."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """`open(path, mode)` under a temporary sibling's name (`.NAME.tmp`), renamed onto `path`
+    when the body completes and removed when it raises: `path` is whole or absent (or as before).
+
+    Example::
+
+        with atomic_file(out / "index.html", encoding="utf-8") as f:
+            f.write(page)
+    """
     path = Path(path)
-    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
     tmp = _atomic(path)
-    with open(tmp, "w", newline="") as f:
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_csv(path: str | Path, rows: Iterable[dict], columns: list[str] | None = None) -> None:
+    """A CSV with a header: `columns`, or every key of `rows` in the order first seen (`rows` then
+    a list). Missing values are left empty; rows may be a generator when `columns` is given. The
+    file appears complete or not at all."""
+    if not columns:
+        rows = list(rows)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_file(path, newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def to_uint8(image: torch.Tensor):
