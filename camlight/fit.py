@@ -64,6 +64,7 @@ def check(cfg: DictConfig) -> None:
     """Checks that need the model zoo: run before anything is written. Raises ConfigError."""
     check_name(cfg.name)
     build_explanation_callback(cfg)
+    check_trainer(cfg)
     wants_grabcut = "grabcut_iou" in cfg.explain.metrics or (
         cfg.explain.full_val_every_n_epochs and "grabcut" in cfg.explain.full_val_protocols
     )
@@ -83,6 +84,39 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(str(e).replace("image_size", "data.image_size")) from None
     if cfg.model.pretrained is True and weights_of(cfg.model.backbone) is None:
         raise ConfigError(f"backbone {cfg.model.backbone} has no pretrained weights; set model.pretrained=false")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Lightning's own checks of the trainer section (accelerator, devices, strategy, precision),
+    run by building a throwaway `pl.Trainer` before any data or model: ConfigError naming the key."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    quiet = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its device lines are printed by the real trainer
+    try:
+        build_trainer(cfg.trainer, logger=False, callbacks=[], default_root_dir=None)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
+        message = " ".join(str(e).split())
+        low = message.lower()
+        key = next(
+            (k for k, words in TRAINER_WORDS if any(w in low for w in words)),
+            "accelerator",
+        )
+        value = cfg.trainer.get(key)
+        raise ConfigError(f"trainer.{key}={value!r} does not work here: {message[:240]} (see --help)") from None
+    finally:
+        quiet.setLevel(level)
+
+
+# Which trainer key a Lightning misconfiguration message is about (the first that matches).
+TRAINER_WORDS = (
+    ("precision", ("precision",)),
+    ("strategy", ("strategy", "strategies")),
+    ("devices", ("devices", "device ids")),
+    ("num_nodes", ("num_nodes",)),
+    ("accelerator", ("accelerator", "backend", "gpu", "cuda", "mps", "tpu")),
+)
 
 
 def check_name(name) -> None:
@@ -451,6 +485,7 @@ def run(cfg: DictConfig) -> dict:
     # name through the environment, and only rank zero claims a folder.
     inherited = os.environ.get(GROUP_ENV)
     out_dir = Path(cfg.out_dir).resolve()
+    made_out_dir = not out_dir.exists()
     if resume is not None:
         group_dir = resume.group_dir
     elif inherited or rank_zero_only.rank != 0:
@@ -480,6 +515,8 @@ def run(cfg: DictConfig) -> dict:
     except ConfigError:
         if resume is None and rank_zero_only.rank == 0 and not any(group_dir.iterdir()):
             group_dir.rmdir()  # claimed, nothing written: leave nothing behind
+            if made_out_dir and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         raise
     except _RunInterrupted as stop:
         summary = _summary(cfg, group, group_dir, [*done, stop.row], datamodule, "interrupted")

@@ -18,11 +18,14 @@ def _leaf_keys(node, prefix=""):
             yield f"{prefix}{key}"
 
 
-def test_defaults_are_the_main_job():
+def test_defaults_are_the_main_job(monkeypatch):
+    from camlight.tracking import wandb_settings
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = load_config([])
     assert (cfg.data.name, cfg.data.image_size, cfg.model.backbone) == ("synthetic", 64, "simple_cnn")
     assert heads(cfg) == ["gap", "fc"]
-    assert cfg.wandb.mode == "offline"
+    assert cfg.wandb.mode is None and wandb_settings(cfg) == {"mode": "offline", "project": "camlight", "entity": None}
     assert cfg.trainer.deterministic is True
 
 
@@ -72,6 +75,9 @@ def test_every_experiment_preset_loads():
         (["data.layout=small", "data.name=cub", "data.root=x"], "data.layout places SyntheticPets' animals"),
         (["explain.sanity_every_n_epochs=-1"], "invalid explain.sanity_every_n_epochs=-1; it must be >= 0"),
         (["out_dir=/proc/camlight-out"], "out_dir=/proc/camlight-out is not writable"),
+        (["model.dropout=1.5"], "invalid model.dropout=1.5; use a probability from 0 up to"),
+        (["model.dropout=-0.1"], "invalid model.dropout=-0.1"),
+        (["wandb.init_timeout=0"], "invalid wandb.init_timeout=0"),
     ],
 )
 def test_config_mistakes_name_the_key_and_the_fix(argv, message):
@@ -122,6 +128,70 @@ def test_help_lists_every_key_with_its_default():
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["device=tpu"], "invalid device='tpu'; use cpu, cuda, cuda:N, mps or auto"),
+        (["device=meta"], "device=meta: camlight runs on cpu, cuda or mps"),
+        (["device=cuda:x"], "invalid device='cuda:x'; use cpu, cuda, cuda:N, mps or auto"),
+        (["out=/proc/camlight-out"], "out=/proc/camlight-out is not writable"),
+    ],
+)
+def test_explain_py_config_mistakes_are_caught_when_the_config_is_read(argv, message):
+    from camlight.config import OfflineConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(argv, schema=OfflineConfig, defaults="explain.yaml")
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_a_config_mistake():
+    import torch
+
+    from camlight.config import OfflineConfig
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        with pytest.raises(ConfigError, match=f"this machine has {count} CUDA GPU"):
+            load_config([f"device=cuda:{count}"], schema=OfflineConfig, defaults="explain.yaml")
+    else:
+        with pytest.raises(ConfigError, match="device=cuda: torch sees no CUDA GPU on this machine; use device=cpu"):
+            load_config(["device=cuda"], schema=OfflineConfig, defaults="explain.yaml")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["trainer.precision=bogus"], r"^trainer.precision='bogus' does not work here: Precision 'bogus' is invalid"),
+        (["trainer.strategy=bogus"], r"^trainer.strategy='bogus' does not work here: You selected an invalid strategy"),
+        (["trainer.accelerator=bogus"], r"^trainer.accelerator='bogus' does not work here: You selected an invalid"),
+        (["trainer.devices=0"], r"^trainer.devices=0 does not work here"),
+        (["explain.methods=[gradcamm]"], r"^explain: unknown method 'gradcamm'; did you mean 'gradcam'\?"),
+        (["explain.methods=[]"], r"^explain: no method asked for; choose from saliency"),
+    ],
+)
+def test_trainer_and_method_mistakes_are_refused_before_any_data_or_model_is_built(
+    tmp_path, monkeypatch, argv, message
+):
+    def no(*args, **kwargs):
+        raise AssertionError("built data before the config was checked")
+
+    monkeypatch.setattr(fit, "build_datamodule", no)
+    monkeypatch.setattr(fit, "resolve_pretrained", no)
+    with pytest.raises(ConfigError, match=message):
+        fit.run(load_config([f"out_dir={tmp_path / 'out'}", *argv]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_gpu_accelerator_on_a_machine_without_one_is_a_config_mistake(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer.accelerator=gpu is right here")
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu' does not work here: No supported gpu backend"):
+        fit.run(load_config([f"out_dir={tmp_path / 'out'}", "trainer.accelerator=gpu"]))
+    assert not (tmp_path / "out").exists()
+
+
 def _train(args, cwd):
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True)
 
@@ -134,6 +204,8 @@ def _train(args, cwd):
         ["experiment=missing"],
         ["trainer.max_epochs=-1"],
         ["model.backbone=resnet18", "data.image_size=32"],
+        ["trainer.precision=bogus"],
+        ["model.dropout=1.5"],
     ],
 )
 def test_train_py_answers_a_mistake_with_one_line_and_exit_code_2(tmp_path, args):

@@ -103,8 +103,8 @@ def test_last_ckpt_holds_the_final_weights_also_when_val_acc_stops_improving(tmp
     run = fit.run(load_config([*argv, "optim.lr=1e-9"]))["runs"][0]
     last, best = (torch.load(run[k], weights_only=True) for k in ("last_checkpoint", "best_checkpoint"))
     assert Path(run["last_checkpoint"]).name == "last.ckpt"
-    assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == trainers[0].global_step
-    final = trainers[0].lightning_module.state_dict()
+    assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == trainers[-1].global_step
+    final = trainers[-1].lightning_module.state_dict()
     assert final.keys() == last["state_dict"].keys()
     for key, value in final.items():
         assert torch.equal(value, last["state_dict"][key]), key

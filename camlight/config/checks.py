@@ -36,7 +36,13 @@ def validate(cfg: DictConfig, schema: type | None = None) -> None:
             _check_limit(key, OmegaConf.select(cfg, key))
         check_data(cfg.data)
         _check_choice("model.pretrained", cfg.model.pretrained, (True, False, "auto"))
+        if not 0.0 <= cfg.model.dropout < 1.0:
+            raise ConfigError(f"invalid model.dropout={cfg.model.dropout}; use a probability from 0 up to (not) 1")
         _check_writable(Path(cfg.out_dir))
+    if "device" in cfg:
+        check_device(cfg.device)
+    if cfg.get("out"):
+        _check_writable(Path(cfg.out), "out")
     if schema is EvaluateConfig:
         _check_limit("trainer.limit_predict_batches", cfg.trainer.limit_predict_batches)
         _check_evaluate(cfg)
@@ -100,21 +106,43 @@ def heads(cfg: DictConfig) -> list[str]:
     return ["gap", "fc"] if cfg.model.head == "both" else [cfg.model.head]
 
 
-def _check_writable(out_dir: Path) -> None:
+def _check_writable(out_dir: Path, key: str = "out_dir") -> None:
     probe = out_dir
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"out_dir={out_dir} is not a directory ({probe} is a file); choose another out_dir")
+        raise ConfigError(f"{key}={out_dir} is not a directory ({probe} is a file); choose another {key}")
     try:  # a real write: permission bits do not tell root, nor a read-only or virtual file system
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as e:
-        raise ConfigError(
-            f"out_dir={out_dir} is not writable ({probe}: {e.strerror}); choose another out_dir"
-        ) from None
+        raise ConfigError(f"{key}={out_dir} is not writable ({probe}: {e.strerror}); choose another {key}") from None
+
+
+def check_device(name: str) -> None:
+    """device= of explain.py's commands: cpu, auto, or a device this machine has (cuda, cuda:1, mps)."""
+    import torch
+
+    name = str(name)
+    if name in ("cpu", "auto"):
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"invalid device={name!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device={name}: torch sees no CUDA GPU on this machine; use device=cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device={name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError(f"device={name}: no Apple GPU (MPS) here; use device=cpu (or auto)")
+    elif device.type != "cpu":
+        raise ConfigError(f"device={name}: camlight runs on cpu, cuda or mps; use one of those, or auto")
 
 
 def _numbers(key: str, values, low: float, high: float, whole: bool = False) -> None:
