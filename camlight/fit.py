@@ -270,7 +270,7 @@ def _loggers(cfg: DictConfig, run_cfg: dict, group: str, name: str, run_dir: Pat
 
 # The `pl.Trainer` arguments camlight sets itself; every other one comes from the config's
 # `trainer` section, whose keys are `pl.Trainer`'s own argument names.
-SET_BY_CAMLIGHT = ("logger", "callbacks", "default_root_dir")
+SET_BY_CAMLIGHT = ("logger", "callbacks", "default_root_dir", "plugins")
 
 
 def build_trainer(trainer_cfg: DictConfig, **camlight_args) -> pl.Trainer:
@@ -345,7 +345,13 @@ def fit_one(
     callbacks = [checkpoint, last, RandomState()] + ([explainer] if explainer else [])
     if cfg.explain.filters_every_n_epochs:
         callbacks.append(FiltersCallback(cfg.explain.filters_every_n_epochs))
-    trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+    trainer = build_trainer(
+        cfg.trainer,
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[runs.atomic_checkpoint_io()],  # a killed save leaves the previous checkpoint whole
+    )
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(run_cfg), run_dir / "config.yaml")
@@ -586,7 +592,7 @@ def _summary(cfg, group: str, group_dir: Path, rows: list[dict], datamodule, sta
         if status == "finished":
             write_findings(group_dir, _shortcut_share(cfg))
 
-        (group_dir / "report.html").write_text(run_report(group_dir, cfg.report.inline))
+        runs.write_text(group_dir / "report.html", run_report(group_dir, cfg.report.inline))
     return summary
 
 

@@ -218,3 +218,37 @@ def prepend_rows(path: Path, earlier: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+def atomic_checkpoint_io():
+    """Lightning's `TorchCheckpointIO`, writing each local checkpoint to a temporary sibling and
+    renaming it into place (Lightning's own goes through a temporary file in the system's temp
+    folder, which is a copy, not a rename, when that is another file system): a process killed
+    while saving leaves the previous checkpoint, never a truncated one."""
+    import torch
+    from lightning_fabric.plugins import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if storage_options is not None or "://" in str(path):
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    return AtomicCheckpointIO()
+
+
+def write_text(path: Path, text: str) -> None:
+    """`path` written whole: a temporary sibling, then renamed onto it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -224,3 +224,42 @@ def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
     state = runs.read_state(out / "k" / "simple_cnn-gap")
     assert len(state["wandb_dirs"]) == 2 and all(state["wandb_id"] in d for d in state["wandb_dirs"])
     assert row["wandb_sync"] == f"wandb sync --id {state['wandb_id']} {' '.join(state['wandb_dirs'])}"
+
+
+def test_a_checkpoint_save_that_fails_midway_leaves_the_previous_one_whole(tmp_path):
+    io = runs.atomic_checkpoint_io()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling a lambda raises
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(1000), "bad": lambda: 0}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+def test_a_requeued_slurm_job_continues_its_own_group(tmp_path, stop_at, monkeypatch):
+    """SLURM requeues a preempted job with the same command and SLURM_RESTART_COUNT > 0: the group
+    is named after the job, and the requeued run continues it."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    argv = [a for a in _argv(tmp_path, "x", "trainer.max_epochs=2", "wandb.mode=disabled") if not a.startswith("name=")]
+    stop_at(0)
+    with pytest.raises(fit.Interrupted):
+        fit.run(load_config(argv))
+    group = tmp_path / "outputs" / "slurm-4242"
+    assert json.loads((group / "summary.json").read_text())["status"] == "interrupted"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    summary = fit.run(load_config(argv))
+    assert summary["group_dir"] == str(group) and summary["status"] == "finished"
+    assert summary["runs"][0]["epochs"] == 2
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["slurm-4242"]
+
+
+def test_a_rerun_of_a_named_experiment_gets_a_fresh_folder(tmp_path):
+    argv = ["experiment=smoke", *[a for a in _argv(tmp_path, "x", "trainer.max_epochs=1") if not a.startswith("name=")]]
+    argv += ["wandb.mode=disabled", "explain.enabled=false", "explain.filters_every_n_epochs=0"]
+    first, second = (fit.run(load_config(argv)) for _ in range(2))
+    assert (first["group"], second["group"]) == ("smoke", "smoke-2")
+    fit.run(load_config([*argv, "name=mine"]))
+    with pytest.raises(ConfigError, match="already holds a run group; continue it with resume="):
+        fit.run(load_config([*argv, "name=mine"]))  # a name of the user's own is never changed
