@@ -9,7 +9,8 @@
     python explain.py sanity checkpoint=... methods=[saliency,guided_backprop,gradcam] mode=cascading
     python explain.py units checkpoint=... class=dog       # the units a class relies on, by their patches
     python explain.py filters|activations|patches|embeddings|fool|robustness|invert|style|segment --help
-    python explain.py report outputs/<group>          # the group's HTML report (train.py writes it too)
+    python explain.py checkpoint=... input=photos/ resume=true   # continue a killed run (or overwrite=true)
+    python explain.py report outputs/<group> [--inline]   # the group's HTML report (train.py writes it too)
     python explain.py --help                      # every key, its default and its meaning
 
 Exit codes: 0 every image explained (or scored), 3 some files were skipped (listed in

@@ -1,9 +1,10 @@
 """Explain a checkpoint on a folder of images (or its own data split), offline: `explain.py`.
 
 `run(cfg)` loads the checkpoint (`inputs`), explains the images batch by batch for each target
-(`commands`), keeps a record per image and target (`results`) and writes them (`outputs`):
-overlays, `grid.png`, `maps.npz`, `results.csv`, `scores.csv`, `index.html` and `skipped.txt`.
-Usage mistakes raise `ConfigError` before `out/` exists; bad files are skipped and counted.
+(`commands`), makes a record per image and target (`results`) and writes them as they come
+(`outputs`, keyed as `names` says): overlays, `grid.png`, `maps.npz`, `results.csv`, `scores.csv`,
+the `index.html` pages, `skipped.txt` and `run.json`. Usage mistakes raise `ConfigError` before
+anything is written; bad files are skipped and counted.
 `visualize(cfg)` is `explain.py visualize-class`.
 """
 

@@ -20,7 +20,7 @@ their own). A map is named by its method and, with target=topk, the target's ran
 maps.npz is a zip of `<key>/<map>.npy` members (DEFLATE, zip64), the layout `np.savez_compressed`
 writes: `np.load("maps.npz")["sub/good_cat.jpg/gradcam"]`, and `.files` lists the keys. It is
 written member by member as the batches come, so memory does not grow with the number of images
-(the zip's directory, about 100 bytes a map, is the one thing kept until the end).
+(the zip's directory, about 400 bytes a map, is what is kept until the end).
 
 While a run is under way, `out/.partial/` holds what the finished files are made from:
 `settings.json` (the run's settings, which resume=true must match), `log.jsonl` (a line per batch:

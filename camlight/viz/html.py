@@ -27,7 +27,7 @@ img { width: 128px; height: 128px; image-rendering: pixelated; display: block; m
 nav.pages { margin: 8px 0; } nav.pages a, nav.pages b { margin-right: 6px; }
 """
 
-ROWS_PER_PAGE = 500  # about 0.3-0.6 MB of HTML a page (see `offline_pages`)
+ROWS_PER_PAGE = 500  # about 0.2-0.3 MB of HTML a page (see `offline_pages`)
 EAGER_ROWS = 4  # rows at the top of a page whose images load at once; below, as they scroll into view
 SKIPPED_SHOWN = 1000  # skipped files listed on the first page (skipped.txt has them all)
 
@@ -152,11 +152,11 @@ def offline_pages(
     """Write the offline report into `folder`: index.html, index-2.html, ... with `per_page` of the
     `count` rows each (an image per row, a column per map, e.g. "gradcam" or "gradcam_top2"),
     linked to one another. The first page also holds `scores` (scores.csv's rows) and the
-    `skipped` files (path, reason; the first 1000). Images are linked, not inlined: a row
-    costs about 200 bytes plus 100 per map column and twice the length of its title, so a page
-    stays under about 0.6 MB with three maps. `rows` is read once, page by page; every page
-    is written under a temporary name and renamed when all are written, index.html last.
-    Returns the pages' paths.
+    `skipped` files (path, reason; the first 1000). Images are linked, not inlined: with
+    25-character names a row is about 350 bytes with one map, 500 with two, 650 with three (each
+    image costs about 110 bytes and the length of its file name), so a page stays near 0.2-0.3 MB.
+    `rows` is read once, page by page; every page is written under a temporary name and renamed
+    when all are written, index.html last. Returns the pages' paths.
 
     Example::
 
