@@ -4,7 +4,12 @@ A dataset yields `sample(...)` dicts; a file that cannot be used (unreadable or 
 annotation outside the image) yields a `Skipped` instead. `collate` drops those and hands their
 paths to the batch under `skipped`; the datamodule takes them out in the main process before the
 batch moves to the device, logs each file once and counts them (`datamodule.bad_files()`), so one
-bad file never stops an epoch.
+bad file never stops an epoch. Files a dataset's list names but that are not on disk are counted
+there too, from `setup()` on ("listed in trainval.txt but missing").
+
+Photos are turned upright by their EXIF orientation, as explain.py turns them. The datasets'
+annotations (boxes, trimaps, segmentations) were drawn on the pixels as stored, as every reference
+loader decodes them: they are checked against the stored size and turned with the image.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from camlight.datamodules.interface import CamlightDataModule, Skipped
-from camlight.datamodules.io import BadFile, read_rgb
+from camlight.datamodules.io import BadFile, read_photo, turn_boxes_upright, turn_upright
 from camlight.datamodules.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -61,13 +66,18 @@ class PhotoDataset(Dataset):
     def __getitem__(self, index: int) -> dict | Skipped:
         r = self.records[index]
         try:
-            rgb = read_rgb(r.path)
-            h, w = rgb.shape[:2]
+            # The annotations were drawn on the pixels as stored: checked against the stored size,
+            # then turned upright with the image (EXIF orientation), as explain.py shows the photo.
+            photo = read_photo(r.path, upright=False)
+            h, w = photo.rgb.shape[:2]
             boxes = r.boxes(h, w) if r.boxes else None
             region = r.region(h, w) if r.region else None
             if region is None and boxes is not None and len(boxes):
                 region = boxes_region(boxes, h, w)
-            out = sample(rgb, r.label, self.transform, region, boxes)
+            turn = photo.orientation
+            region = None if region is None else turn_upright(region, turn)
+            boxes = None if boxes is None else turn_boxes_upright(boxes, w, h, turn)
+            out = sample(turn_upright(photo.rgb, turn), r.label, self.transform, region, boxes)
         except BadFile as e:  # anything else is a bug, and raises
             return Skipped(str(r.path), str(e))
         if r.boxes is not None:  # annotated boxes: `box` is their union, whatever the mask
@@ -168,6 +178,19 @@ class PhotoDataModule(CamlightDataModule):
     def _world(self) -> int:
         trainer = getattr(self, "trainer", None)
         return max(1, getattr(trainer, "world_size", 1) or 1)
+
+    def listed_but_missing(self, missing: list[tuple[Path, str]], folder: Path) -> None:
+        """Files a dataset's list names but that are not on disk, as (path, list file name): each
+        goes to `bad_files()` with the reason "listed in <list file> but missing", and one log
+        line names the first few."""
+        if not missing:
+            return
+        for path, listing in missing:
+            self.skipped.setdefault(str(path), f"listed in {listing} but missing")
+        names = ", ".join(str(p.relative_to(folder)) for p, _ in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        log.warning(
+            "%s: %d listed images have no file in %s; left out: %s", type(self).__name__, len(missing), folder, names
+        )
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         self.add_bad_files(batch.pop("skipped", []))

@@ -36,10 +36,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from camlight.datamodules.base import PhotoDataModule, Record
-from camlight.datamodules.io import WNID, BadFile, DataError, check_boxes, is_image, read_loc_csv, read_voc_xml
+from camlight.datamodules.io import (
+    WNID,
+    BadFile,
+    DataError,
+    check_boxes,
+    find_images,
+    is_image,
+    read_loc_csv,
+    read_voc_xml,
+    stored_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +180,13 @@ class ImageFolder(PhotoDataModule):
         outside, example = 0, ""
         for r in with_boxes:
             try:
-                with Image.open(r.path) as img:  # the header only
-                    width, height = img.size
+                width, height = stored_size(r.path)  # the header only
+            except BadFile:  # an unreadable photo is skipped later, with its reason
+                continue
+            try:
                 r.boxes(height, width)
             except BadFile as e:
                 outside, example = outside + 1, example or f"{r.path.name}: {e}"
-            except OSError:  # an unreadable photo is skipped later, with its reason
-                continue
         if with_boxes and outside > len(with_boxes) // 2:
             raise DataError(
                 f"{outside} of {len(with_boxes)} sampled photos have boxes outside the image ({example}); the boxes "
@@ -214,7 +223,8 @@ class ImageFolder(PhotoDataModule):
                     raise DataError(f"class folder {d} not found")
                 log.warning("ImageFolder: %s has no folder for class %s", split_dir, folder)
                 continue
-            paths = sorted(p for p in d.rglob("*") if p.is_file() and is_image(p))
+            paths, passed_over = find_images(d)  # follows links to folders once; lists broken links
+            self.add_bad_files(passed_over)
             if not paths:
                 raise DataError(
                     f"class folder {d} holds no images ({', '.join(('.jpg', '.png', '...'))}); "

@@ -54,19 +54,30 @@ def train_transform(
 
 
 def eval_transform(
-    image_size: int, resize: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation: str = "bilinear"
+    image_size: int,
+    resize: int | None = None,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation: str = "bilinear",
+    resized: bool = False,
 ) -> v2.Compose:
-    """Resize the shorter side to `resize` (default `default_resize`), centre crop, normalise."""
+    """Resize the shorter side to `resize` (default `default_resize`), centre crop, normalise.
+
+    `resized=True`: the image is already at `resized_size` (explain.py resamples very large photos
+    from a reduced decode itself); only crop and normalise."""
     resize = resize or default_resize(image_size)
     if resize < image_size:
         raise ValueError(f"resize={resize} is smaller than image_size={image_size}; use resize >= image_size")
-    return v2.Compose(
-        [
-            v2.Resize(resize, interpolation=_mode(interpolation), antialias=True),
-            v2.CenterCrop(image_size),
-            *_finish(mean, std),
-        ]
-    )
+    steps = [] if resized else [v2.Resize(resize, interpolation=_mode(interpolation), antialias=True)]
+    return v2.Compose([*steps, v2.CenterCrop(image_size), *_finish(mean, std)])
+
+
+def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
+    """(width, height) after `v2.Resize(resize)`: the shorter side to `resize`, the longer in
+    proportion, rounded down as torchvision rounds it."""
+    short, long = min(width, height), max(width, height)
+    other = int(resize * long / short)
+    return (resize, other) if width <= height else (other, resize)
 
 
 def mask_box(mask: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from camlight.config import ConfigError
 from camlight.datamodules import DataError, from_config
-from camlight.datamodules.io import EXTENSIONS, BadFile, is_image, read_rgb
-from camlight.datamodules.transforms import eval_transform
+from camlight.datamodules.io import EXTENSIONS, BadFile, find_images, read_photo
+from camlight.datamodules.transforms import eval_transform, resized_size
 from camlight.modules import CheckpointError, WeightsUnavailable
 from camlight.modules.resolve import Resolved, resolve
 from camlight.offline.names import file_stem
@@ -87,16 +86,19 @@ def load_model(cfg: DictConfig) -> Resolved:
         raise ConfigError(str(e)) from None
 
 
-def image_files(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and is_image(p))
+# A photo is decoded at a reduced scale (`read_photo`'s `least`) only while its shorter side stays
+# >= REDUCE_GAP × what the resize needs: only photos at least twice that (8× `eval_resize`) are
+# reduced, then resampled by Pillow with the exact geometry. On scikit-image's 12 sample photos
+# (PNG and JPEG), inputs so prepared differ from the datamodules' full-size decode by at most 4/255
+# per pixel and 0.5/255 on average (`python benchmarks/decode_memory.py --fidelity`; without the
+# flag it measures the memory saved); smaller photos are prepared bit for bit as the datamodules do.
+REDUCE_GAP = 4
 
 
 def decode(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 (S,S,3): any common image file squashed to `size`²; raises BadFile with the reason."""
-    rgb = read_rgb(path, draft=size)  # JPEG: decode at a reduced scale when possible
-    return np.array(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    """RGB uint8 (S,S,3): any accepted image file, upright, squashed to `size`²; raises BadFile
+    with the reason. Decoded at a reduced scale while both sides stay >= REDUCE_GAP × size."""
+    return read_photo(path, REDUCE_GAP * size).resized(size, size)
 
 
 def _normalise(rgb: np.ndarray, mean, std) -> torch.Tensor:
@@ -108,6 +110,9 @@ def prepare(path: Path, pre: dict) -> torch.Tensor:
     """(3,S,S) normalised input from an image file, prepared as the checkpoint's evaluation data was:
     shorter side to `eval_resize` and a centre crop, or (without `eval_resize`) squashed to S².
 
+    A photo much larger than needed is decoded at a reduced scale and resampled by Pillow (see
+    REDUCE_GAP); any other is decoded at full size and resized by torchvision, as the datamodules do.
+
     Raises:
         BadFile: unreadable, truncated or too large.
     """
@@ -116,8 +121,11 @@ def prepare(path: Path, pre: dict) -> torch.Tensor:
         return _normalise(decode(path, size), pre["mean"], pre["std"])
     from torchvision import tv_tensors
 
-    rgb = read_rgb(path)  # no JPEG draft: the datamodules decode at full size, and so must this
-    transform = eval_transform(size, resize, pre["mean"], pre["std"], pre.get("interpolation", "bilinear"))
+    interpolation = pre.get("interpolation", "bilinear")
+    # Pillow's bilinear and bicubic filters are torchvision's antialiased ones (within 1/255)
+    photo = read_photo(path, REDUCE_GAP * resize if interpolation in ("bilinear", "bicubic") else None)
+    rgb = photo.resized(*resized_size(*photo.size, resize), interpolation) if photo.reduced else photo.rgb
+    transform = eval_transform(size, resize, pre["mean"], pre["std"], interpolation, resized=photo.reduced)
     return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))).as_subclass(torch.Tensor)
 
 
@@ -131,11 +139,11 @@ def from_files(root: Path, model: Resolved, done: Container[str] = ()) -> Inputs
     files whose relative path is in `done` are left out before they are read."""
     if not root.exists():
         raise ConfigError(f"input {root} not found; give an image file or a folder")
-    paths = image_files(root)
+    paths, passed_over = find_images(root)
     if not paths:
         raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
     pre = model.preprocessing.as_dict()
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = list(passed_over)  # broken links, link loops ...: listed too
     total = len(paths) - (sum(_relative(p, root) in done for p in paths) if done else 0)
 
     def items() -> Iterator[Item]:
