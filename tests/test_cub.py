@@ -217,3 +217,18 @@ def test_cub_offers_the_shared_interface(tmp_path):
         return CUB(root, image_size=32, batch_size=4)
 
     shared.test_the_shared_interface(tmp_path, build)
+
+
+def test_listed_images_without_a_file_are_named_in_bad_files_and_the_log(tmp_path, caplog):
+    truth = make_cub(tmp_path, segmented_classes=())
+    images = tmp_path / "CUB_200_2011" / "images"
+    for i in (2, 12):
+        (images / truth[i][3]).unlink()
+    dm = CUB(tmp_path, image_size=32)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    reason = "listed in images.txt but missing"
+    assert dm.bad_files() == {str(images / truth[2][3]): reason, str(images / truth[12][3]): reason}
+    assert sum(len(r) for r in dm.records.values()) == len(truth) - 2
+    line = next(r.getMessage() for r in caplog.records if "listed images have no file" in r.getMessage())
+    assert "2 listed images" in line and truth[2][3] in line and truth[12][3] in line

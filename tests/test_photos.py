@@ -451,3 +451,20 @@ def test_imagenet_layout_with_a_flat_val_folder_takes_classes_from_the_loc_csv(t
         assert r.path.parent == root / "val"
         assert ("n02102040", "n01440764")[r.label] == ("n01440764", "n02102040", "n03000684")[truth[r.path.stem][0]]
     assert all(dm.dataset("val")[i]["mask"].any() for i in range(8))
+
+
+def test_listed_images_without_a_file_are_named_in_bad_files_and_the_log(tmp_path, caplog):
+    make_oxford(tmp_path, per_breed=4, test_per_breed=1)
+    images = tmp_path / "oxford-iiit-pet/images"
+    for gone in ("beagle_2", "Bengal_5"):  # one of trainval.txt, one of test.txt
+        (images / f"{gone}.jpg").unlink()
+    dm = OxfordPets(tmp_path, image_size=32, val_fraction=0.25)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert dm.bad_files() == {
+        str(images / "beagle_2.jpg"): "listed in trainval.txt but missing",
+        str(images / "Bengal_5.jpg"): "listed in test.txt but missing",
+    }
+    assert sum(len(r) for r in dm.records.values()) == 20 - 2
+    line = next(r.getMessage() for r in caplog.records if "listed images have no file" in r.getMessage())
+    assert "2 listed images" in line and "Bengal_5.jpg" in line and "beagle_2.jpg" in line

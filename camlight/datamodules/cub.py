@@ -183,12 +183,11 @@ class CUB(PhotoDataModule):
             "test": [i for i in sorted(paths) if not training[i][0]],
         }
         ids["train"], ids["val"] = self._hold_out(ids["train"], labels)
-        self.records = {
-            split: self._records(ids[split], paths, labels, boxes, position) for split in ("train", "val", "test")
-        }
-        missing = len(paths) - sum(len(r) for r in self.records.values())
-        if missing:
-            log.warning("CUB-200-2011: %d listed images have no file in %s; left out", missing, self.base / "images")
+        self.records, missing = {}, []
+        for split in ("train", "val", "test"):
+            self.records[split], absent = self._records(ids[split], paths, labels, boxes, position)
+            missing += [(path, "images.txt") for path in absent]
+        self.listed_but_missing(sorted(missing), self.base / "images")
         if not self.records["train"] or not self.records["val"]:
             raise DataError(
                 f"no training images of images.txt found in {self.base / 'images'} (with 2 or more in a class, "
@@ -210,12 +209,14 @@ class CUB(PhotoDataModule):
             val.update(members[k] for k in order[:n_val])
         return [i for i in train if i not in val], [i for i in train if i in val]
 
-    def _records(self, ids, paths, labels, boxes, position) -> list[Record]:
-        out, images = [], self.base / "images"
+    def _records(self, ids, paths, labels, boxes, position) -> tuple[list[Record], list[Path]]:
+        """The records of the listed images that have a file, and the paths of those that have none."""
+        out, missing, images = [], [], self.base / "images"
         for i in ids:
             relative = paths[i][0]
             path = images / relative
             if not path.is_file():
+                missing.append(path)
                 continue
             seg = self.segmentations / Path(relative).with_suffix(".png") if self.segmentations else None
             out.append(
@@ -227,7 +228,7 @@ class CUB(PhotoDataModule):
                     meta={"id": i, "file": relative},
                 )
             )
-        return out
+        return out, missing
 
     def describe(self) -> str:
         masks = f"segmentations from {self.segmentations}" if self.segmentations else "filled boxes"

@@ -175,19 +175,22 @@ class OxfordPets(PhotoDataModule):
             "val": [r for i, r in enumerate(trainval) if i in val_ids],
             "test": test,
         }
-        self.records = {s: self._records(rows) for s, rows in splits.items()}
-        missing = sum(len(rows) for rows in splits.values()) - sum(len(r) for r in self.records.values())
-        if missing:
-            log.warning("Oxford-IIIT Pet: %d listed images have no file in %s; left out", missing, self.base / "images")
+        self.records, missing = {}, []
+        for split, rows in splits.items():
+            self.records[split], absent = self._records(rows)
+            missing += [(path, "test.txt" if split == "test" else "trainval.txt") for path in absent]
+        self.listed_but_missing(sorted(missing), self.base / "images")
         if not self.records["train"] or not self.records["val"]:
             raise DataError(f"no image files of trainval.txt found in {self.base / 'images'}; expected {LAYOUT}")
 
-    def _records(self, rows) -> list[Record]:
+    def _records(self, rows) -> tuple[list[Record], list[Path]]:
+        """The records of the listed images that have a file, and the paths of those that have none."""
         images, ann = self.base / "images", self.base / "annotations"
-        out = []
+        out, missing = [], []
         for image_id, class_id, species, _ in rows:
             path = images / f"{image_id}.jpg"
             if not path.is_file():
+                missing.append(path)
                 continue
             trimap = ann / "trimaps" / f"{image_id}.png"
             label = species - 1 if self.target == "binary" else class_id - 1
@@ -201,7 +204,7 @@ class OxfordPets(PhotoDataModule):
                     meta={"id": image_id},
                 )
             )
-        return out
+        return out, missing
 
 
 class _HeadBox:
