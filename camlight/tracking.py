@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lightning_fabric.loggers.logger import _DummyExperiment
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -190,3 +190,32 @@ class ResumedCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(self.log_dir, self.start_epoch)
         return self._experiment
+
+
+def build_loggers(
+    cfg: DictConfig, run_cfg: dict, group: str, name: str, run_dir: Path, wandb_id: str, start_epoch: int
+) -> list[Logger]:
+    """The CSV logger (continuing its file after a resume) and, unless W&B is disabled, a W&B logger
+    that cannot stop training (see `camlight.tracking`), resuming the run `wandb_id`."""
+    csv_args = {"save_dir": str(run_dir), "name": "csv", "version": ""}
+    loggers: list[Logger] = [
+        ResumedCSVLogger(**csv_args, start_epoch=start_epoch) if start_epoch else CSVLogger(**csv_args)
+    ]
+    w = wandb_settings(cfg)
+    if w["mode"] != "disabled":
+        loggers.append(
+            GuardedWandbLogger(
+                project=w["project"],
+                entity=w["entity"],
+                group=group,
+                name=name,
+                id=wandb_id,
+                job_type="train",
+                tags=list(cfg.wandb.tags),
+                save_dir=str(run_dir),
+                mode=w["mode"],
+                config=run_cfg,
+                init_timeout=cfg.wandb.init_timeout,
+            )
+        )
+    return loggers
