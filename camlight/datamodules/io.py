@@ -255,14 +255,24 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and value in _TURNS else 1
 
 
-def _eight_bits(values: np.ndarray) -> np.ndarray:
-    """(h,w) uint8 from 16/32-bit greyscale or floats: [min(0, lowest), highest] → [0, 255]."""
-    a = np.asarray(values, dtype=np.float64)
-    a = np.where(np.isfinite(a), a, 0.0)
-    lo, hi = min(float(a.min()), 0.0), float(a.max())
-    if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return ((a - lo) / (hi - lo) * 255).astype(np.uint8)
+def _eight_bits(values: np.ndarray, rows: int = 256) -> np.ndarray:
+    """(h,w) uint8 from 16/32-bit greyscale or floats: [min(0, lowest), highest] → [0, 255], NaN and
+    infinities as 0; in float64, a strip of rows at a time (a whole float64 copy of a large 32-bit
+    image would take gigabytes)."""
+
+    def strips():
+        for top in range(0, len(values), rows):
+            strip = np.asarray(values[top : top + rows], dtype=np.float64)
+            yield top, np.where(np.isfinite(strip), strip, 0.0)
+
+    lo, hi = 0.0, 0.0
+    for _, strip in strips():
+        lo, hi = min(lo, float(strip.min())), max(hi, float(strip.max()))
+    out = np.zeros(values.shape, np.uint8)
+    if hi > lo:
+        for top, strip in strips():
+            out[top : top + rows] = ((strip - lo) / (hi - lo) * 255).astype(np.uint8)
+    return out
 
 
 def turn_upright(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -315,7 +325,8 @@ def _check_size(width: int, height: int) -> None:
 def _bomb_reason(message: str, path: Path) -> str:
     """Pillow's own refusal (over twice its limit) in the words of `_check_size`."""
     size = _header_size(path)
-    if size is not None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is not None and limit and size[0] * size[1] > limit:  # (a GIF's refused frame may be larger)
         return _too_large(*size)
     pixels = re.search(r"\((\d+) pixels\)", message)
     return _too_large(int(pixels.group(1)), 1) if pixels else f"not a readable image ({message[:100]})"
@@ -340,7 +351,7 @@ def _header_size(path: Path) -> tuple[int, int] | None:
                     fp.seek(0)
                     with factory(fp, str(path)) as img:
                         return img.size
-    except PILLOW_ERRORS:
+    except (*PILLOW_ERRORS, Image.DecompressionBombError):  # a GIF checks its first frame as it opens
         return None
     return None
 
@@ -387,11 +398,12 @@ def find_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """The image files under `root` (or `root` itself when it is not a folder: tried whatever its
     name), sorted, and the entries passed over with their reason, as (path, reason).
 
-    A walk that follows a link to a folder once per real folder (by `os.stat`'s device and inode),
-    so a link to a parent or a cycle of links never loops. Passed over, with the reason, when the
-    name is an image's or has no extension (it could have been a folder): broken links, loops of
-    links, entries that are neither file nor folder (a named pipe would block forever); and always:
-    a link to a folder already searched, a folder that cannot be listed. Hidden files are left out.
+    A walk that searches every real folder once, then follows each link to a folder that is not
+    searched yet (by `os.stat`'s device and inode), so a link to a parent or a cycle of links never
+    loops and a real folder is found under its own name. Passed over, with the reason: a link to a
+    folder already searched, a folder that cannot be listed; and when the name is an image's or has
+    no extension (it could have been a folder): broken links, loops of links, entries that are
+    neither file nor folder (a named pipe would block forever). Hidden files are left out.
     """
     root = Path(root)
     try:
@@ -405,9 +417,17 @@ def find_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
     seen = {(st.st_dev, st.st_ino): root}
-    todo = [root]
-    while todo:
-        folder = todo.pop()
+    folders: list[Path] = [root]
+    links: list[tuple[Path, tuple[int, int]]] = []  # links to folders, followed once no real folder is left
+    while folders or links:
+        if folders:
+            folder = folders.pop()
+        else:
+            folder, key = links.pop(0)
+            if key in seen:
+                skipped.append((str(folder), f"link to {seen[key]}, a folder already searched"))
+                continue
+            seen[key] = folder
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -424,11 +444,13 @@ def find_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
-                if key in seen:  # a link to a parent, a second link to one folder: searched once
+                if entry.is_symlink():
+                    links.append((path, key))
+                elif key in seen:  # the same folder mounted twice
                     skipped.append((str(path), f"the folder {seen[key]} again, already searched"))
                 else:
                     seen[key] = path
-                    todo.append(path)
+                    folders.append(path)
             elif stat.S_ISREG(st.st_mode):
                 if is_image(path):
                     files.append(path)
