@@ -515,3 +515,19 @@ def test_permission_denied_is_a_reason_also_when_simulated(tmp_path, monkeypatch
     files, skipped = find_images(tmp_path)
     assert files == [tmp_path / "secret.png"]
     assert skipped == [(str(tmp_path / "closed"), "cannot list the folder: permission denied")]
+
+
+def test_an_input_with_nothing_readable_says_what_was_passed_over(tmp_path):
+    from camlight.config import ConfigError
+    from camlight.offline.inputs import from_files
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(
+        ConfigError, match=r"found in .*pipe\.jpg; passed over .*pipe\.jpg: not a regular file \(a named pipe\)$"
+    ):
+        from_files(tmp_path / "pipe.jpg", model=None)  # refused before the model is asked anything
+    (tmp_path / "loops").mkdir()
+    os.symlink("b.jpg", tmp_path / "loops" / "a.jpg")
+    os.symlink("a.jpg", tmp_path / "loops" / "b.jpg")
+    with pytest.raises(ConfigError, match=r"passed over .*a\.jpg: symbolic link loop and 1 more$"):
+        from_files(tmp_path / "loops", model=None)

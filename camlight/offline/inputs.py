@@ -141,7 +141,9 @@ def from_files(root: Path, model: Resolved, done: Container[str] = ()) -> Inputs
         raise ConfigError(f"input {root} not found; give an image file or a folder")
     paths, passed_over = find_images(root)
     if not paths:
-        raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}")
+        why = f"; passed over {passed_over[0][0]}: {passed_over[0][1]}" if passed_over else ""
+        more = f" and {len(passed_over) - 1} more" if len(passed_over) > 1 else ""
+        raise ConfigError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root}{why}{more}")
     pre = model.preprocessing.as_dict()
     skipped: list[tuple[str, str]] = list(passed_over)  # broken links, link loops ...: listed too
     total = len(paths) - (sum(_relative(p, root) in done for p in paths) if done else 0)
