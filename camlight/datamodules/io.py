@@ -11,7 +11,8 @@ What an image file gives (`read_photo`, `read_rgb`), in the training datamodules
   `PIL.Image.MAX_IMAGE_PIXELS` (89.5 megapixels unless changed; read at each call, None lifts it),
   or when one side is more than `MAX_ASPECT` times the other (resized for a model, such a sliver
   becomes a huge image or a few pixels of content).
-- Several frames (animated GIF, WebP or PNG; multi-page TIFF): the first; one warning per process.
+- Several frames (animated GIF, WebP or PNG; multi-page TIFF; a camera's multi-picture JPEG): the
+  first; one warning per process.
 - Modes: everything ends as RGB uint8. Transparency (RGBA, LA, palette or greyscale with a
   transparent colour) is composited on white, as a viewer shows a cut-out on a page (Pillow's
   `convert("RGB")` would instead show whatever colour the transparent pixels hold, often black).
@@ -197,7 +198,10 @@ def _open(path: Path) -> Image.Image:
 def _decode(img: Image.Image, path: Path, least: int | None) -> tuple[np.ndarray, tuple, int]:
     """(pixels as stored: RGB (h,w,3) uint8, or (h,w) for modes I and F; the whole image's box in
     them; the EXIF orientation). Pillow's calls only: they raise on a corrupt file."""
-    if getattr(img, "is_animated", False):
+    with warnings.catch_warnings():  # finding a second frame reads its size: only the first is decoded
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        animated = getattr(img, "is_animated", False)
+    if animated:
         _warn_frames(path)
         img.seek(0)
     box = (0.0, 0.0, float(img.width), float(img.height))
@@ -361,7 +365,7 @@ def _warn_frames(path: Path) -> None:
     if not _warned_frames:
         _warned_frames = True
         log.warning(
-            "%s has several frames (animated GIF, WebP or PNG, or a multi-page TIFF): the first is used, "
+            "%s has several frames (animated GIF, WebP or PNG, multi-page TIFF, multi-picture JPEG): the first is used, "
             "here and for any other such file (not reported again)",
             path,
         )
