@@ -166,11 +166,12 @@ def read_photo(path: Path, least: int | None = None, upright: bool = True) -> Ph
         width, height = img.size  # the header's: `draft` shrinks img.size
         _check_size(width, height)
         try:
-            rgb, box, orientation = _decode(img, path, least)
+            decoded, box, orientation = _decode(img, path, least)
         except Image.DecompressionBombError as e:  # a later frame or tile over the limit
             raise BadFile(_bomb_reason(str(e), path)) from None
         except PILLOW_ERRORS as e:
             raise BadFile(_unreadable(e, path)) from None
+        rgb = _array(decoded)  # camlight's own code from here: a bug raises
     if rgb.ndim != 3:  # I, F: scale to 8 bits here, outside Pillow's calls
         rgb = np.repeat(_eight_bits(rgb)[..., None], 3, axis=2)
     if not upright:
@@ -195,9 +196,9 @@ def _open(path: Path) -> Image.Image:
         raise BadFile(_unreadable(e, path)) from None
 
 
-def _decode(img: Image.Image, path: Path, least: int | None) -> tuple[np.ndarray, tuple, int]:
-    """(pixels as stored: RGB (h,w,3) uint8, or (h,w) for modes I and F; the whole image's box in
-    them; the EXIF orientation). Pillow's calls only: they raise on a corrupt file."""
+def _decode(img: Image.Image, path: Path, least: int | None) -> tuple[Image.Image, tuple, int]:
+    """(the pixels as stored, loaded, in mode RGB, I or F; the whole image's box in them; the EXIF
+    orientation). Pillow's calls only: they raise on a corrupt file."""
     with warnings.catch_warnings():  # finding a second frame reads its size: only the first is decoded
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         animated = getattr(img, "is_animated", False)
@@ -217,12 +218,12 @@ def _decode(img: Image.Image, path: Path, least: int | None) -> tuple[np.ndarray
         img = img.reduce(factor)
         box = tuple(v / factor for v in box)
     if img.mode in ("I", "F"):
-        return _array(img), box, orientation
+        return img, box, orientation
     if img.mode in ("RGBA", "LA", "RGBa", "La"):
         flat = Image.new("RGBA", img.size, WHITE)
         flat.alpha_composite(img.convert("RGBA"))
         img = flat
-    return _array(img if img.mode == "RGB" else img.convert("RGB")), box, orientation
+    return (img if img.mode == "RGB" else img.convert("RGB")), box, orientation
 
 
 def _array(img: Image.Image, rows: int = 256) -> np.ndarray:
