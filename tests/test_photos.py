@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from camlight.datamodules import DataError, ImageFolder, OxfordPets
+from camlight.datamodules.annotations import read_loc_csv, read_voc_xml
 from camlight.datamodules.base import Skipped, collate
-from camlight.datamodules.io import BadFile, read_loc_csv, read_voc_xml
+from camlight.datamodules.io import BadFile
 from camlight.datamodules.oxford_pets import breed_name
 from camlight.datamodules.transforms import boxes_region, eval_transform, mask_box, sample, train_transform
 from camlight.metrics import mask_iou, pxap
@@ -410,11 +411,11 @@ def test_a_single_class_folder_is_refused(tmp_path):
 
 def test_head_box_files_are_not_read(tmp_path, monkeypatch):
     """No metric scores Oxford's head boxes, so loading a sample never parses their XML."""
-    from camlight.datamodules import io
+    from camlight.datamodules import annotations
 
     make_oxford(tmp_path, per_breed=2, test_per_breed=1)
     (tmp_path / "oxford-iiit-pet/annotations/xmls/Abyssinian_1.xml").write_text("<annotation><object>")
-    monkeypatch.setattr(io.ET, "parse", lambda *a: pytest.fail("an XML file was parsed"))
+    monkeypatch.setattr(annotations.ET, "parse", lambda *a: pytest.fail("an XML file was parsed"))
     dm = OxfordPets(tmp_path, image_size=32)
     dm.setup()
     split, i = next((s, i) for s in dm.records for i, r in enumerate(dm.records[s]) if r.meta["id"] == "Abyssinian_1")

@@ -37,18 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camlight.datamodules.annotations import WNID, check_boxes, read_loc_csv, read_voc_xml
 from camlight.datamodules.base import PhotoDataModule, Record
-from camlight.datamodules.io import (
-    WNID,
-    BadFile,
-    DataError,
-    check_boxes,
-    find_images,
-    is_image,
-    read_loc_csv,
-    read_voc_xml,
-    stored_size,
-)
+from camlight.datamodules.io import BadFile, DataError, find_images, is_image, stored_size
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camlight.datamodules.annotations import check_boxes, read_label_map, read_voc_xml
 from camlight.datamodules.base import PhotoDataModule, Record
-from camlight.datamodules.io import BadFile, DataError, check_boxes, read_label_map, read_voc_xml
+from camlight.datamodules.io import BadFile, DataError
 from camlight.datamodules.transforms import BOUNDARY, OBJECT, OUTSIDE
 
 log = logging.getLogger(__name__)
