@@ -323,18 +323,20 @@ def test_the_run_report_holds_every_epoch_behind_a_slider_linked_or_inline(tmp_p
             [sys.executable, str(REPO / "explain.py"), "report", *args], capture_output=True, text=True
         )
 
-    assert report(str(group)).returncode == 0  # the default: images linked
+    from camlight.offline.report import report as report_command
+
+    assert report_command([str(group)]) == 0  # the default: images linked
     linked = (group / "report.html").read_text()
     assert "data:" not in linked and linked.count('class="epoch"') == 3
     links = _links(group / "report.html")  # relative to report.html, and every one there
     assert len(links) == 4 and all(not link.startswith("/") for link in links)
     assert sorted(links)[:3] == [f"simple_cnn-gap/explanations/epoch_00{e}.png" for e in range(3)]
     assert len(linked.encode()) < 20_000 < len(inline.encode())  # a few kB against every PNG inside
-    assert report(str(group), "--inline").returncode == 0
+    assert report(str(group), "--inline").returncode == 0  # explain.py's own command line
     assert (group / "report.html").read_text() == inline
     bad = report(str(tmp_path))
     assert bad.returncode == 2 and "is not a training group or run" in bad.stderr
-    assert report().returncode == 2 and report("--help").returncode == 0
+    assert report_command([]) == 2 and report_command(["--help"]) == 0
 
 
 def test_images_beyond_the_pixel_limit_are_skipped_and_others_resized(tmp_path, monkeypatch):
@@ -721,12 +723,15 @@ def test_overwrite_replaces_an_earlier_result_only_after_the_checks_and_only_its
     assert (out / "notes.txt").read_text() == "mine" and (out / "run.json").is_file()
 
 
-def test_a_rerun_into_the_same_out_is_refused_in_one_line_naming_both_options(tmp_path, untrained):
+def test_a_rerun_into_the_same_out_is_refused_in_one_line_naming_both_options(tmp_path, untrained, capsys):
+    import explain as explain_cli
+
     (tmp_path / "in").mkdir()
     Image.new("RGB", (40, 40), (90, 30, 10)).save(tmp_path / "in" / "a.png")
-    args = [str(REPO / "explain.py"), f"checkpoint={untrained}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'o'}"]
-    assert subprocess.run([sys.executable, *args], capture_output=True).returncode == 0
-    again = subprocess.run([sys.executable, *args], capture_output=True, text=True)
-    lines = again.stderr.strip().splitlines()
-    assert again.returncode == 2 and len(lines) == 1, again.stderr
-    assert "already exists" in lines[0] and "overwrite=true" in lines[0] and "resume=true" in lines[0]
+    args = [f"checkpoint={untrained}", f"input={tmp_path / 'in'}", f"out={tmp_path / 'o'}"]
+    assert explain_cli.main(args) == 0
+    capsys.readouterr()
+    assert explain_cli.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "already exists" in lines[0], lines
+    assert "overwrite=true" in lines[0] and "resume=true" in lines[0]
