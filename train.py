@@ -22,19 +22,19 @@ def main(argv: list[str]) -> int:
 
         print(help_text(choices={"model.backbone": describe_backbones()}))
         return 0
-    try:
-        cfg = load_config(argv)
-        from camlight import fit
+    from pytorch_lightning.utilities import rank_zero_only
 
-        summary = fit.run(cfg)
+    from camlight import fit
+
+    try:
+        summary = fit.run(load_config(argv), argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except fit.Interrupted as stop:  # SIGTERM (SLURM, kill) or Ctrl-C: last.ckpt holds the last epoch
-        print(f"interrupted by {stop.signal_name}; continue with: {stop.summary['resume']}", file=sys.stderr)
+        if rank_zero_only.rank == 0:
+            print(f"interrupted by {stop.signal_name}; continue with: {stop.summary['resume']}", file=sys.stderr)
         return 143 if stop.signal_name == "SIGTERM" else 130
-    from pytorch_lightning.utilities import rank_zero_only
-
     if rank_zero_only.rank == 0:  # under DDP every rank runs this script; one prints
         from camlight.summary import format_summary
 

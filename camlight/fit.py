@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -60,8 +61,8 @@ class Interrupted(Exception):
 
 
 class _RunInterrupted(Exception):
-    def __init__(self, row: dict, signal_name: str):
-        self.row, self.signal_name = row, signal_name
+    def __init__(self, row: dict, signal_name: str, wandb: list):
+        self.row, self.signal_name, self.wandb = row, signal_name, wandb
 
 
 def _checkpoint_epoch(path: Path) -> int:
@@ -121,6 +122,7 @@ def fit_one(
         default_root_dir=str(run_dir),
         plugins=[runs.atomic_checkpoint_io()],  # a killed save leaves the previous checkpoint whole
     )
+    _quiet_sigterm(trainer)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(run_cfg), run_dir / "config.yaml")
@@ -160,9 +162,9 @@ def fit_one(
         "explanations": str(run_dir / "explanations") if explainer else None,
         "localization": _json_safe(explainer.last) if explainer else {},
     }
-    for logger in loggers:
-        if isinstance(logger, GuardedWandbLogger) and trainer.is_global_zero:  # other ranks hold a dummy run
-            _wandb_row(row, logger, run_dir, state, interrupted)
+    wandb = [lg for lg in loggers if isinstance(lg, GuardedWandbLogger)] if trainer.is_global_zero else []
+    for logger in wandb:  # other ranks hold a dummy run
+        _wandb_row(row, logger, state, wandb_id)
     if trainer.is_global_zero:
         runs.write_state(
             run_dir,
@@ -171,9 +173,27 @@ def fit_one(
             row=row if not interrupted else None,
             wandb_dirs=row.pop("_wandb_dirs", []),
         )
-    if interrupted:
-        raise _RunInterrupted(row, interrupted)
+    if interrupted:  # W&B is finished once the state and the summary are written (an upload can take long)
+        raise _RunInterrupted(row, interrupted, wandb)
+    for logger in wandb:
+        logger.finish(exit_code=0)
     return row
+
+
+def _quiet_sigterm(trainer: pl.Trainer) -> None:
+    """Lightning's SIGTERM handler broadcasts from inside the signal handler, which deadlocks when
+    the signal lands while the ranks are in another collective (one waits in the broadcast, the
+    other in, e.g., a metric's sync). Without that broadcast the handler only raises the flag (and
+    stops the launcher's children); Lightning's training loop already reduces the flag across ranks
+    after every batch, so every rank stops at the same batch."""
+    connector = trainer._signal_connector
+
+    def notify(signum, frame) -> None:
+        if not connector.received_sigterm and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify
 
 
 def _new_wandb_id() -> str:
@@ -182,11 +202,10 @@ def _new_wandb_id() -> str:
     return secrets.token_hex(4)  # W&B's own ids are 8 characters of [0-9a-z]
 
 
-def _wandb_row(row: dict, logger: GuardedWandbLogger, run_dir: Path, state: dict, interrupted: str | None) -> None:
+def _wandb_row(row: dict, logger: GuardedWandbLogger, state: dict, wandb_id: str) -> None:
     """The W&B columns of a run's row: its local folders (one per start: a resumed run adds one) and
     the command that uploads them as one run; what went wrong, if anything."""
     here = logger.run_dir()
-    logger.finish(exit_code=1 if interrupted else 0)
     dirs = [d for d in state.get("wandb_dirs", []) if Path(d).is_dir()]
     if here is not None and str(here) not in dirs:
         dirs.append(str(here))
@@ -198,7 +217,7 @@ def _wandb_row(row: dict, logger: GuardedWandbLogger, run_dir: Path, state: dict
         row["wandb_run_dir"] = dirs[-1]
         offline = [d for d in dirs if Path(d).name.startswith("offline-run-")]
         if offline:
-            many = f"--id {logger.version} " if len(offline) > 1 else ""
+            many = f"--id {wandb_id} " if len(offline) > 1 else ""
             row["wandb_sync"] = f"wandb sync {many}{' '.join(offline)}"
 
 
@@ -244,15 +263,17 @@ def _float(value) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
     """Train every head of `cfg` in one group (or continue the group of `cfg.resume`); write and
-    return the group's summary.
+    return the group's summary. `argv`, the command's `key=value` arguments, tells what the user
+    set (a name of their own is never changed; a resume applies exactly those keys); without it,
+    what differs from the defaults counts.
 
     Raises:
         ConfigError: a problem found before anything was written (nothing is left behind).
         Interrupted: SIGTERM or SIGINT stopped training; the summary (written) says how to resume.
     """
-    resume = _resume_plan(cfg)
+    resume = _resume_plan(cfg, argv)
     if resume is not None:
         cfg = resume.config
     check(cfg)
@@ -264,12 +285,19 @@ def run(cfg: DictConfig) -> dict:
     if resume is not None:
         group_dir = resume.group_dir
     elif inherited or rank_zero_only.rank != 0:
-        group_dir = out_dir / (inherited or cfg.name)
+        # Ranks started by torchrun or srun inherit nothing: they write nothing of the group
+        # (checkpoints take rank zero's folder from Lightning), so their guess need not match.
+        slurm = f"slurm-{runs.slurm_job()}" if runs.slurm_job() else None
+        group_dir = out_dir / (inherited or cfg.name or slurm or datetime.now().strftime("%Y%m%d-%H%M%S"))
     else:
-        name, fresh = cfg.name, cfg.name is None or cfg.name == runs.preset_name(cfg)
-        if name is None and runs.slurm_job():  # a requeued SLURM job finds its group again
+        typed = argv is not None and any(a.startswith("name=") for a in argv)
+        fresh = cfg.name is None or (not typed if argv is not None else cfg.name == runs.preset_name(cfg))
+        name = cfg.name
+        if name is None and runs.slurm_job():
             name, fresh = f"slurm-{runs.slurm_job()}", False
         group_dir = runs.claim_group(out_dir, name, fresh)
+        if runs.slurm_job():  # a requeued job finds its group by this, whatever its name
+            runs.write_text(group_dir / runs.SLURM_JOB, runs.slurm_job() + "\n")
     group = group_dir.name
     os.environ[GROUP_ENV] = group
     done: list[dict] = []
@@ -280,8 +308,11 @@ def run(cfg: DictConfig) -> dict:
         rank_zero_info(datamodule.describe())
         fell_back = cfg.model.pretrained == "auto" and not pretrained and weights_of(cfg.model.backbone) is not None
         (rank_zero_warn if fell_back else rank_zero_info)(start)
-        if rank_zero_only.rank == 0 and resume is None:
-            OmegaConf.save(cfg, group_dir / runs.GROUP_CONFIG)  # what resume= continues
+        if rank_zero_only.rank == 0 and resume is None:  # what resume= continues, from anywhere
+            saved = OmegaConf.to_container(cfg, resolve=True)
+            saved["out_dir"] = str(out_dir)
+            saved["data"].update(datamodule.paths())
+            OmegaConf.save(OmegaConf.create(saved), group_dir / runs.GROUP_CONFIG)
         for head in heads(cfg):
             row = _fit_or_keep(cfg, head, datamodule, group, group_dir, pretrained, resume)
             if row is not None:
@@ -295,25 +326,27 @@ def run(cfg: DictConfig) -> dict:
         raise
     except _RunInterrupted as stop:
         summary = _summary(cfg, group, group_dir, [*done, stop.row], datamodule, "interrupted")
+        for logger in stop.wandb:
+            logger.finish(exit_code=1)
         raise Interrupted(summary, stop.signal_name) from None
     finally:
         if inherited is None:
             os.environ.pop(GROUP_ENV, None)
-    return _summary(cfg, group, group_dir, done, datamodule, "finished")
+    return _summary(cfg, group, group_dir, done, datamodule, runs.group_status(cfg, group_dir))
 
 
-def _resume_plan(cfg: DictConfig) -> runs.Resume | None:
-    """What to continue: `resume=` (with the keys the user changed beside it), or, in a requeued
-    SLURM job, the group it started before the requeue."""
+def _resume_plan(cfg: DictConfig, argv: list[str] | None) -> runs.Resume | None:
+    """What to continue: `resume=` (with the keys the user set beside it), or, in a requeued SLURM
+    job, the group it started before the requeue (found by its `slurm_job` file, whatever its name)."""
     if cfg.resume:
         from camlight.config import load_config
 
         base = load_config([f"resume={cfg.resume}"])
-        return runs.plan(cfg.resume, runs.overrides(cfg, base))
+        return runs.plan(cfg.resume, runs.given_keys(cfg, argv, base))
     job = runs.slurm_job()
-    if job and runs.requeued() and cfg.name is None and os.environ.get(GROUP_ENV) is None:
-        group_dir = Path(cfg.out_dir).resolve() / f"slurm-{job}"
-        if (group_dir / runs.GROUP_CONFIG).is_file():
+    if job and runs.requeued() and os.environ.get(GROUP_ENV) is None:
+        group_dir = runs.slurm_group(Path(cfg.out_dir).resolve(), job)
+        if group_dir is not None:
             rank_zero_info(f"SLURM job {job} was requeued: continuing {group_dir}")
             return runs.plan(group_dir, {})
     return None
@@ -334,6 +367,10 @@ def _fit_or_keep(cfg, head, datamodule, group, group_dir, pretrained, resume) ->
         ckpt = resume.checkpoint or (run_dir / "checkpoints" / "last.ckpt")
         if not ckpt.is_file():
             ckpt = None
+            if rank_zero_only.rank == 0 and run_dir.is_dir():  # no epoch finished: a new start, a new W&B run
+                for old in (run_dir / "checkpoints").glob("*.ckpt"):
+                    old.unlink()
+                runs.write_state(run_dir, wandb_id=None, wandb_dirs=[])
         rank_zero_info(
             f"{run_dir.name}: " + (f"continuing from {ckpt}" if ckpt else "no checkpoint yet; starting over")
         )

@@ -1,7 +1,7 @@
 """Run groups on disk: claiming a group folder, each run's state, and what `resume=` continues.
 
-A group folder holds the group's resolved config (`config.yaml`, written before the first run
-starts) and one folder per run, each with a `state.json`:
+A group folder holds the group's resolved config (`group.yaml`, written before the first run
+starts; paths made absolute) and one folder per run, each with a `state.json`:
 
     {"status": "running" | "interrupted" | "finished", "epochs": completed epochs,
      "wandb_id": the W&B run id (resumed into), "wandb_dirs": [local W&B run folders], "row": {...}}
@@ -12,7 +12,6 @@ all (a temporary name, then a rename), so a killed process never leaves one that
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from camlight.config.checks import validate
 from camlight.config.schema import Config
 
 STATE = "state.json"
-GROUP_CONFIG = "config.yaml"
+GROUP_CONFIG = "group.yaml"  # not config.yaml: each run folder holds its own config.yaml
+SLURM_JOB = "slurm_job"  # the SLURM job that made the group (a requeued job finds it again)
 # What a resumed group may change: where and how it runs, never what it trains.
 RESUME_MAY_CHANGE = (
     "trainer.accelerator",
@@ -91,12 +91,14 @@ def claim_group(out_dir: Path, name: str | None, fresh_suffix: bool) -> Path:
     base = name or datetime.now().strftime("%Y%m%d-%H%M%S")
     if not fresh_suffix:
         group_dir = out_dir / base
-        if group_dir.exists() and any(group_dir.iterdir()):
-            raise ConfigError(
-                f"{group_dir} already holds a run group; continue it with resume={group_dir}, "
-                "or choose another name= or out_dir="
-            )
-        group_dir.mkdir(exist_ok=True)
+        try:
+            group_dir.mkdir()  # only one process can make it
+        except FileExistsError:
+            if not group_dir.is_dir() or any(group_dir.iterdir()):
+                raise ConfigError(
+                    f"{group_dir} already holds a run group; continue it with resume={group_dir}, "
+                    "or choose another name= or out_dir="
+                ) from None
         return group_dir
     for i in range(1, 10_000):
         group_dir = out_dir / (base if i == 1 else f"{base}-{i}")
@@ -131,12 +133,15 @@ class Resume:
     checkpoint: Path | None = None  # a checkpoint given by the user
 
 
-def plan(path: str | Path, overrides: dict) -> Resume:
+def plan(path: str | Path, given: dict) -> Resume:
     """The group behind `path` (a group folder, a run folder or a checkpoint inside one), with its
-    own config and the `overrides` (dotted key → value) that a resume may change.
+    own config and what the user gave beside `resume=` (`given`: dotted key → value).
+
+    Keys of `RESUME_MAY_CHANGE` are applied; any other key is refused unless it equals the saved
+    value (so repeating the original command with `resume=` added works).
 
     Raises:
-        ConfigError: not a camlight group, or an override that would change what is trained.
+        ConfigError: not a camlight group, or a key that would change what is trained.
     """
     path = Path(path).resolve()
     only = checkpoint = None
@@ -152,16 +157,21 @@ def plan(path: str | Path, overrides: dict) -> Resume:
         raise ConfigError(
             f"resume={path}: no {GROUP_CONFIG} here or in the folder above; give a group folder written by train.py"
         )
-    refused = sorted(k for k in overrides if k not in RESUME_MAY_CHANGE)
-    if refused:
+    saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path / GROUP_CONFIG))
+    changed = sorted(
+        k
+        for k, v in given.items()
+        if k not in RESUME_MAY_CHANGE and k != "resume" and _plain(OmegaConf.select(saved, k)) != _plain(v)
+    )
+    if changed:
         raise ConfigError(
-            f"resume= continues the group as it was configured; {', '.join(refused)} cannot change "
+            f"resume= continues the group as it was configured; {', '.join(changed)} cannot change "
             f"(a resume may set {', '.join(RESUME_MAY_CHANGE)})"
         )
-    saved = OmegaConf.load(path / GROUP_CONFIG)
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value, merge=False)
+    cfg = saved
+    for key, value in given.items():
+        if key in RESUME_MAY_CHANGE:
+            OmegaConf.update(cfg, key, value, merge=False)
     validate(cfg, Config)
     if only is not None and only not in [run_name(cfg, h) for h in heads(cfg)]:
         raise ConfigError(f"resume={path / only}: not a run of group {path.name}")
@@ -169,15 +179,23 @@ def plan(path: str | Path, overrides: dict) -> Resume:
     return Resume(path, cfg, only, checkpoint)
 
 
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def run_name(cfg: DictConfig, head: str) -> str:
     return f"{cfg.model.backbone.replace(':', '-')}-{head}"
 
 
-def overrides(cfg: DictConfig, base: DictConfig) -> dict:
-    """Dotted key → value of every leaf where `cfg` differs from `base` (what the user changed)."""
+def given_keys(cfg: DictConfig, argv: list[str] | None, base: DictConfig) -> dict:
+    """Dotted key → value of what the user set: the `key=value` arguments when known (`experiment=`
+    counts as its own key), else every leaf where `cfg` differs from `base`."""
+    if argv is not None:
+        keys = [a.split("=", 1)[0] for a in argv if "=" in a]
+        return {k: (cfg.experiment if k == "experiment" else OmegaConf.select(cfg, k)) for k in keys}
     flat = lambda c: _flatten(OmegaConf.to_container(c, resolve=True))  # noqa: E731
     a, b = flat(cfg), flat(base)
-    return {k: v for k, v in a.items() if b.get(k) != v and k != "resume"}
+    return {k: v for k, v in a.items() if b.get(k) != v}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -190,34 +208,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def keep_rows_before(path: Path, epoch: int) -> list[dict]:
-    """The rows of a metrics CSV logged before `epoch` (a resumed run logs that epoch again)."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        return []
-    return [r for r in rows if r.get("epoch") not in (None, "") and int(float(r["epoch"])) < epoch]
+def group_status(cfg: DictConfig, group_dir: Path) -> str:
+    """ "finished" when every run of the group has finished, else "interrupted"."""
+    done = all(read_state(group_dir / run_name(cfg, h)).get("status") == "finished" for h in heads(cfg))
+    return "finished" if done else "interrupted"
 
 
-def prepend_rows(path: Path, earlier: list[dict]) -> None:
-    """Put `earlier` rows (from before a resume) in front of the rows now in `path`, the columns
-    united, the file replaced whole."""
-    if not earlier:
-        return
-    try:
-        with open(path, newline="") as f:
-            now = list(csv.DictReader(f))
-    except OSError:
-        now = []
-    rows = earlier + now
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def slurm_group(out_dir: Path, job: str) -> Path | None:
+    """The group under `out_dir` that SLURM job `job` started (its `slurm_job` file), or None."""
+    if not out_dir.is_dir():
+        return None
+    for group_dir in sorted(out_dir.iterdir()):
+        marker = group_dir / SLURM_JOB
+        if marker.is_file() and marker.read_text().strip() == job and (group_dir / GROUP_CONFIG).is_file():
+            return group_dir
+    return None
 
 
 def atomic_checkpoint_io():

@@ -89,13 +89,37 @@ class GuardedWandbLogger(WandbLogger):
         self.lost_seconds = 0.0
 
     def _fail(self, message: str) -> None:
-        self.failure = message
+        """Report once, close the run that broke (its folder keeps what reached it; later runs must
+        not find it still open), and go quiet."""
+        self.failure = self.note = message
+        run = self._experiment
+        if run is not None and not isinstance(run, _DummyExperiment):
+            self._failed_dir = _folder_of(run)
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
         self._experiment = _DummyExperiment()
         rank_zero_warn(f"{message}; training goes on, logged to csv/metrics.csv and the local files")
 
+    def __getstate__(self):  # ddp_spawn pickles the logger: a quiet one stays quiet, with its own id
+        if self.failure is None:
+            return super().__getstate__()
+        state = self.__dict__.copy()
+        state["_experiment"] = None
+        return state
+
+    @property
+    def version(self):
+        return self._id if self.failure is not None else super().version
+
     @property
     def experiment(self):
-        if self._experiment is not None or self.failure is not None:
+        if self.failure is not None:
+            if self._experiment is None:
+                self._experiment = _DummyExperiment()
+            return self._experiment
+        if self._experiment is not None:
             return self._experiment
         start = time.perf_counter()
         try:
@@ -134,13 +158,13 @@ class GuardedWandbLogger(WandbLogger):
     save = _guarded(WandbLogger.save)
 
     def run_dir(self) -> Path | None:
-        """The local folder of the W&B run (`.../wandb/offline-run-*`), or None when there is none."""
-        if self.failure is not None or self._experiment is None:
+        """The local folder of the W&B run (`.../wandb/offline-run-*`; also of a run that broke
+        mid-way, which holds what reached it), or None when there is none."""
+        if self.failure is not None:
+            return getattr(self, "_failed_dir", None)
+        if self._experiment is None:
             return None
-        try:
-            return Path(self._experiment.dir).parent  # .../offline-run-*/files → the run folder
-        except Exception:  # noqa: BLE001
-            return None
+        return _folder_of(self._experiment)
 
     def finish(self, exit_code: int = 0) -> None:
         if self.failure is None and self._experiment is not None:
@@ -148,6 +172,13 @@ class GuardedWandbLogger(WandbLogger):
                 self._experiment.finish(exit_code=exit_code)
             except Exception as e:  # noqa: BLE001
                 self._fail(f"W&B could not finish the run ({type(e).__name__}: {str(e)[:200]})")
+
+
+def _folder_of(run) -> Path | None:
+    try:
+        return Path(run.dir).parent  # .../offline-run-*/files → the run's folder
+    except Exception:  # noqa: BLE001 - a run without a folder
+        return None
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -154,12 +154,15 @@ def test_sigint_stops_cleanly_and_a_finished_run_is_left_alone_on_resume(tmp_pat
 def test_resume_refuses_what_would_change_the_training_and_what_is_not_a_group(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         fit.run(load_config([f"resume={tmp_path / 'nope'}"]))
-    with pytest.raises(ConfigError, match="no config.yaml"):
+    with pytest.raises(ConfigError, match="no group.yaml here or in the folder above"):
         fit.run(load_config([f"resume={tmp_path}"]))
     (tmp_path / "g").mkdir()
-    (tmp_path / "g" / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "g" / "group.yaml").write_text("seed: 0\n")
     with pytest.raises(ConfigError, match=r"optim.lr cannot change \(a resume may set trainer.accelerator"):
         fit.run(load_config([f"resume={tmp_path / 'g'}", "optim.lr=0.5"]))
+    with pytest.raises(ConfigError, match="experiment cannot change"):
+        argv = [f"resume={tmp_path / 'g'}", "experiment=smoke"]
+        fit.run(load_config(argv), argv)
 
 
 def test_experiment_reruns_and_same_second_starts_get_folders_of_their_own(tmp_path):
@@ -263,3 +266,54 @@ def test_a_rerun_of_a_named_experiment_gets_a_fresh_folder(tmp_path):
     fit.run(load_config([*argv, "name=mine"]))
     with pytest.raises(ConfigError, match="already holds a run group; continue it with resume="):
         fit.run(load_config([*argv, "name=mine"]))  # a name of the user's own is never changed
+
+
+def test_resume_a_run_folder_or_a_checkpoint_continues_that_run_only(tmp_path, stop_at):
+    argv = _argv(tmp_path, "g", "model.head=both", "trainer.max_epochs=2", "wandb.mode=disabled")
+    stop_at(0)  # the GAP run stops after its first epoch; the FC run never starts
+    with pytest.raises(fit.Interrupted):
+        fit.run(load_config(argv), argv)
+    group = tmp_path / "outputs" / "g"
+    gap, fc = group / "simple_cnn-gap", group / "simple_cnn-fc"
+    summary = fit.run(load_config([f"resume={gap}"]), [f"resume={gap}"])  # the run folder: that run only
+    assert [(r["head"], r["status"], r["epochs"]) for r in summary["runs"]] == [("gap", "finished", 2)]
+    assert summary["status"] == "interrupted" and summary["resume"] == f"python train.py resume={group}"
+    assert not fc.exists() and sorted(p.name for p in group.iterdir() if p.is_dir()) == ["simple_cnn-gap"]
+    # A checkpoint: that run again, from that checkpoint (here the finished run's epoch-0 best, if any).
+    ckpt = next(iter(sorted((gap / "checkpoints").glob("epoch*.ckpt"))))
+    again = fit.run(load_config([f"resume={ckpt}"]))
+    assert [(r["head"], r["status"]) for r in again["runs"]] == [("gap", "finished")]
+    done = fit.run(load_config([f"resume={group}"]))  # the group: the FC run is what is left
+    assert [(r["head"], r["status"]) for r in done["runs"]] == [("gap", "finished"), ("fc", "finished")]
+    assert done["status"] == "finished" and done["resume"] is None
+
+
+def test_a_resume_applies_exactly_the_keys_given_and_accepts_the_original_command_again(tmp_path, stop_at):
+    argv = _argv(tmp_path, "g", "trainer.max_epochs=2", "wandb.mode=disabled", "data.num_workers=0")
+    stop_at(0)
+    with pytest.raises(fit.Interrupted):
+        fit.run(load_config(argv), argv)
+    group = tmp_path / "outputs" / "g"
+    # The original command with resume= added: every key equals the group's, so nothing changes.
+    # data.num_workers=auto equals the schema's default, and is still applied (it is allowed).
+    again = [*argv, f"resume={group}", "data.num_workers=auto"]
+    plan = runs.plan(group, runs.given_keys(load_config(again), again, None))
+    assert plan.config.data.num_workers == "auto" and plan.config.trainer.max_epochs == 2
+    with pytest.raises(ConfigError, match="trainer.max_epochs cannot change"):
+        fit.run(load_config([f"resume={group}", "trainer.max_epochs=3"]), [f"resume={group}", "trainer.max_epochs=3"])
+    summary = fit.run(load_config(again), again)
+    assert summary["status"] == "finished" and summary["runs"][0]["epochs"] == 2
+    saved = (group / "group.yaml").read_text()
+    assert f"out_dir: {tmp_path / 'outputs'}" in saved  # absolute: a resume works from any folder
+
+
+def test_a_requeued_slurm_job_finds_its_group_whatever_its_name(tmp_path, stop_at, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    argv = _argv(tmp_path, "mine", "trainer.max_epochs=2", "wandb.mode=disabled")
+    stop_at(0)
+    with pytest.raises(fit.Interrupted):
+        fit.run(load_config(argv), argv)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    summary = fit.run(load_config(argv), argv)  # the same command, requeued
+    assert summary["group"] == "mine" and summary["status"] == "finished"

@@ -78,19 +78,38 @@ def test_when_wandb_cannot_start_at_all_training_goes_on_with_the_csv_log(tmp_pa
 def test_a_logging_call_that_raises_mid_run_is_reported_once_and_training_finishes(tmp_path, monkeypatch):
     from wandb.sdk.wandb_run import Run
 
-    calls = []
+    calls, log = [], Run.log
 
-    def broken(self, *args, **kwargs):
-        calls.append(1)
-        raise ConnectionError("the W&B service went away")
+    def broken(self, *args, **kwargs):  # the GAP run's third call breaks; the FC run's calls work
+        calls.append(self.id)
+        if len(calls) == 3:
+            raise ConnectionError("the W&B service went away")
+        return log(self, *args, **kwargs)
 
     monkeypatch.setattr(Run, "log", broken)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        row = _run(tmp_path, "wandb.mode=offline", "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
-    assert row["status"] == "finished" and row["epochs"] == 2
+        summary = fit.run(
+            load_config(
+                _argv(
+                    tmp_path,
+                    "wandb.mode=offline",
+                    "model.head=both",
+                    "trainer.max_epochs=2",
+                    "trainer.log_every_n_steps=1",
+                )
+            )
+        )
+    gap, fc = summary["runs"]
+    assert [r["status"] for r in summary["runs"]] == ["finished", "finished"] and gap["epochs"] == fc["epochs"] == 2
     stopped = [w for w in seen if "W&B stopped logging (ConnectionError: the W&B service went away)" in str(w.message)]
-    assert len(stopped) == 1 and len(calls) == 1  # reported once, never tried again
+    assert len(stopped) == 1 and calls.count(calls[0]) == 3  # reported once; the broken run never tried again
+    assert gap["wandb_note"].startswith("W&B stopped logging (ConnectionError")
+    # What reached the broken run is kept, to upload; the FC run is a W&B run of its own, in its folder.
+    assert gap["wandb_run_dir"].startswith(str(tmp_path / "outputs/w/simple_cnn-gap/wandb/offline-run-"))
+    assert gap["wandb_sync"] == f"wandb sync {gap['wandb_run_dir']}"
+    assert fc["wandb_run_dir"].startswith(str(tmp_path / "outputs/w/simple_cnn-fc/wandb/offline-run-"))
+    assert fc["wandb_note"] is None and len(set(calls)) == 2
 
 
 def test_wandb_environment_variables_apply_where_the_config_leaves_the_key_unset(tmp_path, monkeypatch):

@@ -131,11 +131,16 @@ class ExplanationCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.prepare(trainer.datamodule, pl_module, trainer.global_rank, trainer.world_size)
         self.out_dir = Path(trainer.default_root_dir) / "explanations"
+        self._world_size = trainer.world_size
         restored, self._restored = getattr(self, "_restored", None), None
         if restored is not None:  # resumed from a checkpoint: the epochs before it continue
             self.history = [(int(e), s) for e, s in restored["history"]]
-            self.last, self.items, self._done_epoch = restored["last"], restored["items"], restored["done_epoch"]
-            self._previous = restored["previous"]
+            self.last, self._done_epoch = restored["last"], restored["done_epoch"]
+            # The last maps and per-item values are one process's share of the probe set (the
+            # checkpoint holds rank zero's): kept only when one process saved and one resumes;
+            # otherwise the next epoch measures no drift, and the items start again.
+            if restored.get("world_size", 1) == 1 and trainer.world_size == 1:
+                self._previous, self.items = restored["previous"], restored["items"]
 
     def state_dict(self) -> dict:
         """What a resumed run needs to continue: every explained epoch's scores (metrics.csv, the
@@ -147,6 +152,7 @@ class ExplanationCallback(pl.Callback):
             "items": getattr(self, "items", {}),
             "done_epoch": self._done_epoch,
             "previous": getattr(self, "_previous", {}),
+            "world_size": getattr(self, "_world_size", 1),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:

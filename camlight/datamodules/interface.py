@@ -151,7 +151,10 @@ class CamlightDataModule(pl.LightningDataModule):
             drop_last=train and self.drop_last(split),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            # Training workers start afresh every epoch, seeded from the main generator: a run
+            # resumed from a checkpoint then augments as the uninterrupted run did (persistent
+            # workers would carry their generators' history from epoch to epoch).
+            persistent_workers=self.num_workers > 0 and not train,
             collate_fn=self.collate_fn,
         )
 

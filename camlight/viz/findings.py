@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from camlight.viz.files import atomic_file
+
 LOCALIZATION = ("pointing_game", "energy_pointing_game", "box_accuracy", "mask_iou")
 NAMES = {
     "pointing_game": "pointing game",
@@ -256,5 +258,7 @@ def _canary(runs: list[dict], share: float) -> list[str]:
 def write_findings(group_dir: Path, shortcut_share: float | None = None) -> Path:
     """Write `group_dir/findings.md` from the group's files; returns its path."""
     path = Path(group_dir) / "findings.md"
-    path.write_text(findings(load_runs(group_dir), shortcut_share))
+    text = findings(load_runs(group_dir), shortcut_share)
+    with atomic_file(path) as f:
+        f.write(text)
     return path
