@@ -176,8 +176,7 @@ class ExplainConfig:
 class ReportConfig:
     inline: bool = _f(
         False,
-        "report.html with every image inside it (one file to send around, megabytes); false links the "
-        "images beside it",
+        "report.html with every image inside it (one file to send around, megabytes); false links the images beside it",
     )
 
 
