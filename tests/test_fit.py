@@ -161,7 +161,9 @@ def test_the_trainer_section_reaches_pl_trainer_whole(tmp_path):
     )
     trainer = fit.build_trainer(cfg.trainer, default_root_dir=str(tmp_path), logger=False)
     assert (trainer.max_epochs, trainer.limit_val_batches, trainer.log_every_n_steps) == (3, 2, 7)
-    with pytest.raises(TypeError, match="build_trainer sets only logger, callbacks, default_root_dir, plugins, not max_epochs"):
+    with pytest.raises(
+        TypeError, match="build_trainer sets only logger, callbacks, default_root_dir, plugins, not max_epochs"
+    ):
         fit.build_trainer(cfg.trainer, max_epochs=1)
 
 
