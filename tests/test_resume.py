@@ -317,3 +317,20 @@ def test_a_requeued_slurm_job_finds_its_group_whatever_its_name(tmp_path, stop_a
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     summary = fit.run(load_config(argv), argv)  # the same command, requeued
     assert summary["group"] == "mine" and summary["status"] == "finished"
+
+
+def test_sigterm_only_raises_the_flag_no_collective_inside_the_signal_handler(tmp_path, monkeypatch):
+    """Lightning's own handler broadcasts from inside the handler, which deadlocks when the signal
+    lands while the ranks are in another collective; camlight's raises the flag, and Lightning's
+    loop reduces it across ranks after the batch."""
+    import torch.distributed as dist
+
+    from camlight.fit import _quiet_sigterm
+
+    trainer = fit.build_trainer(load_config(_argv(tmp_path, "t")).trainer, logger=False, callbacks=[])
+    _quiet_sigterm(trainer)
+    monkeypatch.setattr(dist, "broadcast", lambda *a, **k: pytest.fail("a collective in the signal handler"))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(type(trainer), "world_size", property(lambda self: 2))  # as if under DDP
+    trainer._signal_connector._sigterm_notifier_fn(signal.SIGTERM, None)
+    assert trainer.received_sigterm
