@@ -187,7 +187,7 @@ def test_experiment_reruns_and_same_second_starts_get_folders_of_their_own(tmp_p
 def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
     """The real thing: a SIGTERM from outside (what SLURM sends) while train.py trains."""
     out = tmp_path / "outputs"
-    argv = [*_argv(tmp_path, "k", "trainer.max_epochs=30", "data.train_size=256", "wandb.mode=offline")]
+    argv = [*_argv(tmp_path, "k", "trainer.max_epochs=8", "data.train_size=128", "wandb.mode=offline")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *argv], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
@@ -205,7 +205,7 @@ def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
     assert summary["status"] == "interrupted" and summary["runs"][0]["epochs"] >= 1
     load_classifier(last)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"resume={out / 'k'}", "trainer.max_epochs=30"],
+        [sys.executable, str(ROOT / "train.py"), f"resume={out / 'k'}", "trainer.max_epochs=9"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -222,7 +222,7 @@ def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "k" / "summary.json").read_text())
     row = summary["runs"][0]
-    assert summary["status"] == "finished" and row["epochs"] == 30
+    assert summary["status"] == "finished" and row["epochs"] == 8
     # One W&B run, in two local folders (before and after the stop), uploaded together.
     state = runs.read_state(out / "k" / "simple_cnn-gap")
     assert len(state["wandb_dirs"]) == 2 and all(state["wandb_id"] in d for d in state["wandb_dirs"])
