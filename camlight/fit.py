@@ -319,7 +319,8 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
                 done.append(row)
         _close_process_group()
     except ConfigError:
-        if resume is None and rank_zero_only.rank == 0 and not any(group_dir.iterdir()):
+        if resume is None and rank_zero_only.rank == 0 and all(p.name == runs.SLURM_JOB for p in group_dir.iterdir()):
+            (group_dir / runs.SLURM_JOB).unlink(missing_ok=True)
             group_dir.rmdir()  # claimed, nothing written: leave nothing behind
             if made_out_dir and not any(out_dir.iterdir()):
                 out_dir.rmdir()

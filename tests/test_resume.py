@@ -334,3 +334,11 @@ def test_sigterm_only_raises_the_flag_no_collective_inside_the_signal_handler(tm
     monkeypatch.setattr(type(trainer), "world_size", property(lambda self: 2))  # as if under DDP
     trainer._signal_connector._sigterm_notifier_fn(signal.SIGTERM, None)
     assert trainer.received_sigterm
+
+
+def test_a_mistake_found_after_the_folder_was_claimed_leaves_nothing_also_under_slurm(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    argv = [a for a in _argv(tmp_path, "x", "explain.probe_size=64") if not a.startswith("name=")]
+    with pytest.raises(ConfigError, match="explain.probe_size=64 is larger than the 32 validation images"):
+        fit.run(load_config(argv), argv)  # found once the data is indexed, after slurm-9 was claimed
+    assert not (tmp_path / "outputs").exists()
