@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from camlight.config import ConfigError, heads
 from camlight.config.checks import validate
 from camlight.config.schema import Config
+from camlight.viz.files import atomic_file
 
 STATE = "state.json"
 GROUP_CONFIG = "group.yaml"  # not config.yaml: each run folder holds its own config.yaml
@@ -44,9 +45,7 @@ RESUME_MAY_CHANGE = (
 
 def write_json(path: Path, data: dict) -> None:
     """`path` written whole: a temporary sibling, then renamed onto it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -254,6 +253,5 @@ def atomic_checkpoint_io():
 
 def write_text(path: Path, text: str) -> None:
     """`path` written whole: a temporary sibling, then renamed onto it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path, encoding="utf-8") as f:
+        f.write(text)

@@ -25,6 +25,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_warn
 
+from camlight.viz.files import write_csv
+
 log = logging.getLogger(__name__)
 
 WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
@@ -195,16 +197,11 @@ class _AppendingWriter(ExperimentWriter):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         kept = [r for r in rows if r.get("epoch") and int(float(r["epoch"])) < self.keep_before_epoch]
-        columns = sorted({k for r in kept for k in r})
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
-        self.metrics_keys = columns
         if not kept:
             path.unlink()
+            return
+        self.metrics_keys = sorted({k for r in kept for k in r})  # Lightning's order: sorted
+        write_csv(path, kept, self.metrics_keys)
 
 
 class ResumedCSVLogger(CSVLogger):
