@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from lightning_fabric.loggers.logger import _DummyExperiment
+from lightning_fabric.loggers.logger import _DummyExperiment, rank_zero_experiment
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -213,6 +213,7 @@ class ResumedCSVLogger(CSVLogger):
         self.start_epoch = start_epoch
 
     @property
+    @rank_zero_experiment  # as Lightning's: the other ranks hold a dummy and never touch the file
     def experiment(self):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)

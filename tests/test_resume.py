@@ -184,10 +184,14 @@ def test_experiment_reruns_and_same_second_starts_get_folders_of_their_own(tmp_p
 
 
 @pytest.mark.slow
-def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
-    """The real thing: a SIGTERM from outside (what SLURM sends) while train.py trains."""
+@pytest.mark.parametrize("ddp", [False, True], ids=["one-process", "two-process-ddp"])
+def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path, ddp):
+    """The real thing: a SIGTERM from outside (what SLURM sends) while train.py trains; under DDP
+    to the first process, which passes it to the other rank."""
     out = tmp_path / "outputs"
     argv = [*_argv(tmp_path, "k", "trainer.max_epochs=8", "data.train_size=128", "wandb.mode=offline")]
+    if ddp:
+        argv += ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "data.num_workers=0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *argv], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
@@ -223,6 +227,8 @@ def test_train_py_killed_by_sigterm_exits_143_and_resume_finishes(tmp_path):
     summary = json.loads((out / "k" / "summary.json").read_text())
     row = summary["runs"][0]
     assert summary["status"] == "finished" and row["epochs"] == 8
+    csv_rows = list(csv.DictReader(open(out / "k" / "simple_cnn-gap" / "csv" / "metrics.csv")))
+    assert [int(float(r["epoch"])) for r in csv_rows if r.get("val/acc")] == list(range(8))  # each epoch once
     # One W&B run, in two local folders (before and after the stop), uploaded together.
     state = runs.read_state(out / "k" / "simple_cnn-gap")
     assert len(state["wandb_dirs"]) == 2 and all(state["wandb_id"] in d for d in state["wandb_dirs"])
@@ -342,3 +348,21 @@ def test_a_mistake_found_after_the_folder_was_claimed_leaves_nothing_also_under_
     with pytest.raises(ConfigError, match="explain.probe_size=64 is larger than the 32 validation images"):
         fit.run(load_config(argv), argv)  # found once the data is indexed, after slurm-9 was claimed
     assert not (tmp_path / "outputs").exists()
+
+
+def test_only_rank_zero_continues_the_csv_log(tmp_path, monkeypatch):
+    """Every rank builds the loggers; as with Lightning's CSVLogger, only rank zero's touches the
+    file (two ranks pruning it at once raced on its temporary file)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from camlight.tracking import ResumedCSVLogger
+
+    log = tmp_path / "csv" / "metrics.csv"
+    log.parent.mkdir()
+    log.write_text("epoch,step,val/acc\n0,3,0.5\n1,7,0.6\n2,11,0.7\n")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    ResumedCSVLogger(save_dir=str(tmp_path), name="csv", version="", start_epoch=2).experiment.log_metrics({"a": 1})
+    assert log.read_text() == "epoch,step,val/acc\n0,3,0.5\n1,7,0.6\n2,11,0.7\n"
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    assert ResumedCSVLogger(save_dir=str(tmp_path), name="csv", version="", start_epoch=2).experiment is not None
+    assert _csv(log) == [{"epoch": "0", "step": "3", "val/acc": "0.5"}, {"epoch": "1", "step": "7", "val/acc": "0.6"}]
