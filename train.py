@@ -32,7 +32,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except fit.Interrupted as stop:  # SIGTERM (SLURM, kill) or Ctrl-C: last.ckpt holds the last epoch
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0 and stop.summary is None:
+            print(f"interrupted by {stop.signal_name} before training started; nothing was written", file=sys.stderr)
+        elif rank_zero_only.rank == 0:
             print(f"interrupted by {stop.signal_name}; continue with: {stop.summary['resume']}", file=sys.stderr)
         return 143 if stop.signal_name == "SIGTERM" else 130
     if rank_zero_only.rank == 0:  # under DDP every rank runs this script; one prints

@@ -53,11 +53,47 @@ GROUP_ENV = "CAMLIGHT_GROUP"
 
 
 class Interrupted(Exception):
-    """Training stopped by SIGTERM or SIGINT; the group's summary says so and how to resume."""
+    """Training stopped by SIGTERM or SIGINT; the group's summary says so and how to resume (None:
+    stopped before anything was written, and nothing is left)."""
 
     def __init__(self, summary: dict, signal_name: str):
         super().__init__(f"training interrupted by {signal_name}")
         self.summary, self.signal_name = summary, signal_name
+
+
+class _Signals:
+    """SIGTERM outside `trainer.fit` (indexing data, between two runs) raises `_Stopped`, as SIGINT
+    raises KeyboardInterrupt; inside it, Lightning's own handler (which calls this one after its
+    own) stops the fit at the next batch."""
+
+    fitting = False
+
+    def __init__(self):
+        self.before = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.before = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.before is not None:
+            signal.signal(signal.SIGTERM, self.before)
+
+    @staticmethod
+    def _raise(signum, frame):
+        if not _Signals.fitting:
+            raise _Stopped("SIGTERM")
+
+
+class _Stopped(BaseException):
+    def __init__(self, signal_name: str):
+        self.signal_name = signal_name
 
 
 class _RunInterrupted(Exception):
@@ -129,12 +165,15 @@ def fit_one(
         runs.write_state(run_dir, status="running", wandb_id=wandb_id, epochs=start_epoch)
     start = time.perf_counter()
     interrupted = None
+    _Signals.fitting = True  # Lightning's handlers stop the fit at the next batch
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except (SystemExit, KeyboardInterrupt) as e:  # Lightning's answer to SIGTERM (and SIGINT: exit 1)
         if not trainer.interrupted:
             raise
         interrupted = "SIGTERM" if type(e).__name__ == "SIGTERMException" else "SIGINT"
+    finally:
+        _Signals.fitting = False
     seconds = time.perf_counter() - start
     if interrupted is None:
         _gather_skipped(datamodule)
@@ -301,6 +340,8 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
     group = group_dir.name
     os.environ[GROUP_ENV] = group
     done: list[dict] = []
+    datamodule = None
+    signals = _Signals().__enter__()  # left in the finally below
     try:
         pretrained, start = resolve_pretrained(cfg)  # downloads missing weights; nothing written yet
         datamodule = build_datamodule(cfg, pretrained)
@@ -330,10 +371,37 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
         for logger in stop.wandb:
             logger.finish(exit_code=1)
         raise Interrupted(summary, stop.signal_name) from None
+    except (_Stopped, KeyboardInterrupt) as e:  # outside trainer.fit: before, between or after the runs
+        name = "SIGINT" if isinstance(e, KeyboardInterrupt) else e.signal_name
+        raise Interrupted(_stopped_outside_fit(cfg, group_dir, datamodule, resume), name) from None
     finally:
+        signals.__exit__()
         if inherited is None:
             os.environ.pop(GROUP_ENV, None)
     return _summary(cfg, group, group_dir, done, datamodule, runs.group_status(cfg, group_dir))
+
+
+def _stopped_outside_fit(cfg, group_dir: Path, datamodule, resume) -> dict | None:
+    """A stop outside `trainer.fit`: before anything was written, the claimed folder goes (None is
+    returned); otherwise every run left "running" is marked interrupted and the summary says so."""
+    if rank_zero_only.rank != 0:
+        return None
+    if resume is None and not (group_dir / runs.GROUP_CONFIG).is_file():
+        for p in group_dir.iterdir():
+            if p.name == runs.SLURM_JOB:
+                p.unlink()
+        if not any(group_dir.iterdir()):
+            group_dir.rmdir()
+        return None
+    rows = []
+    for head in heads(cfg):
+        run_dir = group_dir / runs.run_name(cfg, head)
+        state = runs.read_state(run_dir)
+        if state.get("status") == "running":
+            runs.write_state(run_dir, status="interrupted")
+        if state.get("row"):  # a finished run's row, also one whose fit had returned when the signal came
+            rows.append(state["row"])
+    return _summary(cfg, group_dir.name, group_dir, rows, datamodule, "interrupted")
 
 
 def _resume_plan(cfg: DictConfig, argv: list[str] | None) -> runs.Resume | None:
@@ -388,7 +456,7 @@ def _summary(cfg, group: str, group_dir: Path, rows: list[dict], datamodule, sta
         "resume": f"python train.py resume={group_dir}" if status != "finished" else None,
         "runs": rows,
     }
-    skipped = datamodule.bad_files()
+    skipped = datamodule.bad_files() if datamodule is not None else {}
     if skipped:
         summary["skipped_files"] = dict(sorted(skipped.items()))
     if rank_zero_only.rank == 0:

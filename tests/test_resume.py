@@ -366,3 +366,35 @@ def test_only_rank_zero_continues_the_csv_log(tmp_path, monkeypatch):
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     assert ResumedCSVLogger(save_dir=str(tmp_path), name="csv", version="", start_epoch=2).experiment is not None
     assert _csv(log) == [{"epoch": "0", "step": "3", "val/acc": "0.5"}, {"epoch": "1", "step": "7", "val/acc": "0.6"}]
+
+
+def test_sigterm_between_two_runs_and_ctrl_c_before_training_are_clean_stops_too(tmp_path, monkeypatch):
+    argv = _argv(tmp_path, "g", "model.head=both", "trainer.max_epochs=1", "wandb.mode=disabled")
+    fit_one = fit.fit_one
+
+    def then_term(*args, **kwargs):  # SIGTERM right after the GAP run, outside any trainer.fit
+        row = fit_one(*args, **kwargs)
+        monkeypatch.setattr(fit, "fit_one", fit_one)
+        signal.raise_signal(signal.SIGTERM)
+        return row
+
+    monkeypatch.setattr(fit, "fit_one", then_term)
+    with pytest.raises(fit.Interrupted) as stopped:
+        fit.run(load_config(argv), argv)
+    group = tmp_path / "outputs" / "g"
+    summary = json.loads((group / "summary.json").read_text())
+    assert stopped.value.signal_name == "SIGTERM" and summary["status"] == "interrupted"
+    assert [(r["head"], r["status"]) for r in summary["runs"]] == [("gap", "finished")]
+    done = fit.run(load_config([f"resume={group}"]))
+    assert [(r["head"], r["status"]) for r in done["runs"]] == [("gap", "finished"), ("fc", "finished")]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "build_datamodule", ctrl_c)  # Ctrl-C while the photos are indexed
+    argv = _argv(tmp_path, "h", "wandb.mode=disabled")
+    with pytest.raises(fit.Interrupted) as stopped:
+        fit.run(load_config(argv), argv)
+    assert stopped.value.summary is None and stopped.value.signal_name == "SIGINT"
+    assert not (tmp_path / "outputs" / "h").exists()  # nothing was written: nothing is left
