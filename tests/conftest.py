@@ -28,12 +28,11 @@ def _deterministic_algorithms_as_the_process_started():
     yield
 
 
-@pytest.fixture
-def tiny_argv(tmp_path):
-    """Overrides that shrink the main job to seconds, writing under tmp_path."""
+def tiny_args(out_dir: Path, name: str = "tiny") -> list[str]:
+    """Overrides that shrink the main job to seconds, writing group `name` under `out_dir`."""
     return [
-        f"out_dir={tmp_path / 'outputs'}",
-        "name=tiny",
+        f"out_dir={out_dir}",
+        f"name={name}",
         "data.train_size=64",
         "data.val_size=32",
         "data.test_size=0",
@@ -43,6 +42,12 @@ def tiny_argv(tmp_path):
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
     ]
+
+
+@pytest.fixture
+def tiny_argv(tmp_path):
+    """`tiny_args` writing under tmp_path/outputs."""
+    return tiny_args(tmp_path / "outputs")
 
 
 def tiny_gap_run(root: Path, *overrides: str) -> dict:

@@ -18,6 +18,8 @@ from camlight import fit, runs
 from camlight.config import ConfigError, load_config
 from camlight.modules import load_classifier
 
+from .conftest import tiny_args
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,18 +58,11 @@ def stop_at(monkeypatch):
 
 
 def _argv(tmp_path, name, *extra):
+    """The tiny job, GAP head, 4 epochs, every explanation hook on (later keys win)."""
     return [
-        f"out_dir={tmp_path / 'outputs'}",
-        f"name={name}",
-        "data.train_size=64",
-        "data.val_size=32",
-        "data.test_size=0",
-        "data.batch_size=16",
-        "model.width=4",
-        "model.fc_hidden=8",
+        *tiny_args(tmp_path / "outputs", name),
         "model.head=gap",
         "trainer.max_epochs=4",
-        "trainer.enable_progress_bar=false",
         "explain.probe_size=8",
         "explain.sanity_every_n_epochs=2",
         "explain.filters_every_n_epochs=1",
